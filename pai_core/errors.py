@@ -1,0 +1,53 @@
+"""Domain errors. They speak of the domain; handlers/_http.py maps them to HTTP."""
+
+from __future__ import annotations
+
+
+class PaiError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(PaiError):
+    """The caller sent something malformed; `field` names the culprit when there is one."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        if code is not None:
+            self.code = code
+
+
+class PayloadTooLarge(PaiError):
+    code = "payload_too_large"
+
+
+class NotFound(PaiError):
+    code = "not_found"
+
+
+class Conflict(PaiError):
+    code = "conflict"
+
+
+class UpstreamUnavailable(PaiError):
+    """A dependency (storage, KMS, LLM) cannot serve us now; the caller may retry later."""
+
+    code = "service_unavailable"
+
+    def __init__(self, message: str, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class IntegrityError(PaiError):
+    """Stored ciphertext failed authentication: tampered, moved, or decrypted with the wrong context."""
+
+    code = "integrity_error"

@@ -1,0 +1,3 @@
+from pai_core.search.exact import top_k
+
+__all__ = ["top_k"]

@@ -1,0 +1,49 @@
+"""`python -m pai_local` (what `make run` runs): PAI on this machine, offline."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from pai_core.config import ConfigError, Settings
+from pai_local.emulator import DEFAULT_EMULATOR_PORT
+from pai_local.stack import start_stack
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m pai_local", description=__doc__)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PAI_PORT", "8080")), help="API port (PAI_PORT)")
+    parser.add_argument("--emulator-port", type=int, default=DEFAULT_EMULATOR_PORT)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        settings = Settings.from_env()
+        stack = start_stack(settings, emulator_port=args.emulator_port, gateway_port=args.port)
+    except (ConfigError, RuntimeError, OSError) as exc:
+        print(f"pai: cannot start: {exc}", file=sys.stderr)
+        return 1
+    where = "embedded moto" if stack.emulator else "external emulator"
+    print(f"AWS emulator ({where}): {stack.endpoint_url}", flush=True)
+    print("loading the embedding model and the offline chat model ...", flush=True)
+    stack.container.embedder.embed(["warm up"])
+    stack.container.chat_model.count_tokens("warm up")
+    print(f"PAI API: {stack.gateway_url}   (Ctrl-C stops it)", flush=True)
+    print(
+        f"  try: curl -s -X POST {stack.gateway_url}/memory -H 'content-type: application/json' "
+        """-d '{"action":"store","content":"My cat is called Miso."}'""",
+        flush=True,
+    )
+    stopped = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopped.set())
+    stopped.wait()
+    stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Create the template's key, tables and bucket in an emulator (or any endpoint), idempotently.
+
+The properties come from infra/template.yaml and are translated to the matching API calls, so the
+local stack cannot drift from the deployed one."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from pai_local.template import Template
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    kms_key_arn: str
+    tables: dict[str, str]  # logical id -> table name
+    bucket: str
+
+
+def provision(template: Template, session: Any, *, endpoint_url: str | None) -> Provisioned:
+    def client(service: str) -> Any:
+        return session.client(service, endpoint_url=endpoint_url)
+
+    identity = client("sts").get_caller_identity()
+    template.parameters.update(
+        {"AWS::AccountId": identity["Account"], "AWS::Region": session.region_name, "AWS::Partition": "aws"}
+    )
+    key_arn = _ensure_key(template, client("kms"))
+    tables = {
+        name: _ensure_table(template, name, client("dynamodb")) for name in template.of_type("AWS::DynamoDB::Table")
+    }
+    (bucket_id,) = template.of_type("AWS::S3::Bucket")
+    bucket = _ensure_bucket(template, bucket_id, client("s3"), session.region_name)
+    return Provisioned(kms_key_arn=key_arn, tables=tables, bucket=bucket)
+
+
+def _ensure_key(template: Template, kms: Any) -> str:
+    (key_id,) = template.of_type("AWS::KMS::Key")
+    (alias_id,) = template.of_type("AWS::KMS::Alias")
+    alias = template.resolve(template.properties(alias_id)["AliasName"])
+    try:
+        metadata = kms.describe_key(KeyId=alias)["KeyMetadata"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "NotFoundException":
+            raise
+        props = template.resolve(template.properties(key_id))
+        metadata = kms.create_key(
+            Description=props["Description"], KeySpec=props["KeySpec"], KeyUsage=props["KeyUsage"]
+        )["KeyMetadata"]
+        if props.get("EnableKeyRotation"):
+            kms.enable_key_rotation(KeyId=metadata["KeyId"])
+        kms.create_alias(AliasName=alias, TargetKeyId=metadata["KeyId"])
+    template.known[key_id] = metadata["KeyId"]
+    template.known[f"{key_id}.Arn"] = metadata["Arn"]
+    return str(metadata["Arn"])
+
+
+def _ensure_table(template: Template, logical_id: str, dynamodb: Any) -> str:
+    props = template.resolve(template.properties(logical_id))
+    name = props["TableName"]
+    template.known[logical_id] = name
+    try:
+        dynamodb.describe_table(TableName=name)
+        return str(name)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise
+    request: dict[str, Any] = {
+        "TableName": name,
+        "BillingMode": props["BillingMode"],
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
+    }
+    if "GlobalSecondaryIndexes" in props:
+        request["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    if "SSESpecification" in props:
+        sse = props["SSESpecification"]
+        request["SSESpecification"] = {
+            "Enabled": sse["SSEEnabled"],
+            "SSEType": sse["SSEType"],
+            "KMSMasterKeyId": sse["KMSMasterKeyId"],
+        }
+    dynamodb.create_table(**request)
+    dynamodb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    if "TimeToLiveSpecification" in props:
+        dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification=props["TimeToLiveSpecification"])
+    if props.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled"):
+        dynamodb.update_continuous_backups(
+            TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+        )
+    return str(name)
+
+
+def _ensure_bucket(template: Template, logical_id: str, s3: Any, region: str) -> str:
+    raw = template.properties(logical_id)
+    name = template.resolve(raw["BucketName"])
+    template.known[logical_id] = name
+    template.known[f"{logical_id}.Arn"] = f"arn:aws:s3:::{name}"
+    props = template.resolve(raw)
+    try:
+        s3.head_bucket(Bucket=name)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in {"404", "NoSuchBucket", "NotFound"}:
+            raise
+        if region == "us-east-1":
+            s3.create_bucket(Bucket=name)
+        else:
+            s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration=props["VersioningConfiguration"])
+    s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"])
+    rules = [
+        {
+            "ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"],
+            "BucketKeyEnabled": rule.get("BucketKeyEnabled", False),
+        }
+        for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    ]
+    s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
+    for policy_id, policy in template.of_type("AWS::S3::BucketPolicy").items():
+        if policy["Properties"]["Bucket"] == {"Ref": logical_id}:
+            document = template.resolve(template.properties(policy_id)["PolicyDocument"])
+            s3.put_bucket_policy(Bucket=name, Policy=json.dumps(document))
+    return str(name)

@@ -1,0 +1,96 @@
+"""Read infra/template.yaml: the one definition of routes, tables, bucket and key that the local
+harness shares with the deployed stack."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "infra" / "template.yaml"
+_SUB_VARIABLE = re.compile(r"\$\{([A-Za-z0-9:.]+)\}")
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short-form intrinsics (!Ref, !Sub, !GetAtt ...) as plain dicts."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if tag_suffix == "GetAtt":
+            value = str(value).split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _intrinsic)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: str  # "module.function", as the Lambda function's Handler property names it
+
+
+class Template:
+    def __init__(self, document: dict[str, Any], *, parameters: dict[str, str]) -> None:
+        self.document = document
+        self.resources: dict[str, dict[str, Any]] = document["Resources"]
+        defaults = {name: str(spec.get("Default", "")) for name, spec in document.get("Parameters", {}).items()}
+        self.parameters = {**defaults, **parameters}
+        # Physical ids and attributes of resources created so far, for Ref / GetAtt / Sub.
+        self.known: dict[str, str] = {}
+
+    @classmethod
+    def load(cls, path: Path = TEMPLATE_PATH, **parameters: str) -> Template:
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506 (SafeLoader subclass)
+        return cls(document, parameters=parameters)
+
+    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {name: spec for name, spec in self.resources.items() if spec["Type"] == resource_type}
+
+    def properties(self, logical_id: str) -> dict[str, Any]:
+        return dict(self.resources[logical_id].get("Properties", {}))
+
+    def _lookup(self, name: str) -> str:
+        if name in self.parameters:
+            return self.parameters[name]
+        if name in self.known:
+            return self.known[name]
+        raise KeyError(f"{name} is not known yet: create the resource it names first")
+
+    def resolve(self, value: Any) -> Any:
+        """Resolve the intrinsics the storage resources use (Ref, Fn::Sub, Fn::GetAtt) against
+        parameters, pseudo parameters and the resources created so far."""
+        if isinstance(value, list):
+            return [self.resolve(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        if set(value) == {"Ref"}:
+            return self._lookup(value["Ref"])
+        if set(value) == {"Fn::GetAtt"}:
+            return self._lookup(".".join(value["Fn::GetAtt"]))
+        if set(value) == {"Fn::Sub"}:
+            return _SUB_VARIABLE.sub(lambda match: self._lookup(match.group(1)), value["Fn::Sub"])
+        return {key: self.resolve(item) for key, item in value.items()}
+
+    def routes(self) -> list[Route]:
+        routes = []
+        for spec in self.of_type("AWS::ApiGatewayV2::Route").values():
+            method, path = spec["Properties"]["RouteKey"].split(" ", 1)
+            target = spec["Properties"]["Target"]["Fn::Sub"]  # "integrations/${SomeIntegration}"
+            integration = _SUB_VARIABLE.search(target)
+            if integration is None:
+                raise ValueError(f"route {method} {path} has no integration")
+            function_id = self.properties(integration.group(1))["IntegrationUri"]["Fn::GetAtt"][0]
+            routes.append(Route(method=method, path=path, handler=self.properties(function_id)["Handler"]))
+        return routes
