@@ -1,0 +1,172 @@
+"""In-memory stand-ins for the ports, for unit tests (no network, no AWS, no model files)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from pai_core.config import Settings
+from pai_core.crypto import DataKey, EncryptionContext, serialize_context
+from pai_core.errors import IntegrityError, UpstreamUnavailable
+from pai_core.models import ChatMessage, Completion, Memory, MemoryPage, MemoryVector, Turn, Usage
+from pai_core.services import ChatService, MemoryService
+
+
+class FakeKeyService:
+    """KMS in a box: wraps data keys with a local master key, bound to the context; counts calls."""
+
+    def __init__(self) -> None:
+        self._master = AESGCM(os.urandom(32))
+        self.generated = 0
+        self.decrypted = 0
+        self.fail_with: Exception | None = None
+
+    def generate_data_key(self, context: EncryptionContext) -> DataKey:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.generated += 1
+        plaintext = os.urandom(32)
+        nonce = os.urandom(12)
+        wrapped = nonce + self._master.encrypt(nonce, plaintext, serialize_context(context))
+        return DataKey(plaintext=plaintext, wrapped=wrapped)
+
+    def decrypt_data_key(self, wrapped: bytes, context: EncryptionContext) -> bytes:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.decrypted += 1
+        try:
+            return self._master.decrypt(wrapped[:12], wrapped[12:], serialize_context(context))
+        except Exception as exc:
+            raise IntegrityError("data key does not unwrap under this context") from exc
+
+
+class FixedClock:
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        self.current += timedelta(**delta)
+
+
+class HashingEmbedder:
+    """Bag of words hashed into 384 dims: texts that share words are similar. Deterministic."""
+
+    dimensions = 384
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.fail_with: Exception | None = None
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.calls += 1
+        rows = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"[a-z0-9]+", text.lower()):
+                bucket = int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "big") % self.dimensions
+                rows[row, bucket] += 1.0
+            norm = np.linalg.norm(rows[row])
+            rows[row] = rows[row] / norm if norm else rows[row]
+        return rows
+
+
+@dataclass
+class InMemoryMemoryRepository:
+    items: dict[tuple[str, str], tuple[Memory, bytes]] = field(default_factory=dict)
+    fail_with: Exception | None = None
+
+    def add(self, owner: str, memory: Memory, embedding: np.ndarray) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.items[(owner, memory.id)] = (memory, np.asarray(embedding, dtype="<f4").tobytes())
+
+    def get(self, owner: str, memory_id: str) -> Memory | None:
+        found = self.items.get((owner, memory_id))
+        return None if found is None else found[0]
+
+    def get_many(self, owner: str, memory_ids: Sequence[str]) -> dict[str, Memory]:
+        return {i: self.items[(owner, i)][0] for i in memory_ids if (owner, i) in self.items}
+
+    def page(self, owner: str, *, category: str | None, limit: int, cursor: str | None) -> MemoryPage:
+        ids = sorted((i for (o, i), (m, _) in self.items.items() if o == owner and category in (None, m.category)),
+                     reverse=True)
+        if cursor is not None:
+            ids = [i for i in ids if i < cursor]
+        page, rest = ids[:limit], ids[limit:]
+        return MemoryPage(items=[self.items[(owner, i)][0] for i in page], cursor=page[-1] if rest else None)
+
+    def delete(self, owner: str, memory_id: str) -> bool:
+        return self.items.pop((owner, memory_id), None) is not None
+
+    def vectors(self, owner: str) -> list[MemoryVector]:
+        return [MemoryVector(id=i, category=m.category, vector=v) for (o, i), (m, v) in self.items.items() if o == owner]
+
+
+@dataclass
+class InMemoryConversationRepository:
+    turns: dict[tuple[str, str], list[Turn]] = field(default_factory=dict)
+    ttl: timedelta = timedelta(hours=24)
+
+    def append(self, owner: str, session_id: str, turn: Turn) -> None:
+        self.turns.setdefault((owner, session_id), []).append(turn)
+
+    def recent(self, owner: str, session_id: str, *, now: datetime, limit: int) -> list[Turn]:
+        live = [t for t in self.turns.get((owner, session_id), []) if t.at + self.ttl > now]
+        return live[-limit:] if limit > 0 else []
+
+
+class ScriptedChatModel:
+    """Answers with a fixed reply (or fails), records every prompt; one token per word."""
+
+    name = "scripted-model"
+
+    def __init__(self, reply: str = "Noted.", *, context_tokens: int = 2048) -> None:
+        self.reply = reply
+        self.context_tokens = context_tokens
+        self.prompts: list[list[ChatMessage]] = []
+        self.fail_with: Exception | None = None
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def complete(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Completion:
+        self.prompts.append(list(messages))
+        if self.fail_with is not None:
+            raise self.fail_with
+        prompt_tokens = sum(self.count_tokens(m.content) for m in messages)
+        return Completion(text=self.reply, model=self.name,
+                          usage=Usage(input_tokens=prompt_tokens, output_tokens=self.count_tokens(self.reply)))
+
+
+@dataclass
+class FakeContainer:
+    """What the handlers need of the composition root, built from fakes."""
+
+    settings: Settings = field(default_factory=Settings)
+    clock: FixedClock = field(default_factory=FixedClock)
+    embedder: HashingEmbedder = field(default_factory=HashingEmbedder)
+    memory_repository: InMemoryMemoryRepository = field(default_factory=InMemoryMemoryRepository)
+    conversations: InMemoryConversationRepository = field(default_factory=InMemoryConversationRepository)
+    chat_model: ScriptedChatModel = field(default_factory=ScriptedChatModel)
+    storage_down: bool = False
+
+    def __post_init__(self) -> None:
+        self.memories = MemoryService(self.memory_repository, self.embedder, self.clock)
+        self.chat = ChatService(self.conversations, self.memories, self.chat_model, self.clock,
+                                history_max_turns=40, max_output_tokens=64)
+        self.storage_probe = self
+
+    def check(self) -> None:
+        if self.storage_down:
+            raise UpstreamUnavailable("DynamoDB cannot be reached")
