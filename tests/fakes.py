@@ -99,8 +99,9 @@ class InMemoryMemoryRepository:
         return {i: self.items[(owner, i)][0] for i in memory_ids if (owner, i) in self.items}
 
     def page(self, owner: str, *, category: str | None, limit: int, cursor: str | None) -> MemoryPage:
-        ids = sorted((i for (o, i), (m, _) in self.items.items() if o == owner and category in (None, m.category)),
-                     reverse=True)
+        ids = sorted(
+            (i for (o, i), (m, _) in self.items.items() if o == owner and category in (None, m.category)), reverse=True
+        )
         if cursor is not None:
             ids = [i for i in ids if i < cursor]
         page, rest = ids[:limit], ids[limit:]
@@ -110,7 +111,9 @@ class InMemoryMemoryRepository:
         return self.items.pop((owner, memory_id), None) is not None
 
     def vectors(self, owner: str) -> list[MemoryVector]:
-        return [MemoryVector(id=i, category=m.category, vector=v) for (o, i), (m, v) in self.items.items() if o == owner]
+        return [
+            MemoryVector(id=i, category=m.category, vector=v) for (o, i), (m, v) in self.items.items() if o == owner
+        ]
 
 
 @dataclass
@@ -145,8 +148,11 @@ class ScriptedChatModel:
         if self.fail_with is not None:
             raise self.fail_with
         prompt_tokens = sum(self.count_tokens(m.content) for m in messages)
-        return Completion(text=self.reply, model=self.name,
-                          usage=Usage(input_tokens=prompt_tokens, output_tokens=self.count_tokens(self.reply)))
+        return Completion(
+            text=self.reply,
+            model=self.name,
+            usage=Usage(input_tokens=prompt_tokens, output_tokens=self.count_tokens(self.reply)),
+        )
 
 
 @dataclass
@@ -163,8 +169,9 @@ class FakeContainer:
 
     def __post_init__(self) -> None:
         self.memories = MemoryService(self.memory_repository, self.embedder, self.clock)
-        self.chat = ChatService(self.conversations, self.memories, self.chat_model, self.clock,
-                                history_max_turns=40, max_output_tokens=64)
+        self.chat = ChatService(
+            self.conversations, self.memories, self.chat_model, self.clock, history_max_turns=40, max_output_tokens=64
+        )
         self.storage_probe = self
 
     def check(self) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-import time
+import threading
+from datetime import datetime
 
 import numpy as np
 
@@ -13,9 +14,25 @@ from pai_core.ports import Clock, Embedder, MemoryRepository
 from pai_core.search import top_k
 
 
-def new_memory_id() -> str:
-    """48 bits of milliseconds then 80 random bits, in hex: unique, and sorting by id sorts by age."""
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+class MemoryIds:
+    """48 bits of creation milliseconds, then 80 random bits, in hex (like a ULID): unique, and
+    sorting by id sorts by age. Within one millisecond the random part counts up, so ids made by
+    one container stay in order."""
+
+    def __init__(self) -> None:
+        self._last = (-1, 0)
+        self._lock = threading.Lock()
+
+    def __call__(self, created_at: datetime) -> str:
+        millis = int(created_at.timestamp() * 1000)
+        with self._lock:
+            last_millis, last_random = self._last
+            if millis <= last_millis:
+                millis, random_part = last_millis, last_random + 1
+            else:
+                random_part = int.from_bytes(os.urandom(10), "big") >> 1  # room to count up
+            self._last = (millis, random_part)
+        return f"{millis:012x}{random_part:020x}"
 
 
 class MemoryService:
@@ -23,12 +40,14 @@ class MemoryService:
         self._repository = repository
         self._embedder = embedder
         self._clock = clock
+        self._new_id = MemoryIds()
 
     def remember(self, owner: str, *, content: str, category: str, metadata: JsonObject) -> Memory:
         # Embed first: if that fails nothing has been written.
         embedding = self._embedder.embed([content])[0]
+        created_at = self._clock.now()
         memory = Memory(
-            id=new_memory_id(), content=content, category=category, metadata=metadata, created_at=self._clock.now()
+            id=self._new_id(created_at), content=content, category=category, metadata=metadata, created_at=created_at
         )
         self._repository.add(owner, memory, embedding)
         return memory

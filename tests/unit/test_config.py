@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import pytest
+
+from pai_core.config import ConfigError, Settings
+
+
+def test_defaults_follow_the_design() -> None:
+    settings = Settings.from_env({})
+    assert settings.conversations_table == "pai-conversations-dev"
+    assert settings.knowledge_table == "pai-knowledge-dev"
+    assert settings.kms_key_id == "alias/pai-dev"
+    assert settings.region == "us-east-1"
+    assert settings.endpoint_url is None
+
+
+def test_environment_and_explicit_arguments() -> None:
+    settings = Settings.from_env({"PAI_ENV": "prod", "AWS_ENDPOINT_URL": "http://127.0.0.1:4566"}, region="eu-west-1")
+    assert settings.knowledge_table == "pai-knowledge-prod"
+    assert settings.endpoint_url == "http://127.0.0.1:4566"
+    assert settings.region == "eu-west-1"
+
+
+@pytest.mark.parametrize(
+    ("environ", "names"),
+    [
+        ({"PAI_ENV": "Bad Env"}, "PAI_ENV"),
+        ({"PAI_LLM_PROVIDER": "nope"}, "PAI_LLM_PROVIDER"),
+        ({"PAI_LLM_CONTEXT_TOKENS": "lots"}, "PAI_LLM_CONTEXT_TOKENS"),
+        ({"PAI_KEY_CACHE_MAX_USES": "0"}, "PAI_KEY_CACHE_MAX_USES"),
+    ],
+)
+def test_bad_configuration_fails_fast_naming_the_variable(environ: dict[str, str], names: str) -> None:
+    with pytest.raises(ConfigError, match=names):
+        Settings.from_env(environ)
+
+
+def test_the_offline_model_is_found_in_its_package() -> None:
+    path = Settings.from_env({}).resolve_local_llm_path()
+    assert path.name.endswith(".gguf") and path.stat().st_size > 50_000_000

