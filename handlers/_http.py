@@ -55,6 +55,14 @@ def json_response(status: int, payload: JsonObject) -> Response[str]:
     )
 
 
+def event_stream_response(events: list[tuple[str, JsonObject]]) -> Response[str]:
+    """A complete text/event-stream body: one `event:`/`data:` pair per event."""
+    body = "".join(f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n" for name, data in events)
+    return Response(
+        status_code=200, content_type="text/event-stream", body=body, headers={"Cache-Control": "no-cache"}
+    )
+
+
 def create_app() -> APIGatewayHttpResolver:
     app = APIGatewayHttpResolver()
 
