@@ -17,12 +17,17 @@ from pai_local.stack import start_stack
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m pai_local", description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PAI_PORT", "8080")), help="API port (PAI_PORT)")
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("PAI_HOST", "127.0.0.1"),
+        help="API address (PAI_HOST); only a container sets 0.0.0.0, behind a port published on 127.0.0.1",
+    )
     parser.add_argument("--emulator-port", type=int, default=DEFAULT_EMULATOR_PORT)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         settings = Settings.from_env()
-        stack = start_stack(settings, emulator_port=args.emulator_port, gateway_port=args.port)
+        stack = start_stack(settings, emulator_port=args.emulator_port, gateway_port=args.port, gateway_host=args.host)
     except (ConfigError, RuntimeError, OSError) as exc:
         print(f"pai: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -38,6 +38,7 @@ def start_stack(
     *,
     emulator_port: int,
     gateway_port: int,
+    gateway_host: str = "127.0.0.1",
     chat_model: ChatModel | None = None,
 ) -> RunningStack:
     """Uses settings.endpoint_url when it is set (LocalStack, a moto container, anything that speaks
@@ -54,7 +55,7 @@ def start_stack(
         settings = replace(settings, endpoint_url=endpoint_url, knowledge_bucket=resources.bucket)
         container = Container(settings, chat_model=chat_model)
         set_container(container)
-        gateway = LocalGateway(Template.load(Env=settings.env).routes(), port=gateway_port)
+        gateway = LocalGateway(Template.load(Env=settings.env).routes(), host=gateway_host, port=gateway_port)
         gateway_url = gateway.start()
     except BaseException:
         if emulator is not None:

@@ -1,0 +1,143 @@
+"""Build the Lambda deployment artifacts for Python 3.12 on arm64 (`make bundle`).
+
+Three zips in build/bundle/, because they change at very different rates:
+
+    function.zip    handlers/ and pai_core/: our code, small, changes with every commit
+    deps-layer.zip  python/...: the run-time dependencies as manylinux aarch64 wheels (onnxruntime,
+                    numpy, tokenizers, cryptography, aws-lambda-powertools): heavy, rarely changing
+    model-layer.zip model/all-MiniLM-L6-v2/...: the int8 embedding model (PAI_EMBEDDING_MODEL_DIR
+                    = /opt/model/all-MiniLM-L6-v2): heavy, changes only when rebuilt
+
+A code change then uploads a few hundred kilobytes instead of ~80 MB. boto3 is not bundled: the
+Lambda Python runtime provides it. Never bundled: torch, sentence-transformers, llama-cpp-python,
+moto, the local harness, scripts, tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUTPUT = REPO_ROOT / "build" / "bundle"
+PYTHON_VERSION = "3.12"
+PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64")
+# What the handlers import at run time (pyproject's core dependencies, less boto3).
+RUNTIME_REQUIREMENTS = (
+    "cryptography>=42",
+    "numpy>=1.26",
+    "onnxruntime>=1.20",
+    "aws-lambda-powertools>=3.0",
+)
+# tokenizers' own dependencies (huggingface-hub, hf-xet) only serve from_pretrained; we load
+# tokenizer.json from a file, so it goes in alone.
+NO_DEPS_REQUIREMENTS = ("tokenizers>=0.19",)
+FUNCTION_PACKAGES = ("handlers", "pai_core")
+MODEL_DIR = REPO_ROOT / "models" / "all-MiniLM-L6-v2"
+LAMBDA_MODEL_DIR = "/opt/model/all-MiniLM-L6-v2"
+PRUNE = ("__pycache__", "*.pyc", "tests", "bin")
+
+
+def pip_install_aarch64(target: Path, requirements: tuple[str, ...], *, no_deps: bool) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--target",
+        str(target),
+        "--implementation",
+        "cp",
+        "--python-version",
+        PYTHON_VERSION,
+        "--only-binary=:all:",
+        "--upgrade",
+    ]
+    for platform in PLATFORMS:
+        command += ["--platform", platform]
+    if no_deps:
+        command.append("--no-deps")
+    subprocess.run([*command, *requirements], check=True)
+
+
+def prune(root: Path) -> None:
+    for pattern in PRUNE:
+        for path in sorted(root.rglob(pattern), reverse=True):
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+
+
+def zip_tree(source: Path, archive: Path) -> None:
+    """Deterministic zip: sorted entries, fixed timestamps, so an unchanged tree gives the same bytes."""
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as bundle:
+        for path in sorted(p for p in source.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(str(path.relative_to(source)), date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = (0o755 if path.suffix == ".so" or ".so." in path.name else 0o644) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            bundle.writestr(info, path.read_bytes())
+
+
+def tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build(output: Path) -> dict[str, dict[str, object]]:
+    staging = output / "staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    output.mkdir(parents=True, exist_ok=True)
+
+    function_root = staging / "function"
+    for package in FUNCTION_PACKAGES:
+        shutil.copytree(REPO_ROOT / package, function_root / package)
+    prune(function_root)
+
+    deps_root = staging / "deps-layer"
+    pip_install_aarch64(deps_root / "python", RUNTIME_REQUIREMENTS, no_deps=False)
+    pip_install_aarch64(deps_root / "python", NO_DEPS_REQUIREMENTS, no_deps=True)
+    prune(deps_root)
+
+    model_root = staging / "model-layer"
+    shutil.copytree(MODEL_DIR, model_root / "model" / MODEL_DIR.name)
+
+    artifacts: dict[str, dict[str, object]] = {}
+    for name, root in (("function", function_root), ("deps-layer", deps_root), ("model-layer", model_root)):
+        archive = output / f"{name}.zip"
+        zip_tree(root, archive)
+        artifacts[name] = {
+            "zip": archive.name,
+            "zipped_bytes": archive.stat().st_size,
+            "unzipped_bytes": tree_bytes(root),
+            "sha256": sha256(archive),
+        }
+    (output / "manifest.json").write_text(json.dumps(artifacts, indent=2) + "\n", encoding="utf-8")
+    return artifacts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    args = parser.parse_args()
+    artifacts = build(args.output)
+    total = sum(int(str(a["unzipped_bytes"])) for a in artifacts.values())
+    for name, facts in artifacts.items():
+        zipped, unzipped = int(str(facts["zipped_bytes"])), int(str(facts["unzipped_bytes"]))
+        print(f"{name:12} {zipped / 1e6:7.1f} MB zipped {unzipped / 1e6:7.1f} MB unzipped")
+    print(f"{'total':12} {'':15} {total / 1e6:7.1f} MB unzipped (Lambda's limit: 262 MB)")
+
+
+if __name__ == "__main__":
+    main()

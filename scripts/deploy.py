@@ -1,0 +1,147 @@
+"""Deploy PAI to AWS (or an emulator): bundle, upload, create or update the stack, print the URL.
+
+Safe to run twice: artifacts are content-addressed, an unchanged stack is left alone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import bundle
+from _aws import Target, common_arguments, target_from
+from botocore.exceptions import ClientError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = REPO_ROOT / "infra" / "template.yaml"
+ARTIFACTS = ("function", "deps-layer", "model-layer")
+
+
+def ensure_bundle(output: Path, *, rebuild: bool) -> dict[str, dict[str, Any]]:
+    manifest = output / "manifest.json"
+    if rebuild or not manifest.exists():
+        print("building the Lambda bundle ...", flush=True)
+        bundle.build(output)
+    artifacts: dict[str, dict[str, Any]] = json.loads(manifest.read_text())
+    return artifacts
+
+
+def ensure_artifacts_bucket(target: Target) -> str:
+    s3, name = target.client("s3"), target.artifacts_bucket
+    try:
+        s3.head_bucket(Bucket=name)
+        return name
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in {"404", "NoSuchBucket", "NotFound"}:
+            raise
+    if target.region == "us-east-1":
+        s3.create_bucket(Bucket=name)
+    else:
+        s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": target.region})
+    s3.put_public_access_block(
+        Bucket=name,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_encryption(
+        Bucket=name,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
+    return name
+
+
+def upload(target: Target, bucket: str, output: Path, artifacts: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Keys carry the content hash, so a new build means new keys and CloudFormation updates exactly
+    the functions and layers whose bytes changed."""
+    s3, keys = target.client("s3"), {}
+    for name in ARTIFACTS:
+        key = f"pai/{target.env}/{artifacts[name]['sha256'][:16]}/{name}.zip"
+        try:
+            s3.head_object(Bucket=bucket, Key=key)
+        except ClientError:
+            s3.upload_file(str(output / f"{name}.zip"), bucket, key)
+        keys[name] = key
+    return keys
+
+
+def stack_exists(cloudformation: Any, name: str) -> bool:
+    try:
+        stacks = cloudformation.describe_stacks(StackName=name)["Stacks"]
+    except ClientError as exc:
+        if "does not exist" in str(exc):
+            return False
+        raise
+    return bool(stacks) and stacks[0]["StackStatus"] != "DELETE_COMPLETE"
+
+
+def deploy_stack(target: Target, parameters: dict[str, str]) -> dict[str, str]:
+    cloudformation = target.client("cloudformation")
+    request = {
+        "StackName": target.stack_name,
+        "TemplateBody": TEMPLATE.read_text(encoding="utf-8"),
+        "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        "Capabilities": ["CAPABILITY_IAM"],
+        "Tags": [{"Key": "app", "Value": "pai"}, {"Key": "env", "Value": target.env}],
+    }
+    if stack_exists(cloudformation, target.stack_name):
+        try:
+            cloudformation.update_stack(**request)
+        except ClientError as exc:
+            if "No updates are to be performed" not in str(exc):
+                raise
+            print("stack is up to date", flush=True)
+        else:
+            print(f"updating stack {target.stack_name} ...", flush=True)
+            cloudformation.get_waiter("stack_update_complete").wait(
+                StackName=target.stack_name, WaiterConfig={"Delay": 5, "MaxAttempts": 360}
+            )
+    else:
+        print(f"creating stack {target.stack_name} ...", flush=True)
+        cloudformation.create_stack(**request, OnFailure="DELETE")
+        cloudformation.get_waiter("stack_create_complete").wait(
+            StackName=target.stack_name, WaiterConfig={"Delay": 5, "MaxAttempts": 360}
+        )
+    stack = cloudformation.describe_stacks(StackName=target.stack_name)["Stacks"][0]
+    return {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    common_arguments(parser)
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the bundle even if one exists")
+    parser.add_argument("--bundle-dir", type=Path, default=bundle.DEFAULT_OUTPUT)
+    parser.add_argument("--reserved-concurrency", default="10")
+    args = parser.parse_args(argv)
+    target = target_from(args)
+    started = time.monotonic()
+    artifacts = ensure_bundle(args.bundle_dir, rebuild=args.rebuild)
+    bucket = ensure_artifacts_bucket(target)
+    keys = upload(target, bucket, args.bundle_dir, artifacts)
+    outputs = deploy_stack(
+        target,
+        {
+            "Env": target.env,
+            "CodeBucket": bucket,
+            "CodeKey": keys["function"],
+            "DepsLayerKey": keys["deps-layer"],
+            "ModelLayerKey": keys["model-layer"],
+            "ReservedConcurrency": args.reserved_concurrency,
+        },
+    )
+    print(f"deployed {target.stack_name} in {time.monotonic() - started:.1f} s")
+    for key, value in sorted(outputs.items()):
+        print(f"  {key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
