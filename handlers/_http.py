@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NoReturn
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
@@ -51,16 +50,16 @@ def error_response(
 
 def json_response(status: int, payload: JsonObject) -> Response[str]:
     return Response(
-        status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(payload, ensure_ascii=False)
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps(payload, ensure_ascii=False, allow_nan=False),
     )
 
 
 def event_stream_response(events: list[tuple[str, JsonObject]]) -> Response[str]:
     """A complete text/event-stream body: one `event:`/`data:` pair per event."""
     body = "".join(f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n" for name, data in events)
-    return Response(
-        status_code=200, content_type="text/event-stream", body=body, headers={"Cache-Control": "no-cache"}
-    )
+    return Response(status_code=200, content_type="text/event-stream", body=body, headers={"Cache-Control": "no-cache"})
 
 
 def create_app() -> APIGatewayHttpResolver:
@@ -102,17 +101,21 @@ def json_body(app: APIGatewayHttpResolver) -> JsonObject:
             if event.is_base64_encoded
             else (event.body or "").encode()
         )
-    except (binascii.Error, UnicodeEncodeError):
+    except ValueError:  # binascii.Error, non-ASCII base64, unencodable text
         raise InvalidInput("request body must be a JSON object", code="invalid_json") from None
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"request body is larger than {MAX_BODY_BYTES // 1024} KiB")
     try:
-        body = json.loads(raw.decode("utf-8"))
-    except ValueError:  # UnicodeDecodeError and JSONDecodeError alike
+        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError):  # bad UTF-8, bad JSON, NaN/Infinity, absurd nesting
         raise InvalidInput("request body must be a JSON object", code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidInput("request body must be a JSON object", code="invalid_json")
     return body
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
 
 
 def memory_json(memory: Memory) -> dict[str, Any]:

@@ -95,7 +95,7 @@ class _Fields:
             raise InvalidInput(f"'{name}' must be a string", field=name)
         if not min_len <= len(value) <= max_len:
             raise InvalidInput(f"'{name}' must have {min_len} to {max_len} characters", field=name)
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             raise InvalidInput(f"'{name}' must match {pattern.pattern}", field=name)
         return value
 
