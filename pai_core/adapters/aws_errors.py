@@ -22,6 +22,11 @@ _RETRYABLE_CODES = {
     "KeyUnavailableException",
     "DependencyTimeoutException",
     "SlowDown",
+    # The key exists no longer, or not usably: a misconfigured or decommissioned deployment, not
+    # the caller's fault; nothing is written, and it heals when the key is back.
+    "NotFoundException",
+    "DisabledException",
+    "KMSInvalidStateException",
 }
 
 

@@ -15,6 +15,7 @@ from pai_core.config import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import bundle
 
+pytestmark = pytest.mark.integration
 EM_AARCH64 = 183
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024  # function and all its layers together
 DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024

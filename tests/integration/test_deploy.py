@@ -23,6 +23,10 @@ from pai_local.template import Template
 from tests.integration.test_bundle import built_bundle  # noqa: F401 (a fixture, shared)
 
 ENV = "deploytest"
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore:Tried to parse AWS::.*not supported by moto:UserWarning"),
+]
 
 
 @pytest.fixture(scope="module")

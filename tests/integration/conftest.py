@@ -1,0 +1,124 @@
+"""Integration fixtures: one PAI stack per session (emulator, provisioned resources, the real
+handlers behind the local gateway, the real offline chat model), reached over HTTP on loopback.
+
+AWS_EMULATOR picks the AWS emulator:
+  auto (default)  LocalStack in Docker when a Docker engine answers, else embedded moto
+  moto            moto's server in this process, on a free loopback port
+  localstack      the pinned LocalStack image via testcontainers; skips, saying why, without Docker
+  external        whatever AWS_ENDPOINT_URL points at (LocalStack, a moto server, ...)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from pai_core.adapters.dynamodb import DynamoConversationRepository
+from pai_core.config import Settings
+from pai_local.emulator import endpoint_answers, free_port
+from pai_local.stack import RunningStack, start_stack
+from tests.integration.support import (
+    REGION,
+    ApiClient,
+    Emulator,
+    RecordingChatModel,
+    docker_problem,
+    localstack_endpoint,
+    new_env,
+)
+
+EMULATOR_CHOICES = ("auto", "moto", "localstack", "external")
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Emulator]:
+    choice = (os.environ.get("AWS_EMULATOR") or "auto").strip().lower()
+    if choice not in EMULATOR_CHOICES:
+        pytest.fail(f"AWS_EMULATOR must be one of {', '.join(EMULATOR_CHOICES)}, got {choice!r}", pytrace=False)
+    if choice == "moto":
+        yield Emulator("moto", None)
+        return
+    if choice == "external":
+        url = os.environ.get("AWS_ENDPOINT_URL")
+        if not url:
+            pytest.fail("AWS_EMULATOR=external needs AWS_ENDPOINT_URL (the emulator's URL)", pytrace=False)
+        if not endpoint_answers(url):
+            pytest.skip(f"AWS_EMULATOR=external: nothing answers at AWS_ENDPOINT_URL={url}")
+        yield Emulator("external", url)
+        return
+    problem = docker_problem()
+    if problem is not None:
+        if choice == "localstack":
+            pytest.skip(f"AWS_EMULATOR=localstack: no Docker engine answers: {problem}")
+        yield Emulator("moto", None)
+        return
+    with contextlib.ExitStack() as running:
+        try:
+            url = running.enter_context(localstack_endpoint())
+        except Exception as exc:
+            if choice == "localstack":
+                raise
+            # auto: Docker answers but LocalStack would not start (no image offline, ...): use moto.
+            warnings.warn(f"LocalStack did not start ({exc!r}); using embedded moto", stacklevel=1)
+            yield Emulator("moto", None)
+            return
+        yield Emulator("localstack", url)
+
+
+@pytest.fixture(scope="session")
+def chat_model() -> RecordingChatModel:
+    from pai_core.adapters.llm_local import LlamaCppChatModel
+
+    path = Settings.from_env().resolve_local_llm_path()
+    return RecordingChatModel(LlamaCppChatModel(path, context_tokens=2048, threads=2))
+
+
+@pytest.fixture(scope="session")
+def stack(emulator: Emulator, chat_model: RecordingChatModel) -> Iterator[RunningStack]:
+    settings = Settings(
+        env=new_env(),
+        region=REGION,
+        endpoint_url=emulator.endpoint_url,
+        llm_context_tokens=2048,
+        llm_threads=2,
+    )
+    running = start_stack(settings, emulator_port=free_port(), gateway_port=free_port(), chat_model=chat_model)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def api(stack: RunningStack) -> ApiClient:
+    return ApiClient(stack.gateway_url)
+
+
+@pytest.fixture(scope="session")
+def aws(stack: RunningStack) -> Callable[[str], Any]:
+    """Plain boto3 clients on the emulator, for looking at (and tampering with) raw storage."""
+    session = boto3.session.Session(region_name=stack.settings.region)
+
+    def client(service: str) -> Any:
+        return session.client(service, endpoint_url=stack.endpoint_url)  # type: ignore[call-overload]
+
+    return client
+
+
+@pytest.fixture(scope="session")
+def conversations(stack: RunningStack) -> DynamoConversationRepository:
+    """The conversation repository exactly as the composition root builds it."""
+    settings = stack.settings
+    return DynamoConversationRepository(
+        stack.container.dynamodb,
+        settings.conversations_table,
+        stack.container.cipher,
+        context_name=f"pai-conversations-{settings.env}",
+        ttl_seconds=settings.conversation_ttl_seconds,
+    )
