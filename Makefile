@@ -6,7 +6,7 @@ RUNTIME := $(VENV)/.installed-runtime
 EXPORT := $(VENV)/.installed-export
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint unit integration model clean
+.PHONY: setup run test lint unit integration integration-test model bundle deploy destroy clean
 
 $(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,14 +33,26 @@ lint: $(RUNTIME)
 unit: $(RUNTIME)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-integration: $(RUNTIME)
-	$(BIN)/pytest tests/integration -m integration $(PYTEST_ARGS)
+# On the backend AWS_EMULATOR selects: auto (default), moto, localstack, external.
+integration integration-test: $(RUNTIME)
+	$(BIN)/pytest tests/integration -m integration -rs $(PYTEST_ARGS)
 
 test: $(EXPORT) lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -rs $(PYTEST_ARGS)
 
 model: $(EXPORT)
 	$(BIN)/python scripts/build_model.py
+
+# The Lambda artifacts for Python 3.12 / arm64, in build/bundle/.
+bundle: $(RUNTIME)
+	$(BIN)/python scripts/bundle.py
+
+# ARGS="--env prod --region eu-west-1" (or --endpoint-url for an emulator); the standard AWS credential chain.
+deploy: $(RUNTIME)
+	$(BIN)/python scripts/deploy.py --rebuild $(ARGS)
+
+destroy: $(RUNTIME)
+	$(BIN)/python scripts/destroy.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

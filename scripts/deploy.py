@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"deployed {target.stack_name} in {time.monotonic() - started:.1f} s")
     for key, value in sorted(outputs.items()):
         print(f"  {key}: {value}")
+    print(f"try: curl -s {outputs.get('ApiUrl', '<ApiUrl>')}/health")
+    print("API keys: this version has no authentication yet; keep the URL to yourself until it does.")
     return 0
 
 
