@@ -18,6 +18,7 @@ from pai_core.errors import (
     NotFound,
     PaiError,
     PayloadTooLarge,
+    UpstreamInvalidResponse,
     UpstreamUnavailable,
 )
 from pai_core.models import JsonObject, Memory, iso_utc
@@ -31,6 +32,7 @@ _STATUS: dict[type[PaiError], HTTPStatus] = {
     Conflict: HTTPStatus.CONFLICT,
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     UpstreamUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
+    UpstreamInvalidResponse: HTTPStatus.BAD_GATEWAY,
 }
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 # Bounded well inside the shortest Lambda timeout (30 s): botocore retries throttling and 5xx with
 # exponential backoff and jitter ("standard" mode), then the adapters turn the failure into a 503.
 AWS_CLIENT_CONFIG = Config(
-    retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=2, read_timeout=5, tcp_keepalive=True
+    retries={"total_max_attempts": 3, "mode": "standard"}, connect_timeout=2, read_timeout=5, tcp_keepalive=True
 )
 
 
@@ -76,6 +76,20 @@ class Container:
     def chat_model(self) -> ChatModel:
         if self._chat_model is not None:
             return self._chat_model
+        if self.settings.llm_provider == "bedrock":
+            from pai_core.adapters.llm_bedrock import BedrockChatModel
+
+            config = Config(
+                retries={"total_max_attempts": self.settings.llm_max_attempts, "mode": "standard"},
+                connect_timeout=2,
+                read_timeout=self.settings.llm_timeout_seconds,
+            )
+            client = self._session.client(
+                "bedrock-runtime", endpoint_url=self.settings.llm_endpoint_url, config=config
+            )
+            return BedrockChatModel(
+                client, self.settings.bedrock_model_id, context_tokens=self.settings.llm_context_tokens
+            )
         from pai_core.adapters.llm_local import LlamaCppChatModel
 
         return LlamaCppChatModel(

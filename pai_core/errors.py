@@ -47,6 +47,12 @@ class UpstreamUnavailable(PaiError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class UpstreamInvalidResponse(PaiError):
+    """A dependency answered, but not with anything usable (a model's garbage, a refused request)."""
+
+    code = "bad_gateway"
+
+
 class IntegrityError(PaiError):
     """Stored ciphertext failed authentication: tampered, moved, or decrypted with the wrong context."""
 

@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rebuild", action="store_true", help="rebuild the bundle even if one exists")
     parser.add_argument("--bundle-dir", type=Path, default=bundle.DEFAULT_OUTPUT)
     parser.add_argument("--reserved-concurrency", default="10")
+    parser.add_argument("--bedrock-model-id", default="anthropic.claude-3-haiku-20240307-v1:0")
     args = parser.parse_args(argv)
     target = target_from(args)
     started = time.monotonic()
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             "DepsLayerKey": keys["deps-layer"],
             "ModelLayerKey": keys["model-layer"],
             "ReservedConcurrency": args.reserved_concurrency,
+            "BedrockModelId": args.bedrock_model_id,
         },
     )
     print(f"deployed {target.stack_name} in {time.monotonic() - started:.1f} s")

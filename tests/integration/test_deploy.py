@@ -25,7 +25,7 @@ from tests.integration.test_bundle import built_bundle  # noqa: F401 (a fixture,
 ENV = "deploytest"
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.filterwarnings("ignore:Tried to parse AWS::.*not supported by moto:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning"),
 ]
 
 

@@ -41,3 +41,24 @@ def test_names_follow_the_environment() -> None:
     assert names == {"pai-conversations-prod", "pai-knowledge-prod"}
     (bucket,) = template.of_type("AWS::S3::Bucket").values()
     assert template.resolve(bucket["Properties"]["BucketName"]) == "pai-knowledge-base-111122223333-prod"
+
+
+def test_roles_are_least_privilege() -> None:
+    template = Template.load(Env="dev")
+    statements = {
+        name: [s for policy in spec["Properties"]["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+        for name, spec in template.of_type("AWS::IAM::Role").items()
+    }
+    assert set(statements) == {"ChatFunctionRole", "MemoryFunctionRole", "SearchFunctionRole"}
+    for role, granted in statements.items():
+        for statement in granted:
+            assert statement["Resource"] != "*", role
+            assert all("*" not in action for action in statement["Action"]), role
+    actions = {role: {a for s in granted for a in s["Action"]} for role, granted in statements.items()}
+    assert "bedrock:InvokeModel" in actions["ChatFunctionRole"]
+    assert not any(a.startswith("bedrock:") for a in actions["MemoryFunctionRole"] | actions["SearchFunctionRole"])
+    assert "kms:GenerateDataKey" not in actions["SearchFunctionRole"]  # search only ever decrypts
+    assert "dynamodb:DeleteItem" in actions["MemoryFunctionRole"]
+    assert "dynamodb:DeleteItem" not in actions["ChatFunctionRole"] | actions["SearchFunctionRole"]
+    (bedrock,) = [s for s in statements["ChatFunctionRole"] if s["Action"] == ["bedrock:InvokeModel"]]
+    assert bedrock["Resource"]["Fn::Sub"].endswith("foundation-model/${BedrockModelId}")
