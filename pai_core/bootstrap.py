@@ -84,9 +84,7 @@ class Container:
                 connect_timeout=2,
                 read_timeout=self.settings.llm_timeout_seconds,
             )
-            client = self._session.client(
-                "bedrock-runtime", endpoint_url=self.settings.llm_endpoint_url, config=config
-            )
+            client = self._session.client("bedrock-runtime", endpoint_url=self.settings.llm_endpoint_url, config=config)
             return BedrockChatModel(
                 client, self.settings.bedrock_model_id, context_tokens=self.settings.llm_context_tokens
             )

@@ -49,7 +49,12 @@ class ChatService:
         session = session_id or new_session_id()
         asked_at = self._clock.now()
         history = self._conversations.recent(owner, session, now=asked_at, limit=self._history_max_turns)
-        self._conversations.append(owner, session, Turn(role="user", content=message, at=asked_at))
+        if history and history[-1].role == "user" and history[-1].content == message:
+            # The same message again after an attempt that got no reply: a retry. Its turn is
+            # already stored, so it is neither stored twice nor put in the prompt twice.
+            history = history[:-1]
+        else:
+            self._conversations.append(owner, session, Turn(role="user", content=message, at=asked_at))
 
         hits = self._memories.search(owner, message, top=top_k) if use_memory and top_k > 0 else []
         messages, used_hits = build_messages(

@@ -456,6 +456,13 @@ def test_failed_model_call_is_503_and_keeps_only_the_user_turn(
     turns = conversations.recent(stack.settings.owner, session, now=datetime.now(UTC), limit=10)
     assert [(turn.role, turn.content) for turn in turns] == [("user", message)]
 
+    # The client retries: the user's turn is not stored, nor put in the prompt, a second time.
+    retried = api.post("/chat", {"message": message, "sessionId": session, "useMemory": False})
+    assert retried.status == 200, retried
+    turns = conversations.recent(stack.settings.owner, session, now=datetime.now(UTC), limit=10)
+    assert [turn.role for turn in turns] == ["user", "assistant"]
+    assert prompt_text(chat_model.last_prompt).count(message) == 1
+
 
 # -- what is at rest ---------------------------------------------------------------------------------
 

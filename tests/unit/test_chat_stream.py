@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import handlers.chat
+from pai_core.errors import UpstreamInvalidResponse
 from tests.fakes import FakeContainer
 
 
@@ -55,3 +56,10 @@ def test_stream_errors_are_plain_json_errors(fake_container: FakeContainer) -> N
     response = handlers.chat.handler(event({"message": "", "stream": True}), Context())
     assert response["statusCode"] == 400
     assert json.loads(response["body"])["error"]["code"] == "invalid_request"
+
+
+def test_an_unusable_model_answer_is_a_502(fake_container: FakeContainer) -> None:
+    fake_container.chat_model.fail_with = UpstreamInvalidResponse("the model refused the request")
+    response = handlers.chat.handler(event({"message": "hi"}), Context())
+    assert response["statusCode"] == 502
+    assert json.loads(response["body"])["error"]["code"] == "bad_gateway"

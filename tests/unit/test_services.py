@@ -118,6 +118,23 @@ def test_a_failing_model_keeps_the_user_turn_once_and_no_assistant_turn(app: Fak
     assert [t.role for t in app.conversations.turns[("a", "s")]] == ["user"]
 
 
+def test_a_retry_after_a_failure_stores_and_prompts_the_message_once(app: FakeContainer) -> None:
+    app.chat_model.fail_with = UpstreamUnavailable("llm down")
+    with pytest.raises(UpstreamUnavailable):
+        app.chat.chat("a", message="hello?", session_id="s", use_memory=False, top_k=0)
+    app.chat_model.fail_with = None
+    app.clock.advance(seconds=2)
+    app.chat.chat("a", message="hello?", session_id="s", use_memory=False, top_k=0)
+    assert [(t.role, t.content) for t in app.conversations.turns[("a", "s")]] == [
+        ("user", "hello?"),
+        ("assistant", "Noted."),
+    ]
+    assert [m.content for m in app.chat_model.prompts[-1] if m.role == "user"] == ["hello?"]
+    # Asking the same thing again after an answer is a new turn, not a retry.
+    app.chat.chat("a", message="hello?", session_id="s", use_memory=False, top_k=0)
+    assert len(app.conversations.turns[("a", "s")]) == 4
+
+
 def test_expired_turns_leave_the_history(app: FakeContainer) -> None:
     app.chat.chat("a", message="old news", session_id="s", use_memory=False, top_k=0)
     app.clock.advance(hours=25)
