@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any, NoReturn
 
@@ -24,6 +25,7 @@ from pai_core.errors import (
 from pai_core.models import JsonObject, Memory, iso_utc
 
 MAX_BODY_BYTES = 256 * 1024
+INTERNAL_ERROR_MESSAGE = "Something went wrong on our side."
 logger = Logger(service="pai")
 
 _STATUS: dict[type[PaiError], HTTPStatus] = {
@@ -58,10 +60,30 @@ def json_response(status: int, payload: JsonObject) -> Response[str]:
     )
 
 
-def event_stream_response(events: list[tuple[str, JsonObject]]) -> Response[str]:
-    """A complete text/event-stream body: one `event:`/`data:` pair per event."""
-    body = "".join(f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n" for name, data in events)
-    return Response(status_code=200, content_type="text/event-stream", body=body, headers={"Cache-Control": "no-cache"})
+EVENT_STREAM_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+
+
+def format_event(name: str, data: JsonObject) -> str:
+    """One server-sent event."""
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False, allow_nan=False)}\n\n"
+
+
+def event_stream_response(events: Iterable[tuple[str, JsonObject]]) -> Response[str]:
+    """A complete text/event-stream body, for runtimes that buffer the response."""
+    body = "".join(format_event(name, data) for name, data in events)
+    return Response(status_code=200, body=body, headers=EVENT_STREAM_HEADERS)
+
+
+def status_of(exc: PaiError) -> HTTPStatus | None:
+    """The status a domain error maps to; None for our own failures (they are 500s)."""
+    return next((status for kind, status in _STATUS.items() if isinstance(exc, kind)), None)
+
+
+def error_json(exc: Exception) -> JsonObject:
+    """The error body an exception gets, for when no status can be sent any more (mid-stream)."""
+    if isinstance(exc, PaiError) and status_of(exc) is not None:
+        return {"error": {"code": exc.code, "message": exc.message}}
+    return {"error": {"code": "internal_error", "message": INTERNAL_ERROR_MESSAGE}}
 
 
 def create_app() -> APIGatewayHttpResolver:
@@ -69,7 +91,7 @@ def create_app() -> APIGatewayHttpResolver:
 
     @app.exception_handler(PaiError)
     def domain_error(exc: PaiError) -> Response[str]:
-        status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), None)
+        status = status_of(exc)
         if status is None:  # IntegrityError and anything unmapped is our problem, not the caller's
             return _internal_error(exc)
         headers = None
@@ -92,7 +114,7 @@ def _internal_error(exc: Exception) -> Response[str]:
         logger.error("stored data failed authentication", exc_info=exc)
     else:
         logger.exception("unhandled error", exc_info=exc)
-    return error_response(500, "internal_error", "Something went wrong on our side.")
+    return error_response(500, "internal_error", INTERNAL_ERROR_MESSAGE)
 
 
 def json_body(app: APIGatewayHttpResolver) -> JsonObject:

@@ -1,42 +1,96 @@
-"""POST /chat."""
+"""POST /chat, plain or as server-sent events ("stream": true).
+
+Where the runtime hands the function a response stream (`context.response_stream`, as the local
+gateway does), events are written as the model produces them. API Gateway HTTP APIs buffer a
+Lambda's response, so there the same events arrive in one body once the reply is complete.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers._http import create_app, event_stream_response, json_body, json_response, logger
+from handlers._http import (
+    EVENT_STREAM_HEADERS,
+    create_app,
+    error_json,
+    event_stream_response,
+    format_event,
+    json_body,
+    json_response,
+    logger,
+)
 from pai_core.bootstrap import get_container
+from pai_core.errors import PaiError
+from pai_core.models import ChatReply, JsonObject, TextDelta
 from pai_core.requests import parse_chat_request
 
 app = create_app()
 
 
-@app.post("/chat")
-def chat() -> Response[str]:
-    request = parse_chat_request(json_body(app))
-    container = get_container()
-    reply = container.chat.chat(
-        container.settings.owner,
-        message=request.message,
-        session_id=request.session_id,
-        use_memory=request.use_memory,
-        top_k=request.top_k,
-    )
-    payload = {
+class ResponseStream(Protocol):
+    def start(self, status: int, headers: dict[str, str]) -> None: ...
+
+    def write(self, text: str) -> None: ...
+
+
+def reply_json(reply: ChatReply) -> JsonObject:
+    return {
         "sessionId": reply.session_id,
         "reply": reply.reply,
         "sources": [{"id": source.id, "score": source.score} for source in reply.sources],
         "model": reply.model,
         "usage": {"inputTokens": reply.usage.input_tokens, "outputTokens": reply.usage.output_tokens},
     }
-    if request.stream:
-        # API Gateway HTTP APIs buffer a Lambda's response, so the events arrive together: the
-        # reply text, then the same fields as the JSON response.
-        return event_stream_response([("delta", {"text": reply.reply}), ("done", payload)])
-    return json_response(200, payload)
+
+
+def events(items: Iterable[TextDelta | ChatReply]) -> Iterator[tuple[str, JsonObject]]:
+    for item in items:
+        if isinstance(item, TextDelta):
+            yield "delta", {"text": item.text}
+        else:
+            yield "done", reply_json(item)
+
+
+@app.post("/chat")
+def chat() -> Response[str]:
+    request = parse_chat_request(json_body(app))
+    container = get_container()
+    owner = container.settings.owner
+    if not request.stream:
+        reply = container.chat.chat(
+            owner,
+            message=request.message,
+            session_id=request.session_id,
+            use_memory=request.use_memory,
+            top_k=request.top_k,
+        )
+        return json_response(200, reply_json(reply))
+
+    # Validation and storage errors raise here, before any event, as plain JSON error responses.
+    items = container.chat.chat_stream(
+        owner,
+        message=request.message,
+        session_id=request.session_id,
+        use_memory=request.use_memory,
+        top_k=request.top_k,
+    )
+    sink: ResponseStream | None = getattr(app.lambda_context, "response_stream", None)
+    if sink is None:
+        return event_stream_response(events(items))
+    sink.start(200, EVENT_STREAM_HEADERS)
+    try:
+        for name, data in events(items):
+            sink.write(format_event(name, data))
+    except Exception as exc:
+        # The status line is gone already: the stream ends with an error event instead.
+        if not isinstance(exc, PaiError):
+            logger.exception("unhandled error while streaming", exc_info=exc)
+        sink.write(format_event("error", error_json(exc)))
+    return Response(status_code=200, body="", headers=EVENT_STREAM_HEADERS)
 
 
 @logger.inject_lambda_context(log_event=False)

@@ -82,6 +82,13 @@ class Completion:
 
 
 @dataclass(frozen=True)
+class TextDelta:
+    """A piece of a reply as the model produces it."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Source:
     id: str
     score: float

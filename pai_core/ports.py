@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from pai_core.models import ChatMessage, Completion, Memory, MemoryPage, MemoryVector, Turn
+from pai_core.models import ChatMessage, Completion, Memory, MemoryPage, MemoryVector, TextDelta, Turn
 
 
 class Clock(Protocol):
@@ -55,6 +55,10 @@ class ChatModel(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     def complete(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Completion: ...
+
+    def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Iterator[TextDelta | Completion]:
+        """TextDeltas as the reply is produced, then exactly one Completion: the whole reply and usage."""
+        ...
 
 
 class StorageProbe(Protocol):

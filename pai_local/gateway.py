@@ -25,13 +25,42 @@ MAX_INVOKE_PAYLOAD_BYTES = 6 * 1024 * 1024
 log = logging.getLogger("pai_local.gateway")
 
 
+class ChunkedResponseStream:
+    """A response stream for handlers that can write as they go (chat with "stream": true): the
+    status and headers go out on start(), each write() as one HTTP/1.1 chunk, flushed at once."""
+
+    def __init__(self, request: BaseHTTPRequestHandler) -> None:
+        self._request = request
+        self.started = False
+
+    def start(self, status: int, headers: dict[str, str]) -> None:
+        self._request.send_response(status)
+        for name, value in headers.items():
+            self._request.send_header(name, value)
+        self._request.send_header("transfer-encoding", "chunked")
+        self._request.end_headers()
+        self.started = True
+
+    def write(self, text: str) -> None:
+        data = text.encode("utf-8")
+        if data:
+            self._request.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self._request.wfile.flush()
+
+    def close(self) -> None:
+        self._request.wfile.write(b"0\r\n\r\n")
+        self._request.wfile.flush()
+
+
 @dataclass
 class LocalLambdaContext:
-    """The parts of Lambda's context object that handlers and Powertools read."""
+    """The parts of Lambda's context object that handlers and Powertools read, and a response
+    stream, like the one Lambda's response streaming gives a function."""
 
     function_name: str
     memory_limit_in_mb: int = 1024
     timeout_seconds: float = 60.0
+    response_stream: ChunkedResponseStream | None = None
 
     def __post_init__(self) -> None:
         self.aws_request_id = str(uuid.uuid4())
@@ -164,19 +193,26 @@ def make_request_handler(routes: RouteTable) -> type[BaseHTTPRequestHandler]:
                 body=body,
                 source_ip=self.client_address[0],
             )
-            context = LocalLambdaContext(function_name=route.handler.split(".")[1])
+            stream = ChunkedResponseStream(self)
+            context = LocalLambdaContext(function_name=route.handler.split(".")[1], response_stream=stream)
             try:
                 result = routes.handler(route)(event, context)
             except Exception:
-                # What API Gateway does when the function itself fails.
                 log.exception("handler %s failed", route.handler)
+                if stream.started:
+                    self.close_connection = True  # a chunked body cut short: the client sees it end
+                    return
+                # What API Gateway does when the function itself fails.
                 self._send(
                     HTTPStatus.INTERNAL_SERVER_ERROR,
                     {"content-type": "application/json"},
                     _error_body("internal_error", "Something went wrong on our side."),
                 )
                 return
-            self._send_proxy_result(result)
+            if stream.started:
+                stream.close()
+            else:
+                self._send_proxy_result(result)
 
         def _drain(self, length: int) -> None:
             if 0 < length <= MAX_INVOKE_PAYLOAD_BYTES:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pai_core.config import Settings
 from pai_core.crypto import DataKey, EncryptionContext, serialize_context
 from pai_core.errors import IntegrityError, UpstreamUnavailable
-from pai_core.models import ChatMessage, Completion, Memory, MemoryPage, MemoryVector, Turn, Usage
+from pai_core.models import ChatMessage, Completion, Memory, MemoryPage, MemoryVector, TextDelta, Turn, Usage
 from pai_core.services import ChatService, MemoryService
 
 
@@ -139,6 +139,7 @@ class ScriptedChatModel:
         self.context_tokens = context_tokens
         self.prompts: list[list[ChatMessage]] = []
         self.fail_with: Exception | None = None
+        self.fail_after_deltas: int | None = None  # a stream that breaks after this many pieces
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
@@ -153,6 +154,14 @@ class ScriptedChatModel:
             model=self.name,
             usage=Usage(input_tokens=prompt_tokens, output_tokens=self.count_tokens(self.reply)),
         )
+
+    def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Iterator[TextDelta | Completion]:
+        completion = self.complete(messages, max_tokens=max_tokens)
+        for index, word in enumerate(completion.text.split(" ")):
+            if self.fail_after_deltas is not None and index == self.fail_after_deltas:
+                raise UpstreamUnavailable("the model's stream broke")
+            yield TextDelta(word if index == 0 else " " + word)
+        yield completion
 
 
 @dataclass

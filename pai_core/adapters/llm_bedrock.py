@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pai_core.adapters.aws_errors import error_code
 from pai_core.errors import UpstreamInvalidResponse, UpstreamUnavailable
-from pai_core.models import ChatMessage, Completion, Usage
+from pai_core.models import ChatMessage, Completion, TextDelta, Usage
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
@@ -25,6 +26,7 @@ _RETRY_LATER = {
     "ModelNotReadyException",
     "InternalServerException",
     "ServiceQuotaExceededException",
+    "ModelStreamErrorException",
 }
 
 
@@ -40,36 +42,58 @@ class BedrockChatModel:
     def count_tokens(self, text: str) -> int:
         return math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE)
 
+    def _request(self, messages: Sequence[ChatMessage], max_tokens: int) -> dict[str, Any]:
+        return {
+            "modelId": self.name,
+            "system": [{"text": m.content} for m in messages if m.role == "system"],
+            "messages": converse_messages(messages),
+            "inferenceConfig": {"maxTokens": max_tokens, "temperature": self._temperature},
+        }
+
     def complete(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Completion:
-        system = [{"text": m.content} for m in messages if m.role == "system"]
-        try:
-            response: Any = self._client.converse(
-                modelId=self.name,
-                system=system,  # type: ignore[arg-type]
-                messages=converse_messages(messages),  # type: ignore[arg-type]
-                inferenceConfig={"maxTokens": max_tokens, "temperature": self._temperature},
-            )
-        except ClientError as exc:
-            code = error_code(exc)
-            if code in _RETRY_LATER:
-                raise UpstreamUnavailable(f"Bedrock is unavailable ({code})", retry_after_seconds=2) from exc
-            # Validation, access and model errors: the deployment is misconfigured or the model refused.
-            raise UpstreamInvalidResponse(f"Bedrock refused the request ({code})") from exc
-        except BotoCoreError as exc:  # connection failures and read timeouts, after botocore's retries
-            raise UpstreamUnavailable("Bedrock cannot be reached") from exc
+        with _translated_errors():
+            response: Any = self._client.converse(**self._request(messages, max_tokens))
         try:
             blocks = response["output"]["message"]["content"]
             text = "".join(block.get("text", "") for block in blocks).strip()
-            usage = response.get("usage", {})
-            return Completion(
-                text=text,
-                model=self.name,
-                usage=Usage(
-                    input_tokens=int(usage.get("inputTokens", 0)), output_tokens=int(usage.get("outputTokens", 0))
-                ),
-            )
+            return Completion(text=text, model=self.name, usage=_usage(response.get("usage", {})))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UpstreamInvalidResponse("Bedrock answered with something that is not a chat reply") from exc
+
+    def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Iterator[TextDelta | Completion]:
+        pieces: list[str] = []
+        usage = Usage(input_tokens=0, output_tokens=0)
+        with _translated_errors():
+            response: Any = self._client.converse_stream(**self._request(messages, max_tokens))
+            # Errors that happen mid-stream arrive as exception events, raised here by botocore.
+            for event in response["stream"]:
+                if "contentBlockDelta" in event:
+                    text = event["contentBlockDelta"].get("delta", {}).get("text", "")
+                    if text:
+                        pieces.append(text)
+                        yield TextDelta(text)
+                elif "metadata" in event:
+                    usage = _usage(event["metadata"].get("usage", {}))
+        yield Completion(text="".join(pieces).strip(), model=self.name, usage=usage)
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    try:
+        yield
+    except ClientError as exc:
+        code = error_code(exc)
+        code = code[:1].upper() + code[1:]  # ConverseStream's exception events are lower camel case
+        if code in _RETRY_LATER:
+            raise UpstreamUnavailable(f"Bedrock is unavailable ({code})", retry_after_seconds=2) from exc
+        # Validation, access and model errors: the deployment is misconfigured or the model refused.
+        raise UpstreamInvalidResponse(f"Bedrock refused the request ({code})") from exc
+    except BotoCoreError as exc:  # connection failures and read timeouts, after botocore's retries
+        raise UpstreamUnavailable("Bedrock cannot be reached") from exc
+
+
+def _usage(raw: dict[str, Any]) -> Usage:
+    return Usage(input_tokens=int(raw.get("inputTokens", 0)), output_tokens=int(raw.get("outputTokens", 0)))
 
 
 def converse_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:

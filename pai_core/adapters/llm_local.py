@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from pai_core.errors import UpstreamUnavailable
-from pai_core.models import ChatMessage, Completion, Usage
+from pai_core.models import ChatMessage, Completion, TextDelta, Usage
 
 
 class LlamaCppChatModel:
@@ -30,8 +30,36 @@ class LlamaCppChatModel:
         with self._lock:
             return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
+    def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Iterator[TextDelta | Completion]:
+        pieces: list[str] = []
+        generated = 0
+        # The lock is held while the caller consumes the stream, and released if it stops early.
+        with self._lock:
+            try:
+                chunks = self._llm.create_chat_completion(
+                    messages=_payload(messages),
+                    max_tokens=max_tokens,
+                    temperature=self._temperature,
+                    repeat_penalty=1.1,
+                    stream=True,
+                )
+                for chunk in chunks:
+                    text = chunk["choices"][0]["delta"].get("content") or ""
+                    if text:
+                        generated += 1  # llama.cpp streams one token per chunk
+                        pieces.append(text)
+                        yield TextDelta(text)
+                context_used = int(self._llm.n_tokens)
+            except (RuntimeError, ValueError) as exc:
+                raise UpstreamUnavailable("the local model failed to answer") from exc
+        yield Completion(
+            text="".join(pieces).strip(),
+            model=self.name,
+            usage=Usage(input_tokens=max(context_used - generated, 0), output_tokens=generated),
+        )
+
     def complete(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Completion:
-        payload = [{"role": message.role, "content": message.content} for message in messages]
+        payload = _payload(messages)
         try:
             with self._lock:
                 result = self._llm.create_chat_completion(
@@ -48,3 +76,7 @@ class LlamaCppChatModel:
                 input_tokens=int(usage.get("prompt_tokens", 0)), output_tokens=int(usage.get("completion_tokens", 0))
             ),
         )
+
+
+def _payload(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    return [{"role": message.role, "content": message.content} for message in messages]

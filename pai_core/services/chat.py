@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from pai_core.errors import InvalidInput
-from pai_core.models import ChatReply, Source, Turn
+from pai_core.errors import InvalidInput, UpstreamInvalidResponse
+from pai_core.models import ChatMessage, ChatReply, Completion, SearchHit, Source, TextDelta, Turn
 from pai_core.ports import ChatModel, Clock, ConversationRepository
 from pai_core.services.memories import MemoryService
 from pai_core.services.prompt import SYSTEM_PROMPT, TOKENS_PER_MESSAGE, build_messages
@@ -14,6 +16,15 @@ from pai_core.services.prompt import SYSTEM_PROMPT, TOKENS_PER_MESSAGE, build_me
 
 def new_session_id() -> str:
     return secrets.token_urlsafe(18)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    owner: str
+    session_id: str
+    asked_at: datetime
+    messages: list[ChatMessage]
+    hits: list[SearchHit]
 
 
 class ChatService:
@@ -35,6 +46,30 @@ class ChatService:
         self._max_output_tokens = max_output_tokens
 
     def chat(self, owner: str, *, message: str, session_id: str | None, use_memory: bool, top_k: int) -> ChatReply:
+        prepared = self._prepare(owner, message=message, session_id=session_id, use_memory=use_memory, top_k=top_k)
+        completion = self._model.complete(prepared.messages, max_tokens=self._max_output_tokens)
+        return self._finish(prepared, completion)
+
+    def chat_stream(
+        self, owner: str, *, message: str, session_id: str | None, use_memory: bool, top_k: int
+    ) -> Iterator[TextDelta | ChatReply]:
+        """The reply as it is produced, then the whole ChatReply. Everything that can refuse the
+        request (validation, storage) happens before the first item, so a caller can still answer
+        with a plain error status; a failure after that ends the stream with the exception, and
+        no assistant turn is stored."""
+        prepared = self._prepare(owner, message=message, session_id=session_id, use_memory=use_memory, top_k=top_k)
+
+        def produce() -> Iterator[TextDelta | ChatReply]:
+            for item in self._model.stream(prepared.messages, max_tokens=self._max_output_tokens):
+                if isinstance(item, Completion):
+                    yield self._finish(prepared, item)
+                    return
+                yield item
+            raise UpstreamInvalidResponse("the model's stream ended without a reply")
+
+        return produce()
+
+    def _prepare(self, owner: str, *, message: str, session_id: str | None, use_memory: bool, top_k: int) -> _Prepared:
         budget = self._model.context_tokens - self._max_output_tokens
         message_tokens = self._model.count_tokens(message)
         fixed = self._model.count_tokens(SYSTEM_PROMPT) + 2 * TOKENS_PER_MESSAGE
@@ -60,14 +95,20 @@ class ChatService:
         messages, used_hits = build_messages(
             message=message, history=history, hits=hits, count_tokens=self._model.count_tokens, budget=budget
         )
-        completion = self._model.complete(messages, max_tokens=self._max_output_tokens)
-        if completion.text:
-            answered_at = max(self._clock.now(), asked_at + timedelta(microseconds=1))
-            self._conversations.append(owner, session, Turn(role="assistant", content=completion.text, at=answered_at))
+        return _Prepared(owner=owner, session_id=session, asked_at=asked_at, messages=messages, hits=used_hits)
+
+    def _finish(self, prepared: _Prepared, completion: Completion) -> ChatReply:
+        if not completion.text.strip():
+            # An empty answer is no answer: nothing is stored, and the caller may retry.
+            raise UpstreamInvalidResponse("the model returned an empty reply")
+        answered_at = max(self._clock.now(), prepared.asked_at + timedelta(microseconds=1))
+        self._conversations.append(
+            prepared.owner, prepared.session_id, Turn(role="assistant", content=completion.text, at=answered_at)
+        )
         return ChatReply(
-            session_id=session,
+            session_id=prepared.session_id,
             reply=completion.text,
             model=completion.model,
             usage=completion.usage,
-            sources=[Source(id=hit.memory.id, score=hit.score) for hit in used_hits],
+            sources=[Source(id=hit.memory.id, score=hit.score) for hit in prepared.hits],
         )
