@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
+from pai_core.adapters.aws_errors import translated_aws_errors
 from pai_core.adapters.dynamodb import DynamoConversationRepository, DynamoMemoryRepository, DynamoStorageProbe
 from pai_core.adapters.kms import KmsKeyService
 from pai_core.config import Settings
@@ -88,6 +89,17 @@ class Container:
             return BedrockChatModel(
                 client, self.settings.bedrock_model_id, context_tokens=self.settings.llm_context_tokens
             )
+        if self.settings.llm_provider == "openai":
+            from pai_core.adapters.llm_openai import OpenAiChatModel
+
+            return OpenAiChatModel(
+                base_url=self.settings.openai_base_url,
+                api_key=self._openai_api_key(),
+                model=self.settings.openai_model,
+                context_tokens=self.settings.llm_context_tokens,
+                timeout_seconds=self.settings.llm_timeout_seconds,
+                max_attempts=self.settings.llm_max_attempts,
+            )
         from pai_core.adapters.llm_local import LlamaCppChatModel
 
         return LlamaCppChatModel(
@@ -95,6 +107,15 @@ class Container:
             context_tokens=self.settings.llm_context_tokens,
             threads=self.settings.llm_threads,
         )
+
+    def _openai_api_key(self) -> str:
+        """From Secrets Manager when a secret is named (the deployed stack), else the setting;
+        endpoints such as a local llama.cpp server take any key."""
+        if self.settings.openai_api_key_secret:
+            with translated_aws_errors("Secrets Manager"):
+                secret = self.client("secretsmanager").get_secret_value(SecretId=self.settings.openai_api_key_secret)
+            return str(secret["SecretString"])
+        return self.settings.openai_api_key or "no-key"
 
     @cached_property
     def chat(self) -> ChatService:

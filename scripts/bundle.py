@@ -34,6 +34,7 @@ RUNTIME_REQUIREMENTS = (
     "numpy>=1.26",
     "onnxruntime>=1.20",
     "aws-lambda-powertools>=3.0",
+    "openai>=1.40",
 )
 # tokenizers' own dependencies (huggingface-hub, hf-xet) only serve from_pretrained; we load
 # tokenizer.json from a file, so it goes in alone.

@@ -20,6 +20,7 @@ import boto3
 import pytest
 
 from pai_core.adapters.dynamodb import DynamoConversationRepository
+from pai_core.bootstrap import Container, set_container
 from pai_core.config import Settings
 from pai_local.emulator import endpoint_answers, free_port
 from pai_local.stack import RunningStack, start_stack
@@ -122,3 +123,16 @@ def conversations(stack: RunningStack) -> DynamoConversationRepository:
         context_name=f"pai-conversations-{settings.env}",
         ttl_seconds=settings.conversation_ttl_seconds,
     )
+
+
+@pytest.fixture
+def installed(stack: RunningStack) -> Iterator[Callable[[Container], None]]:
+    """Lets a test serve requests from another composition root; the session's comes back after."""
+
+    def install(container: Container) -> None:
+        set_container(container)
+
+    try:
+        yield install
+    finally:
+        set_container(stack.container)

@@ -7,14 +7,14 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from pai_core.adapters.dynamodb import DynamoConversationRepository
-from pai_core.bootstrap import Container, set_container
+from pai_core.bootstrap import Container
 from pai_core.models import Turn, parse_iso_utc
 from pai_local.stack import RunningStack
 from tests.integration.support import (
@@ -130,19 +130,6 @@ def raw_memory(aws: Callable[[str], Any], stack: RunningStack, memory_id: str) -
 
 def count_memories(aws: Callable[[str], Any], stack: RunningStack) -> int:
     return len(scan_all(aws("dynamodb"), stack.settings.knowledge_table))
-
-
-@pytest.fixture
-def installed(stack: RunningStack) -> Iterator[Callable[[Container], None]]:
-    """Lets a test serve requests from another composition root; the session's comes back after."""
-
-    def install(container: Container) -> None:
-        set_container(container)
-
-    try:
-        yield install
-    finally:
-        set_container(stack.container)
 
 
 # -- health and routing ------------------------------------------------------------------------------
