@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from pai_core.errors import UpstreamUnavailable
-from pai_core.models import ChatMessage, Completion
+from pai_core.models import ChatMessage, Completion, TextDelta
 from pai_core.ports import ChatModel
 
 # Pinned, so a run today and a run next year talk to the same emulator.
@@ -98,7 +98,7 @@ class RecordingChatModel:
     def count_tokens(self, text: str) -> int:
         return self._inner.count_tokens(text)
 
-    def complete(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Completion:
+    def _record(self, messages: Sequence[ChatMessage]) -> None:
         with self._lock:
             self.prompts.append(list(messages))
             fail = self._failures_left > 0
@@ -106,7 +106,14 @@ class RecordingChatModel:
                 self._failures_left -= 1
         if fail:
             raise UpstreamUnavailable("the local model failed to answer")
+
+    def complete(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Completion:
+        self._record(messages)
         return self._inner.complete(messages, max_tokens=max_tokens)
+
+    def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Iterator[TextDelta | Completion]:
+        self._record(messages)
+        yield from self._inner.stream(messages, max_tokens=max_tokens)
 
     def fail_next(self, times: int = 1) -> None:
         with self._lock:

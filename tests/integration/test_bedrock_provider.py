@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
@@ -175,3 +178,76 @@ def test_a_failed_turn_is_merged_so_roles_alternate() -> None:
 def test_token_estimate_is_generous() -> None:
     model = BedrockChatModel(None, MODEL_ID, context_tokens=1000)  # type: ignore[arg-type]
     assert model.count_tokens("word " * 100) >= 125  # ~100-125 real tokens
+
+
+# -- ConverseStream: the AWS event-stream encoding -----------------------------------------------
+
+
+def event_message(headers: dict[str, str], payload: dict[str, Any]) -> bytes:
+    """One message of the AWS event-stream encoding (application/vnd.amazon.eventstream)."""
+    encoded_headers = b"".join(
+        bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
+        for name, value in headers.items()
+    )
+    body = json.dumps(payload).encode()
+    total = 12 + len(encoded_headers) + len(body) + 4
+    prelude = struct.pack(">II", total, len(encoded_headers))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    message = prelude + encoded_headers + body
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def stream_event(kind: str, payload: dict[str, Any]) -> bytes:
+    return event_message({":event-type": kind, ":content-type": "application/json", ":message-type": "event"}, payload)
+
+
+def stream_reply(pieces: list[str], *, fail_with: str | None = None) -> Reply:
+    body = stream_event("messageStart", {"role": "assistant"})
+    for piece in pieces:
+        body += stream_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}})
+    if fail_with is not None:
+        body += event_message(
+            {":exception-type": fail_with, ":content-type": "application/json", ":message-type": "exception"},
+            {"message": "the model stream broke"},
+        )
+    else:
+        body += stream_event("contentBlockStop", {"contentBlockIndex": 0})
+        body += stream_event("messageStop", {"stopReason": "end_turn"})
+        body += stream_event(
+            "metadata",
+            {
+                "usage": {"inputTokens": 31, "outputTokens": len(pieces), "totalTokens": 31 + len(pieces)},
+                "metrics": {"latencyMs": 20},
+            },
+        )
+    return 200, {"content-type": "application/vnd.amazon.eventstream"}, body
+
+
+def test_converse_stream_yields_pieces_then_the_completion(stack: RunningStack, converse: FakeConverse) -> None:
+    converse.replies = [stream_reply(["Hel", "lo, ", "Zorblax."])]
+    items = list(
+        bedrock_container(stack, converse).chat_model.stream([ChatMessage(role="user", content="hi")], max_tokens=32)
+    )
+    assert [item.text for item in items[:-1]] == ["Hel", "lo, ", "Zorblax."]  # type: ignore[union-attr]
+    final = items[-1]
+    assert final.text == "Hello, Zorblax."  # type: ignore[union-attr]
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (31, 3)  # type: ignore[union-attr]
+    path, body = converse.requests[-1]
+    assert path == f"/model/{MODEL_ID}/converse-stream"
+    assert body["inferenceConfig"]["maxTokens"] == 32
+
+
+def test_an_exception_mid_stream_stores_no_reply(stack: RunningStack, converse: FakeConverse) -> None:
+    converse.replies = [stream_reply(["Once ", "upon "], fail_with="modelStreamErrorException")]
+    container = bedrock_container(stack, converse)
+    session = f"bedrock-breaks-{time.time_ns()}"
+    stream = container.chat.chat_stream(
+        stack.settings.owner, message="A story?", session_id=session, use_memory=False, top_k=0
+    )
+    received = []
+    with pytest.raises(UpstreamUnavailable):
+        for item in stream:
+            received.append(item)
+    assert len(received) == 2
+    turns = container.chat._conversations.recent(stack.settings.owner, session, now=datetime.now(UTC), limit=10)  # type: ignore[attr-defined]
+    assert [turn.role for turn in turns] == ["user"]
