@@ -387,8 +387,12 @@ def test_chat_stream_sends_server_sent_events(api: ApiClient) -> None:
     for block in result.json.strip().split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines())
         events.append((fields["event"], json.loads(fields["data"])))
-    assert events
+    assert events[-1][0] == "done"
+    deltas = [data["text"] for name, data in events[:-1] if name == "delta"]
+    assert len(deltas) == len(events) - 1 > 1  # the reply came in pieces, then the summary
     last = events[-1][1]
+    assert "".join(deltas).strip() == last["reply"]
+    assert result.headers["transfer-encoding"] == "chunked"  # written as produced, not buffered
     assert set(last) == {"sessionId", "reply", "sources", "model", "usage"}
     assert last["sessionId"] == session
     assert isinstance(last["reply"], str)
