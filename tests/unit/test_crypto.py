@@ -173,3 +173,38 @@ def test_data_key_repr_hides_the_key() -> None:
     key = kms.generate_data_key({"table": "t"})
     assert key.plaintext.hex() not in repr(key)
     assert str(key.plaintext) not in repr(key)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    plaintext=st.binary(min_size=0, max_size=512),
+    position=st.floats(min_value=0, max_value=1, exclude_max=True),
+    mask=st.integers(min_value=1, max_value=255),
+)
+def test_any_change_to_any_byte_of_the_frame_fails(plaintext: bytes, position: float, mask: int) -> None:
+    """Version, wrapped key, nonce, ciphertext or tag: a change anywhere, of any bits, is caught."""
+    cipher = EnvelopeCipher(FakeKeyService())
+    frame = cipher.encrypt(plaintext, context())
+    tampered = bytearray(frame)
+    tampered[int(position * len(frame))] ^= mask
+    with pytest.raises(IntegrityError):
+        cipher.decrypt(bytes(tampered), context())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.sampled_from(["table", "owner", "id", "attribute"]),
+    value=st.text(max_size=30),
+)
+def test_any_change_to_the_context_fails(key: str, value: str) -> None:
+    cipher = EnvelopeCipher(FakeKeyService())
+    original = context()
+    frame = cipher.encrypt(b"bound to its record", original)
+    changed = original.full()
+    if changed[key] == value:
+        value += "x"
+    changed[key] = value
+    partition = {k: changed[k] for k in original.partition}
+    record = {k: changed[k] for k in original.record}
+    with pytest.raises(IntegrityError):
+        cipher.decrypt(frame, RecordContext(partition=partition, record=record))
