@@ -10,7 +10,7 @@ import sys
 import threading
 
 from pai_core.config import ConfigError, Settings
-from pai_local.emulator import DEFAULT_EMULATOR_PORT
+from pai_local.emulator import DEFAULT_EMULATOR_PORT, endpoint_answers
 from pai_local.stack import start_stack
 
 
@@ -27,6 +27,11 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         settings = Settings.from_env()
+        if settings.endpoint_url and not endpoint_answers(settings.endpoint_url):
+            raise RuntimeError(
+                f"AWS_ENDPOINT_URL={settings.endpoint_url}: no emulator answers there "
+                "(start it, or unset AWS_ENDPOINT_URL to use the embedded one)"
+            )
         stack = start_stack(settings, emulator_port=args.emulator_port, gateway_port=args.port, gateway_host=args.host)
     except (ConfigError, RuntimeError, OSError) as exc:
         print(f"pai: cannot start: {exc}", file=sys.stderr)

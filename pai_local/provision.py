@@ -120,6 +120,19 @@ def _ensure_bucket(template: Template, logical_id: str, s3: Any, region: str) ->
         for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
     ]
     s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
+    if "LifecycleConfiguration" in props:
+        rules = [
+            {
+                "ID": rule["Id"],
+                "Status": rule["Status"],
+                "Filter": {"Prefix": ""},
+                "Transitions": [
+                    {"Days": t["TransitionInDays"], "StorageClass": t["StorageClass"]} for t in rule["Transitions"]
+                ],
+            }
+            for rule in props["LifecycleConfiguration"]["Rules"]
+        ]
+        s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": rules})
     for policy_id, policy in template.of_type("AWS::S3::BucketPolicy").items():
         if policy["Properties"]["Bucket"] == {"Ref": logical_id}:
             document = template.resolve(template.properties(policy_id)["PolicyDocument"])

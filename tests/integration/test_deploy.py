@@ -157,6 +157,12 @@ def test_deploy_then_destroy_leaves_nothing(moto_endpoint: str, built_bundle: Pa
 
     local_bucket = f"pai-knowledge-base-123456789012-{local_env}"
     assert client("s3").get_bucket_versioning(Bucket=local_bucket)["Status"] == "Enabled"
+    (rule,) = client("s3").get_bucket_lifecycle_configuration(Bucket=local_bucket)["Rules"]
+    assert rule["Transitions"] == [{"Days": 0, "StorageClass": "INTELLIGENT_TIERING"}]
+    block = client("s3").get_public_access_block(Bucket=local_bucket)["PublicAccessBlockConfiguration"]
+    assert all(block.values())
+    encryption = client("s3").get_bucket_encryption(Bucket=local_bucket)["ServerSideEncryptionConfiguration"]
+    assert encryption["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
 
     # Stored documents in several versions, and a delete marker: all must go. (moto's CloudFormation
     # ignores VersioningConfiguration, so versioning is switched on here as AWS would have it.)
