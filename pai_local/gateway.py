@@ -88,6 +88,9 @@ class RouteTable:
     def find(self, method: str, path: str) -> Route | None:
         return self._by_key.get((method, path))
 
+    def methods_for(self, path: str) -> list[str]:
+        return sorted(method for method, route_path in self._by_key if route_path == path)
+
     def handler(self, route: Route) -> LambdaHandler:
         if route.handler not in self._handlers:
             self._handlers[route.handler] = load_handler(route.handler)
@@ -145,20 +148,12 @@ def make_request_handler(routes: RouteTable) -> type[BaseHTTPRequestHandler]:
         server_version = "pai-local-gateway"
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:
-            self._dispatch()
-
-        def do_POST(self) -> None:
-            self._dispatch()
-
-        def do_PUT(self) -> None:
-            self._dispatch()
-
-        def do_DELETE(self) -> None:
-            self._dispatch()
-
-        def do_PATCH(self) -> None:
-            self._dispatch()
+        def __getattr__(self, name: str) -> Any:
+            # http.server looks up do_<METHOD>; every method goes through the route table, so an
+            # unknown one gets a JSON 404 or 405 rather than http.server's 501 HTML page.
+            if name.startswith("do_"):
+                return self._dispatch
+            raise AttributeError(name)
 
         def log_message(self, format: str, *args: Any) -> None:
             log.info("%s %s", self.address_string(), format % args)
@@ -169,6 +164,14 @@ def make_request_handler(routes: RouteTable) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("content-length") or 0)
             if route is None:
                 self._drain(length)
+                allowed = routes.methods_for(path)
+                if allowed:
+                    self._send(
+                        HTTPStatus.METHOD_NOT_ALLOWED,
+                        {"content-type": "application/json", "allow": ", ".join(allowed)},
+                        _error_body("method_not_allowed", f"{path} takes {', '.join(allowed)}"),
+                    )
+                    return
                 self._send(
                     HTTPStatus.NOT_FOUND,
                     {"content-type": "application/json"},

@@ -42,17 +42,20 @@ def build_messages(
 ) -> tuple[list[ChatMessage], list[SearchHit]]:
     """The messages to send and the memories that fit. Memories are kept best-first until the
     budget runs short; history fills what remains, newest first."""
-    remaining = budget - count_tokens(SYSTEM_PROMPT) - count_tokens(message) - 2 * TOKENS_PER_MESSAGE
+    base = count_tokens(SYSTEM_PROMPT)
+    remaining = budget - base - count_tokens(message) - 2 * TOKENS_PER_MESSAGE
+    # Memories, all together, never take more than half of what is left; one that does not fit is
+    # passed over for the next (shorter) one, best first.
+    memory_budget = remaining // 2
     used_hits: list[SearchHit] = []
     system = SYSTEM_PROMPT
     for hit in hits:
         candidate = f"{SYSTEM_PROMPT}\n\n{memory_block([*used_hits, hit])}"
-        cost = count_tokens(candidate) - count_tokens(system)
-        if cost > remaining // 2:  # memories never take more than half of what is left
-            break
+        if count_tokens(candidate) - base > memory_budget:
+            continue
         used_hits.append(hit)
         system = candidate
-    remaining -= count_tokens(system) - count_tokens(SYSTEM_PROMPT)
+    remaining -= count_tokens(system) - base
 
     kept: list[ChatMessage] = []
     for turn in reversed(history):

@@ -152,6 +152,9 @@ class RecordingDynamoClient:
         self.items.append(request["Item"])  # type: ignore[arg-type]
         return {}
 
+    def update_item(self, **request: object) -> dict:
+        return {}  # the owner's change stamp, moved after each store (see the search index)
+
 
 def test_memory_items_hold_no_plaintext_and_bind_each_ciphertext_to_its_record() -> None:
     cipher = EnvelopeCipher(CachingKeyService(FakeKeyService()))
@@ -196,3 +199,17 @@ def test_conversation_turn_role_is_bound_to_its_ciphertext() -> None:
     assert b"hello there" not in repr(item).encode()
     assert item["sessionId"]["S"] == "alice#s1"
     assert int(item["ttl"]["N"]) == int((at + timedelta(hours=24)).timestamp())
+
+
+def test_memories_together_take_at_most_half_the_remaining_budget() -> None:
+    app = FakeContainer(chat_model=ScriptedChatModel(context_tokens=600))
+    note = "miso the cat likes tuna and naps " * 25  # ~175 words
+    for index in range(3):
+        app.memories.remember("a", content=f"{index} {note}", category="pets", metadata={})
+    short = app.memories.remember("a", content="miso the cat", category="pets", metadata={})
+    reply = app.chat.chat("a", message="what does miso the cat like", session_id="s", use_memory=True, top_k=4)
+    prompt = app.chat_model.prompts[-1]
+    total = sum(app.chat_model.count_tokens(m.content) + 8 for m in prompt)
+    assert total <= 600 - 64
+    assert 1 <= len(reply.sources) < 4  # not all three long notes fit together
+    assert short.id in {source.id for source in reply.sources}  # a shorter one still gets in
