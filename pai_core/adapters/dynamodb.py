@@ -2,6 +2,18 @@
 
 Every user-supplied text is envelope-encrypted before it leaves this module, bound to the record
 it belongs to. Every read is a key lookup or a Query inside the caller's own partition: no Scan.
+
+Besides the memories (partition `{owner}`), the knowledge table holds two small partitions per
+owner that let a search index stay current without re-reading every memory:
+
+    {owner}#changes / head   `version`: a counter moved (UpdateItem ADD) after every store and
+                             delete has landed, read with one GetItem per search
+    {owner}#deleted / <id>   a tombstone per delete (`deletedId`, `ttl`), read with a key-range
+                             Query past the index's watermark
+
+Owners never contain '#' (see config), so these partitions cannot collide with a real owner's, and
+listing (the owner's own partition, the category GSI, which tombstones lack the keys for) never
+sees them.
 """
 
 from __future__ import annotations
@@ -9,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -20,19 +33,28 @@ from botocore.exceptions import ClientError
 
 from pai_core.adapters.aws_errors import error_code, translated_aws_errors
 from pai_core.crypto import EnvelopeCipher, RecordContext
-from pai_core.errors import InvalidInput, UpstreamUnavailable
-from pai_core.models import VECTOR_DTYPE, Memory, MemoryPage, MemoryVector, Turn, iso_utc, parse_iso_utc
+from pai_core.errors import Conflict, InvalidInput, UpstreamUnavailable
+from pai_core.ids import MemoryIds
+from pai_core.models import VECTOR_DTYPE, Deletion, Memory, MemoryPage, MemoryVector, Turn, iso_utc, parse_iso_utc
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 Item = dict[str, "AttributeValueTypeDef"]
+log = logging.getLogger(__name__)
 
 CATEGORY_INDEX = "category-index"
 _BATCH_GET_LIMIT = 100
 _BATCH_GET_ATTEMPTS = 5
 _TURN_WRITE_ATTEMPTS = 5
+CHANGES_SUFFIX = "#changes"
+DELETED_SUFFIX = "#deleted"
+HEAD_ID = "head"
+# Tombstones outlive any index that could still need them: a warm index reads them within
+# seconds, and a snapshot older than half this is not used once anything has changed.
+TOMBSTONE_TTL_SECONDS = 7 * 24 * 3600
+_VECTOR_PROJECTION = "id, category, embedding"
 
 
 def owner_category(owner: str, category: str) -> str:
@@ -57,6 +79,7 @@ class DynamoMemoryRepository:
         self._table = table
         self._cipher = cipher
         self._context_name = context_name
+        self._tombstone_ids = MemoryIds()
 
     # -- encoding -------------------------------------------------------------------------------
 
@@ -99,8 +122,14 @@ class DynamoMemoryRepository:
     def add(self, owner: str, memory: Memory, embedding: npt.NDArray[np.float32]) -> None:
         # Everything is encrypted before the single PutItem: either the whole record lands or none.
         item = self.to_item(owner, memory, embedding)
-        with translated_aws_errors("DynamoDB"):
-            self._client.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(id)")
+        try:
+            with translated_aws_errors("DynamoDB"):
+                self._client.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(id)")
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise Conflict("a memory with this id already exists") from exc
+            raise
+        self._announce_change(owner)
 
     def get(self, owner: str, memory_id: str) -> Memory | None:
         with translated_aws_errors("DynamoDB"):
@@ -158,6 +187,8 @@ class DynamoMemoryRepository:
         return MemoryPage(items=items, cursor=next_cursor)
 
     def delete(self, owner: str, memory_id: str) -> bool:
+        """Deletes the memory, then leaves a tombstone and moves the change stamp (in that order:
+        whatever fails after the delete, the memory is gone and can never be a search hit)."""
         try:
             with translated_aws_errors("DynamoDB"):
                 self._client.delete_item(
@@ -169,21 +200,96 @@ class DynamoMemoryRepository:
             if error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise
+        now = datetime.now(UTC)
+        tombstone: Item = {
+            "owner": {"S": owner + DELETED_SUFFIX},
+            "id": {"S": self._tombstone_ids(now)},
+            "deletedId": {"S": memory_id},
+            "ttl": {"N": str(int(now.timestamp()) + TOMBSTONE_TTL_SECONDS)},
+        }
+        try:
+            with translated_aws_errors("DynamoDB"):
+                self._client.put_item(TableName=self._table, Item=tombstone)
+        except UpstreamUnavailable:
+            log.warning("tombstone not written: warm search indexes drop the memory at their next full reload")
+            return True
+        self._announce_change(owner)
         return True
 
+    def _announce_change(self, owner: str) -> None:
+        """Moves the owner's change stamp, after the change itself has landed.
+
+        Not one transaction with the change on purpose: moto copies the whole table for every
+        TransactWriteItems (seconds at 10K memories, past the client's timeout), and the local stack
+        runs on moto. The order makes a failure here harmless to correctness: the change is durable,
+        search results are always fetched by key, and warm indexes elsewhere see it at the next
+        change or their periodic full reload."""
+        try:
+            with translated_aws_errors("DynamoDB"):
+                self._client.update_item(
+                    TableName=self._table,
+                    Key=self._key(owner + CHANGES_SUFFIX, HEAD_ID),
+                    UpdateExpression="ADD #version :one",
+                    ExpressionAttributeNames={"#version": "version"},
+                    ExpressionAttributeValues={":one": {"N": "1"}},
+                )
+        except UpstreamUnavailable:
+            log.warning("change stamp not moved: warm search indexes see the change at their next reload")
+
     def vectors(self, owner: str) -> Iterator[MemoryVector]:
+        """Every vector of the owner: the design's read per search (eventually consistent)."""
+        return self._vector_query(owner, consistent=False)
+
+    # -- the change feed of a search index (pai_core.ports.MemoryChangeFeed) ---------------------
+
+    def change_stamp(self, owner: str) -> int:
+        with translated_aws_errors("DynamoDB"):
+            response = self._client.get_item(
+                TableName=self._table,
+                Key=self._key(owner + CHANGES_SUFFIX, HEAD_ID),
+                ProjectionExpression="#version",
+                ExpressionAttributeNames={"#version": "version"},
+                ConsistentRead=True,
+            )
+        item = response.get("Item")
+        return int(item["version"]["N"]) if item and "version" in item else 0
+
+    def all_vectors(self, owner: str) -> Iterator[MemoryVector]:
+        return self._vector_query(owner, consistent=True)
+
+    def vectors_after(self, owner: str, after_id: str) -> Iterator[MemoryVector]:
+        return self._vector_query(owner, consistent=True, after_id=after_id)
+
+    def deletions_after(self, owner: str, after_id: str) -> Iterator[Deletion]:
+        query = self._range_query(owner + DELETED_SUFFIX, after_id, projection="id, deletedId")
+        for item in self._paginate(query):
+            yield Deletion(id=item["id"]["S"], memory_id=item["deletedId"]["S"])
+
+    def _vector_query(self, owner: str, *, consistent: bool, after_id: str = "") -> Iterator[MemoryVector]:
+        query = self._range_query(owner, after_id, projection=_VECTOR_PROJECTION)
+        query["ConsistentRead"] = consistent
+        for item in self._paginate(query):
+            yield MemoryVector(id=item["id"]["S"], category=item["category"]["S"], vector=item["embedding"]["B"])
+
+    def _range_query(self, partition: str, after_id: str, *, projection: str) -> dict[str, Any]:
         query: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "#owner = :owner",
-            "ProjectionExpression": "id, category, embedding",
+            "ProjectionExpression": projection,
             "ExpressionAttributeNames": {"#owner": "owner"},
-            "ExpressionAttributeValues": {":owner": {"S": owner}},
+            "ExpressionAttributeValues": {":owner": {"S": partition}},
+            "ConsistentRead": True,
         }
+        if after_id:
+            query["KeyConditionExpression"] += " AND id > :after"
+            query["ExpressionAttributeValues"][":after"] = {"S": after_id}
+        return query
+
+    def _paginate(self, query: dict[str, Any]) -> Iterator[dict[str, Any]]:
         while True:
             with translated_aws_errors("DynamoDB"):
                 response = self._client.query(**query)
-            for item in response.get("Items", []):
-                yield MemoryVector(id=item["id"]["S"], category=item["category"]["S"], vector=item["embedding"]["B"])
+            yield from response.get("Items", [])
             if "LastEvaluatedKey" not in response:
                 return
             query["ExclusiveStartKey"] = response["LastEvaluatedKey"]

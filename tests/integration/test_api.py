@@ -142,10 +142,18 @@ def test_health_is_ok(api: ApiClient) -> None:
     assert result.json == {"status": "ok"}
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/no-such-route"), ("POST", "/health"), ("GET", "/memory")])
+@pytest.mark.parametrize(("method", "path"), [("GET", "/no-such-route"), ("POST", "/nothing/here")])
 def test_unknown_route_is_a_json_404(api: ApiClient, method: str, path: str) -> None:
     body = b"{}" if method == "POST" else None
     assert_error(api.request(method, path, body=body), 404)
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [("POST", "/health", "GET"), ("GET", "/memory", "POST")])
+def test_a_known_route_with_another_method_is_a_json_405(api: ApiClient, method: str, path: str, allowed: str) -> None:
+    body = b"{}" if method == "POST" else None
+    result = api.request(method, path, body=body)
+    assert_error(result, 405, "method_not_allowed")
+    assert result.headers["allow"] == allowed
 
 
 # -- bad requests ------------------------------------------------------------------------------------

@@ -157,8 +157,10 @@ def test_deploy_then_destroy_leaves_nothing(moto_endpoint: str, built_bundle: Pa
 
     local_bucket = f"pai-knowledge-base-123456789012-{local_env}"
     assert client("s3").get_bucket_versioning(Bucket=local_bucket)["Status"] == "Enabled"
-    (rule,) = client("s3").get_bucket_lifecycle_configuration(Bucket=local_bucket)["Rules"]
-    assert rule["Transitions"] == [{"Days": 0, "StorageClass": "INTELLIGENT_TIERING"}]
+    rules = {r["ID"]: r for r in client("s3").get_bucket_lifecycle_configuration(Bucket=local_bucket)["Rules"]}
+    assert rules["intelligent-tiering"]["Transitions"] == [{"Days": 0, "StorageClass": "INTELLIGENT_TIERING"}]
+    snapshots = rules["expire-replaced-index-snapshots"]  # old versions of search-index snapshots
+    assert (snapshots["Filter"]["Prefix"], snapshots["NoncurrentVersionExpiration"]["NoncurrentDays"]) == ("index/", 1)
     block = client("s3").get_public_access_block(Bucket=local_bucket)["PublicAccessBlockConfiguration"]
     assert all(block.values())
     encryption = client("s3").get_bucket_encryption(Bucket=local_bucket)["ServerSideEncryptionConfiguration"]

@@ -62,8 +62,6 @@ CHAT_MAX_EXAMPLES = max(FUZZ_EXAMPLES // 10, 10)
 CHAT_CONTEXT_TOKENS = 512
 CHAT_MAX_OUTPUT_TOKENS = 16
 CHAT_THREADS = 1
-# float32 rounding of a cosine (see spec_for_the_run).
-SCORE_ROUNDING = 1e-6
 
 # Requests the schema cannot tell from valid ones and that the API refuses for a documented reason
 # (openapi.yaml says so in the field's description): (operation, error code, field).
@@ -334,7 +332,7 @@ _VALIDATORS: dict[str, OAS30Validator] = {}
 
 def component_validator(name: str) -> OAS30Validator:
     if name not in _VALIDATORS:
-        components = spec_for_the_run()["components"]
+        components = load_spec()["components"]
         _VALIDATORS[name] = OAS30Validator({"$ref": f"#/components/schemas/{name}", "components": components})
     return _VALIDATORS[name]
 
@@ -395,18 +393,7 @@ def positive_refusals_are_documented(ctx: Any, response: schemathesis.Response, 
     return None
 
 
-def spec_for_the_run() -> dict[str, Any]:
-    """openapi.yaml, with one known deviation of the API tolerated (test_scores_are_cosines below
-    keeps it visible): scores are float32 cosines and come out as 1.0000001 for a text searched
-    with itself; the spec's [-1, 1] holds them to within float32 rounding."""
-    document = load_spec()
-    score = document["components"]["schemas"]["Score"]
-    score["minimum"] -= SCORE_ROUNDING
-    score["maximum"] += SCORE_ROUNDING
-    return document
-
-
-schema = schemathesis.openapi.from_dict(spec_for_the_run(), config=contract_config())
+schema = schemathesis.openapi.from_dict(load_spec(), config=contract_config())
 
 
 @schema.parametrize()
@@ -460,15 +447,6 @@ def test_undeclared_methods_are_refused_with_405(
     assert set(response.json()["error"]) >= {"code", "message"}, answered
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "scores are float32 dot products and are not clamped: a memory searched with its own text can "
-        "score 1.0000001 (openapi.yaml and minScore's range say a cosine is in [-1, 1]); clamp the "
-        "scores (np.clip(scores, -1, 1)) where pai_core/search ranks them"
-    ),
-)
 def test_scores_are_cosines(stack: RunningStack, http: requests.Session) -> None:
     base = stack.gateway_url
     scores: list[float] = []

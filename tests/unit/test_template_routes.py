@@ -69,7 +69,20 @@ def test_roles_are_least_privilege() -> None:
     actions = {role: {a for s in granted for a in s["Action"]} for role, granted in statements.items()}
     assert "bedrock:InvokeModel" in actions["ChatFunctionRole"]
     assert not any(a.startswith("bedrock:") for a in actions["MemoryFunctionRole"] | actions["SearchFunctionRole"])
-    assert "kms:GenerateDataKey" not in actions["SearchFunctionRole"]  # search only ever decrypts
+    # Search never encrypts a memory: it may make data keys only for its index snapshots (our envelope
+    # context names the bucket) and for the bucket's own SSE-KMS, and write only under index/.
+    for statement in statements["SearchFunctionRole"]:
+        if "kms:GenerateDataKey" in statement["Action"]:
+            condition = statement["Condition"]["StringEquals"]
+            assert condition.get("kms:EncryptionContext:bucket") == {"Ref": "KnowledgeBaseBucket"} or (
+                condition.get("kms:EncryptionContext:aws:s3:arn") == {"Fn::GetAtt": ["KnowledgeBaseBucket", "Arn"]}
+                and "kms:ViaService" in condition
+            )
+    for role in ("SearchFunctionRole", "ChatFunctionRole", "MemoryFunctionRole"):
+        for statement in statements[role]:
+            if any(action.startswith("s3:") for action in statement["Action"]):
+                assert statement["Resource"] == {"Fn::Sub": "${KnowledgeBaseBucket.Arn}/index/*"}, role
+    assert not {"dynamodb:PutItem", "dynamodb:UpdateItem"} & actions["SearchFunctionRole"]
     assert "dynamodb:DeleteItem" in actions["MemoryFunctionRole"]
     assert "dynamodb:DeleteItem" not in actions["ChatFunctionRole"] | actions["SearchFunctionRole"]
     (bedrock,) = [s for s in statements["ChatFunctionRole"] if s["Action"] == ["bedrock:InvokeModel"]]

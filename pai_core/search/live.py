@@ -1,0 +1,285 @@
+"""The search index a container keeps across warm invocations: one VectorIndex per owner (a
+bounded LRU of owners), loaded once, then kept current by reading only what changed.
+
+Per search, with nothing changed: one GetItem of the owner's change stamp (1 read unit). When the
+stamp moved: a key-range Query of the memories made after the item watermark and one of the
+tombstones made after the tombstone watermark, both minus a safety margin of `id_margin_seconds`
+of id-space (an id is made before its write lands, possibly on another container; writes land
+within the memory function's 60 s timeout). Re-read ids are deduplicated. Deletes are honoured as
+soon as their tombstone is written (the stamp moves in the same transaction), and a container's own
+stores and deletes reach its index at once.
+
+Cold start: the owner's snapshot (one S3 object) when there is one, then the changes since it;
+else a consistent Query of the whole partition. A snapshot is rewritten once the changes applied
+since it was taken reach `snapshot_rebuild_changes`. Every `full_reload_seconds` a warm index is
+rebuilt from the table anyway (a bound on staleness should anything ever be missed).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from pai_core.errors import PaiError
+from pai_core.ids import id_millis, lowest_id_at
+from pai_core.models import MemoryVector
+from pai_core.ports import IndexSnapshotStore, MemoryChangeFeed
+from pai_core.search.index import AnnSettings, VectorIndex
+from pai_core.search.snapshot import IndexSnapshot, SnapshotError, decode, encode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IndexPolicy:
+    ann: AnnSettings | None = field(default_factory=AnnSettings)
+    id_margin_seconds: float = 120.0
+    full_reload_seconds: float = 6 * 3600.0
+    snapshot_min_vectors: int = 1000
+    snapshot_rebuild_changes: int = 500
+    # Tombstones live 7 days (adapters.dynamodb); an older snapshot is used only if nothing changed.
+    snapshot_max_age_seconds: float = 3 * 24 * 3600.0
+    snapshot_retry_seconds: float = 300.0
+    max_owners: int = 8
+
+    def __post_init__(self) -> None:
+        if self.id_margin_seconds < 0 or self.full_reload_seconds <= 0 or self.max_owners < 1:
+            raise ValueError("index policy limits must be positive")
+
+
+@dataclass
+class _OwnerIndex:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    index: VectorIndex | None = None
+    stamp: int = -1
+    item_watermark: str = ""
+    tombstone_watermark: str = ""
+    loaded_at: float = 0.0  # monotonic
+    changes_since_snapshot: int = 0
+    snapshot_taken_at: float | None = None  # wall clock, of the snapshot this index started from
+    snapshot_retry_at: float = 0.0  # monotonic
+
+
+class LiveMemoryIndex:
+    """The MemorySearchIndex of a container: see the module docstring."""
+
+    def __init__(
+        self,
+        feed: MemoryChangeFeed,
+        snapshots: IndexSnapshotStore | None,
+        *,
+        dimensions: int,
+        policy: IndexPolicy | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._feed = feed
+        self._snapshots = snapshots
+        self._dimensions = dimensions
+        self.policy = policy or IndexPolicy()
+        self._wall_clock = wall_clock
+        self._monotonic = monotonic
+        self._owners: OrderedDict[str, _OwnerIndex] = OrderedDict()
+        self._lock = threading.Lock()
+        self.events: Counter[str] = Counter()  # what the index did, for tests and the benchmark
+
+    # -- the port ----------------------------------------------------------------------------------
+
+    def search(
+        self, owner: str, query: npt.NDArray[np.float32], *, top: int, category: str | None, min_score: float | None
+    ) -> list[tuple[str, float]]:
+        state = self._owner(owner)
+        with state.lock:
+            index = self._current(owner, state)
+            return index.search(query, top, category=category, min_score=min_score)
+
+    def added(self, owner: str, vector: MemoryVector) -> None:
+        state = self._loaded(owner)
+        if state is not None:
+            with state.lock:
+                if state.index is not None:
+                    state.changes_since_snapshot += state.index.add([vector])
+
+    def removed(self, owner: str, memory_id: str) -> None:
+        state = self._loaded(owner)
+        if state is not None:
+            with state.lock:
+                if state.index is not None:
+                    state.changes_since_snapshot += state.index.remove([memory_id])
+
+    # -- inspection --------------------------------------------------------------------------------
+
+    def index_of(self, owner: str) -> VectorIndex | None:
+        state = self._loaded(owner)
+        return None if state is None else state.index
+
+    def forget_owner(self, owner: str) -> None:
+        """Drops an owner's index from memory (a cold start for that owner, in tests)."""
+        with self._lock:
+            self._owners.pop(owner, None)
+
+    # -- keeping it current ------------------------------------------------------------------------
+
+    def _owner(self, owner: str) -> _OwnerIndex:
+        with self._lock:
+            state = self._owners.get(owner)
+            if state is None:
+                state = self._owners[owner] = _OwnerIndex()
+                while len(self._owners) > self.policy.max_owners:
+                    self._owners.popitem(last=False)
+                    self.events["owner_evicted"] += 1
+            self._owners.move_to_end(owner)
+            return state
+
+    def _loaded(self, owner: str) -> _OwnerIndex | None:
+        with self._lock:
+            return self._owners.get(owner)
+
+    def _current(self, owner: str, state: _OwnerIndex) -> VectorIndex:
+        now = self._monotonic()
+        if state.index is None:
+            self._cold_load(owner, state)
+        elif now - state.loaded_at >= self.policy.full_reload_seconds:
+            self._full_load(owner, state, reason="full_reload")
+        else:
+            stamp = self._feed.change_stamp(owner)
+            if stamp != state.stamp:
+                self._catch_up(owner, state, stamp)
+            else:
+                self.events["unchanged"] += 1
+        self._maybe_save_snapshot(owner, state)
+        assert state.index is not None
+        return state.index
+
+    def _cold_load(self, owner: str, state: _OwnerIndex) -> None:
+        snapshot = self._read_snapshot(owner)
+        if snapshot is None:
+            self._full_load(owner, state, reason="full_load")
+            return
+        stamp = self._feed.change_stamp(owner)
+        age = self._wall_clock() - snapshot.taken_at
+        if stamp != snapshot.stamp and age > self.policy.snapshot_max_age_seconds:
+            # Tombstones of deletes since then may have expired: rebuild from the table.
+            self.events["snapshot_too_old"] += 1
+            self._full_load(owner, state, reason="full_load")
+            return
+        state.index = VectorIndex.from_snapshot(snapshot, ann=self.policy.ann)
+        state.stamp = snapshot.stamp
+        state.item_watermark = snapshot.item_watermark
+        state.tombstone_watermark = snapshot.tombstone_watermark
+        state.loaded_at = self._monotonic()
+        state.changes_since_snapshot = 0
+        state.snapshot_taken_at = snapshot.taken_at
+        self.events["snapshot_load"] += 1
+        if stamp != state.stamp:
+            self._catch_up(owner, state, stamp)
+
+    def _full_load(self, owner: str, state: _OwnerIndex, *, reason: str) -> None:
+        # The stamp is read first: whatever changes after it is caught up with next time.
+        stamp = self._feed.change_stamp(owner)
+        started_millis = int(self._wall_clock() * 1000)
+        index = VectorIndex(self._dimensions, ann=self.policy.ann)
+        vectors = list(self._feed.all_vectors(owner))
+        index.add(vectors)
+        changes = len(index)
+        if state.index is not None:
+            changes = state.changes_since_snapshot
+            if state.index.ids() != index.ids():
+                # Everything should have arrived through the change feed; say so if it did not.
+                log.warning("search index differed from the table at its periodic reload; rebuilt")
+                self.events["reload_found_drift"] += 1
+                changes = max(changes, self.policy.snapshot_rebuild_changes)
+        state.index = index
+        state.stamp = stamp
+        state.item_watermark = max((vector.id for vector in vectors), default="")
+        # Tombstones older than this load are of memories it could not have read.
+        state.tombstone_watermark = lowest_id_at(started_millis)
+        state.loaded_at = self._monotonic()
+        state.changes_since_snapshot = changes
+        self.events[reason] += 1
+
+    def _catch_up(self, owner: str, state: _OwnerIndex, stamp: int) -> None:
+        assert state.index is not None
+        added = list(self._feed.vectors_after(owner, self._below(state.item_watermark)))
+        deletions = list(self._feed.deletions_after(owner, self._below(state.tombstone_watermark)))
+        # Additions first: a memory stored and deleted since the last look must end up absent.
+        changes = state.index.add(added)
+        changes += state.index.remove(deletion.memory_id for deletion in deletions)
+        state.item_watermark = max([state.item_watermark, *(vector.id for vector in added)])
+        state.tombstone_watermark = max([state.tombstone_watermark, *(deletion.id for deletion in deletions)])
+        state.stamp = stamp
+        state.changes_since_snapshot += changes
+        self.events["catch_up"] += 1
+        self.events["read_vectors"] += len(added)
+        self.events["read_tombstones"] += len(deletions)
+
+    def _below(self, watermark: str) -> str:
+        """The watermark moved back by the safety margin (ids made a little earlier may land late)."""
+        millis = id_millis(watermark)
+        if millis is None:
+            return watermark
+        return lowest_id_at(millis - int(self.policy.id_margin_seconds * 1000))
+
+    # -- snapshots ---------------------------------------------------------------------------------
+
+    def _read_snapshot(self, owner: str) -> IndexSnapshot | None:
+        if self._snapshots is None:
+            return None
+        try:
+            payload = self._snapshots.load(owner)
+        except PaiError as exc:  # unreachable, refused, failed authentication: load from the table
+            log.warning("index snapshot could not be read (%s); loading from the table", exc.code)
+            self.events["snapshot_unreadable"] += 1
+            return None
+        if payload is None:
+            return None
+        try:
+            snapshot = decode(payload)
+        except SnapshotError as exc:
+            log.warning("index snapshot is unusable (%s); loading from the table", exc)
+            self.events["snapshot_unreadable"] += 1
+            return None
+        if snapshot.vectors.shape[1] != self._dimensions:
+            self.events["snapshot_unreadable"] += 1
+            return None
+        return snapshot
+
+    def _maybe_save_snapshot(self, owner: str, state: _OwnerIndex) -> None:
+        index = state.index
+        policy = self.policy
+        if self._snapshots is None or index is None or len(index) < policy.snapshot_min_vectors:
+            return
+        if state.changes_since_snapshot == 0:
+            return
+        aging = (
+            state.snapshot_taken_at is not None
+            and self._wall_clock() - state.snapshot_taken_at > policy.snapshot_max_age_seconds / 2
+        )
+        if state.changes_since_snapshot < policy.snapshot_rebuild_changes and not aging:
+            return
+        now = self._monotonic()
+        if now < state.snapshot_retry_at:
+            return
+        snapshot = index.snapshot(
+            item_watermark=state.item_watermark,
+            tombstone_watermark=state.tombstone_watermark,
+            stamp=state.stamp,
+            taken_at=self._wall_clock(),
+        )
+        try:
+            self._snapshots.save(owner, encode(snapshot))
+        except PaiError as exc:
+            log.warning("index snapshot could not be written (%s); will retry later", exc.code)
+            state.snapshot_retry_at = now + policy.snapshot_retry_seconds
+            self.events["snapshot_save_failed"] += 1
+            return
+        state.changes_since_snapshot = 0
+        state.snapshot_taken_at = snapshot.taken_at
+        self.events["snapshot_save"] += 1

@@ -1,0 +1,116 @@
+"""In-memory stand-ins for the search index's ports: a memory store with a change feed (stamp,
+tombstones, key-range reads), a fake S3 client for the snapshot adapter, and clocks."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from botocore.exceptions import ClientError
+
+from pai_core.ids import MemoryIds
+from pai_core.models import Deletion, Memory, MemoryVector
+from tests.fakes import FixedClock, InMemoryMemoryRepository
+
+
+@dataclass
+class InMemoryMemoryStore(InMemoryMemoryRepository):
+    """InMemoryMemoryRepository plus what DynamoMemoryRepository offers a search index: a change
+    stamp bumped by every store and delete, tombstones, and reads after a watermark. Counts every
+    read, so tests can tell a warm search from a reload."""
+
+    clock: FixedClock = field(default_factory=FixedClock)
+    stamps: Counter[str] = field(default_factory=Counter)
+    tombstones: dict[str, list[Deletion]] = field(default_factory=dict)
+    reads: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self._tombstone_ids = MemoryIds()
+
+    def add(self, owner: str, memory: Memory, embedding: np.ndarray) -> None:
+        super().add(owner, memory, embedding)
+        self.stamps[owner] += 1
+
+    def delete(self, owner: str, memory_id: str) -> bool:
+        if not super().delete(owner, memory_id):
+            return False
+        tombstone = Deletion(id=self._tombstone_ids(self.clock.now()), memory_id=memory_id)
+        self.tombstones.setdefault(owner, []).append(tombstone)
+        self.stamps[owner] += 1
+        return True
+
+    def delete_silently(self, owner: str, memory_id: str) -> None:
+        """Removes a memory behind every index's back (no tombstone, no stamp)."""
+        self.items.pop((owner, memory_id), None)
+
+    # -- MemoryChangeFeed --
+
+    def change_stamp(self, owner: str) -> int:
+        self.reads["change_stamp"] += 1
+        return self.stamps[owner]
+
+    def all_vectors(self, owner: str) -> list[MemoryVector]:
+        self.reads["all_vectors"] += 1
+        rows = sorted(self.vectors(owner), key=lambda row: row.id)
+        self.reads["vector_rows"] += len(rows)
+        return rows
+
+    def vectors_after(self, owner: str, after_id: str) -> Iterator[MemoryVector]:
+        self.reads["vectors_after"] += 1
+        rows = sorted((row for row in self.vectors(owner) if row.id > after_id), key=lambda row: row.id)
+        self.reads["vector_rows"] += len(rows)
+        return iter(rows)
+
+    def deletions_after(self, owner: str, after_id: str) -> Iterator[Deletion]:
+        self.reads["deletions_after"] += 1
+        return iter([d for d in self.tombstones.get(owner, []) if d.id > after_id])
+
+
+class FakeS3Client:
+    """get_object / put_object on a dict, with S3's error for a missing key."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], bytes] = {}
+        self.calls: Counter[str] = Counter()
+
+    def put_object(self, *, Bucket: str, Key: str, Body: bytes, **_: Any) -> dict[str, Any]:
+        self.calls["put_object"] += 1
+        self.objects[(Bucket, Key)] = bytes(Body)
+        return {}
+
+    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        self.calls["get_object"] += 1
+        if (Bucket, Key) not in self.objects:
+            raise ClientError({"Error": {"Code": "NoSuchKey", "Message": "gone"}}, "GetObject")
+        return {"Body": io.BytesIO(self.objects[(Bucket, Key)])}
+
+
+class ManualClock:
+    """Seconds that move only when told: both the wall clock and the monotonic clock of an index."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = start if start is not None else datetime(2026, 11, 24, 12, 0, tzinfo=UTC).timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def unit_vectors(count: int, dimensions: int = 384, *, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((count, dimensions)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def clustered_vectors(count: int, dimensions: int = 384, *, clusters: int = 50, seed: int = 0) -> np.ndarray:
+    """Unit vectors around a few centres, like sentence embeddings (random ones have no neighbours)."""
+    rng = np.random.default_rng(seed)
+    centres = unit_vectors(clusters, dimensions, seed=seed + 1)
+    rows = centres[rng.integers(0, clusters, count)] + 0.6 * unit_vectors(count, dimensions, seed=seed + 2)
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)

@@ -1,0 +1,51 @@
+"""`make bench` with tiny sizes, so the benchmark cannot rot: it runs end to end (its own embedded
+moto, in its own process) and writes every table."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pai_core.config import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+SECTIONS = (
+    "## Search latency, warm (ms)",
+    "## Reads, writes and KMS calls per request",
+    "## Monthly cost estimate",
+    "## Cold start",
+    "## Embedding (all-MiniLM-L6-v2)",
+    "## Exact vs approximate index",
+)
+
+
+def test_the_benchmark_runs_small_and_writes_its_tables(tmp_path: Path) -> None:
+    output = tmp_path / "RESULTS.md"
+    finished = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench", "--smoke", "--output", str(output)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr[-4000:]
+    report = output.read_text(encoding="utf-8")
+    assert report == finished.stdout.rstrip("\n") + "\n"  # printed and written alike
+    for section in SECTIONS:
+        assert section in report, section
+    rows = re.findall(r"^\| ([\d,]+) \| .*?\| ([\d,.]+) \| ([\d,.]+) \| ≈?([\d,]+)x \|", report, flags=re.MULTILINE)
+    assert len(rows) == 2  # both sizes, each with the index's p50/p95 and a speed-up over the scan
+    assert all(float(p50.replace(",", "")) > 0 for _, p50, _, _ in rows)
+    # A warm search with nothing changed reads the change stamp and the hits, nothing more.
+    assert re.search(
+        r"search, index, warm, nothing changed \| [0-6]\.0 \| 0\.0 \| 0 \| BatchGetItem 1, GetItem 1 \|", report
+    )
+    assert "$" in report.split("## Monthly cost estimate", 1)[1]
