@@ -51,6 +51,7 @@ fuzz: $(RUNTIME)
 # Not part of `make test`, which runs a smoke run of it (tests/integration/test_bench_smoke.py).
 bench: $(EXPORT)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.bench $(ARGS)
+	$(BIN)/python -m benchmarks.chat_latency
 
 model: $(EXPORT)
 	$(BIN)/python scripts/build_model.py
