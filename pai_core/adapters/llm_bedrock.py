@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -10,15 +9,13 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pai_core.adapters.aws_errors import error_code
+from pai_core.adapters.token_estimate import estimate_tokens
 from pai_core.errors import UpstreamInvalidResponse, UpstreamUnavailable
 from pai_core.models import ChatMessage, Completion, TextDelta, Usage
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
 
-# Bedrock gives no tokenizer; count generously (about 3 characters a token, where English averages ~4)
-# so that a prompt we think fits really does.
-CHARS_PER_TOKEN_ESTIMATE = 3.0
 _RETRY_LATER = {
     "ThrottlingException",
     "ServiceUnavailableException",
@@ -40,7 +37,7 @@ class BedrockChatModel:
         self._temperature = temperature
 
     def count_tokens(self, text: str) -> int:
-        return math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE)
+        return estimate_tokens(text)
 
     def _request(self, messages: Sequence[ChatMessage], max_tokens: int) -> dict[str, Any]:
         return {

@@ -10,12 +10,9 @@ from typing import Any
 
 import openai
 
+from pai_core.adapters.token_estimate import estimate_tokens
 from pai_core.errors import UpstreamInvalidResponse, UpstreamUnavailable
 from pai_core.models import ChatMessage, Completion, TextDelta, Usage
-
-# Endpoints serve many models with many tokenizers and expose none of them; count generously
-# (about 3 characters a token, where English averages ~4) so a prompt we think fits does fit.
-CHARS_PER_TOKEN_ESTIMATE = 3.0
 
 
 class OpenAiChatModel:
@@ -40,7 +37,7 @@ class OpenAiChatModel:
         self._temperature = temperature
 
     def count_tokens(self, text: str) -> int:
-        return math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE)
+        return estimate_tokens(text)
 
     def _request(self, messages: Sequence[ChatMessage], max_tokens: int) -> dict[str, Any]:
         return {
