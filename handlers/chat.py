@@ -60,24 +60,17 @@ def chat() -> Response[str]:
     request = parse_chat_request(json_body(app))
     container = get_container()
     owner = container.settings.owner
+    turn: dict[str, Any] = {
+        "message": request.message,
+        "session_id": request.session_id,
+        "use_memory": request.use_memory,
+        "top_k": request.top_k,
+    }
     if not request.stream:
-        reply = container.chat.chat(
-            owner,
-            message=request.message,
-            session_id=request.session_id,
-            use_memory=request.use_memory,
-            top_k=request.top_k,
-        )
-        return json_response(200, reply_json(reply))
+        return json_response(200, reply_json(container.chat.chat(owner, **turn)))
 
     # Validation and storage errors raise here, before any event, as plain JSON error responses.
-    items = container.chat.chat_stream(
-        owner,
-        message=request.message,
-        session_id=request.session_id,
-        use_memory=request.use_memory,
-        top_k=request.top_k,
-    )
+    items = container.chat.chat_stream(owner, **turn)
     sink: ResponseStream | None = getattr(app.lambda_context, "response_stream", None)
     if sink is None:
         return event_stream_response(events(items))

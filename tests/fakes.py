@@ -186,3 +186,15 @@ class FakeContainer:
     def check(self) -> None:
         if self.storage_down:
             raise UpstreamUnavailable("DynamoDB cannot be reached")
+
+
+class FakeLambdaContext:
+    """What Powertools' `inject_lambda_context` reads of the real LambdaContext."""
+
+    function_name = "pai-test-function"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:pai-test-function"
+    aws_request_id = "6f8e2c1a-3b4d-4e5f-9a0b-1c2d3e4f5a6b"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 29_000

@@ -10,8 +10,6 @@ from pai_core.models import VECTOR_DTYPE, JsonObject, Memory, MemoryPage, Memory
 from pai_core.ports import Clock, Embedder, MemoryRepository, MemorySearchIndex
 from pai_core.search.scan import DesignScanSearch
 
-__all__ = ["MemoryIds", "MemoryService"]
-
 
 class MemoryService:
     def __init__(

@@ -4,17 +4,7 @@ import json
 
 import handlers.chat
 from pai_core.errors import UpstreamInvalidResponse
-from tests.fakes import FakeContainer
-
-
-class Context:
-    function_name = "pai-chat-test"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:pai-chat-test"
-    aws_request_id = "req-1"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+from tests.fakes import FakeContainer, FakeLambdaContext
 
 
 def event(body: dict[str, object]) -> dict[str, object]:
@@ -40,7 +30,7 @@ def parse_events(body: str) -> list[tuple[str, dict[str, object]]]:
 
 def test_stream_true_answers_with_server_sent_events(fake_container: FakeContainer) -> None:
     fake_container.chat_model.reply = "Hello from the stream"
-    response = handlers.chat.handler(event({"message": "hi", "stream": True, "sessionId": "s-1"}), Context())
+    response = handlers.chat.handler(event({"message": "hi", "stream": True, "sessionId": "s-1"}), FakeLambdaContext())
     assert response["statusCode"] == 200
     assert response["headers"]["Content-Type"] == "text/event-stream"
     events = parse_events(response["body"])
@@ -54,14 +44,14 @@ def test_stream_true_answers_with_server_sent_events(fake_container: FakeContain
 
 
 def test_stream_errors_are_plain_json_errors(fake_container: FakeContainer) -> None:
-    response = handlers.chat.handler(event({"message": "", "stream": True}), Context())
+    response = handlers.chat.handler(event({"message": "", "stream": True}), FakeLambdaContext())
     assert response["statusCode"] == 400
     assert json.loads(response["body"])["error"]["code"] == "invalid_request"
 
 
 def test_an_unusable_model_answer_is_a_502(fake_container: FakeContainer) -> None:
     fake_container.chat_model.fail_with = UpstreamInvalidResponse("the model refused the request")
-    response = handlers.chat.handler(event({"message": "hi"}), Context())
+    response = handlers.chat.handler(event({"message": "hi"}), FakeLambdaContext())
     assert response["statusCode"] == 502
     assert json.loads(response["body"])["error"]["code"] == "bad_gateway"
 
@@ -82,7 +72,7 @@ class RecordingStream:
         self.writes.append(text)
 
 
-class StreamingContext(Context):
+class StreamingContext(FakeLambdaContext):
     def __init__(self) -> None:
         self.response_stream = RecordingStream()
 
@@ -122,13 +112,13 @@ def test_a_bad_streamed_request_is_a_plain_error_before_any_event(fake_container
 def test_buffered_stream_failure_is_a_json_error_status(fake_container: FakeContainer) -> None:
     fake_container.chat_model.reply = "one two three"
     fake_container.chat_model.fail_after_deltas = 1
-    response = handlers.chat.handler(event({"message": "x", "stream": True}), Context())
+    response = handlers.chat.handler(event({"message": "x", "stream": True}), FakeLambdaContext())
     assert response["statusCode"] == 503
     assert json.loads(response["body"])["error"]["code"] == "service_unavailable"
 
 
 def test_an_empty_reply_is_a_502_and_is_not_stored(fake_container: FakeContainer) -> None:
     fake_container.chat_model.reply = "   "
-    response = handlers.chat.handler(event({"message": "x", "sessionId": "s-4"}), Context())
+    response = handlers.chat.handler(event({"message": "x", "sessionId": "s-4"}), FakeLambdaContext())
     assert response["statusCode"] == 502
     assert [t.role for t in fake_container.conversations.turns[("local", "s-4")]] == ["user"]

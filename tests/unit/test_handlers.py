@@ -25,7 +25,7 @@ from pai_core.adapters.dynamodb import DynamoMemoryRepository
 from pai_core.crypto import EnvelopeCipher
 from pai_core.errors import UpstreamUnavailable
 from pai_core.services import MemoryService
-from tests.fakes import FakeContainer, FakeKeyService
+from tests.fakes import FakeContainer, FakeKeyService, FakeLambdaContext
 
 pytestmark = pytest.mark.usefixtures("fake_container")
 
@@ -42,18 +42,6 @@ CHAT = handlers.chat
 
 
 # -- invoking a handler ---------------------------------------------------------------------------
-
-
-class FakeLambdaContext:
-    """What Powertools' `inject_lambda_context` reads of the real LambdaContext."""
-
-    function_name = "pai-test-function"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:pai-test-function"
-    aws_request_id = "6f8e2c1a-3b4d-4e5f-9a0b-1c2d3e4f5a6b"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
 
 
 class Reply(NamedTuple):

@@ -10,8 +10,8 @@ import pytest
 import handlers.chat
 import handlers.memory
 from pai_core.errors import UpstreamUnavailable
-from tests.fakes import FakeContainer
-from tests.unit.test_chat_stream import Context, event
+from tests.fakes import FakeContainer, FakeLambdaContext
+from tests.unit.test_chat_stream import event
 
 SECRET = "Zq-secret-7781 my bank PIN"
 
@@ -21,7 +21,7 @@ def call(module: object, route: str, body: dict[str, object]) -> int:
     request["routeKey"] = f"POST {route}"
     request["rawPath"] = route
     request["requestContext"]["http"]["path"] = route  # type: ignore[index]
-    return int(module.handler(request, Context())["statusCode"])  # type: ignore[attr-defined]
+    return int(module.handler(request, FakeLambdaContext())["statusCode"])  # type: ignore[attr-defined]
 
 
 def test_no_plaintext_in_logs_on_any_path(
