@@ -19,6 +19,8 @@ from pai_core.errors import (
     NotFound,
     PaiError,
     PayloadTooLarge,
+    RateLimited,
+    Unauthenticated,
     UpstreamInvalidResponse,
     UpstreamUnavailable,
 )
@@ -30,6 +32,8 @@ logger = Logger(service="pai")
 
 _STATUS: dict[type[PaiError], HTTPStatus] = {
     InvalidInput: HTTPStatus.BAD_REQUEST,
+    Unauthenticated: HTTPStatus.UNAUTHORIZED,
+    RateLimited: HTTPStatus.TOO_MANY_REQUESTS,
     NotFound: HTTPStatus.NOT_FOUND,
     Conflict: HTTPStatus.CONFLICT,
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -98,6 +102,10 @@ def create_app() -> APIGatewayHttpResolver:
         if isinstance(exc, UpstreamUnavailable):
             headers = {"Retry-After": str(exc.retry_after_seconds)}
             logger.warning("dependency unavailable", extra={"code": exc.code, "reason": exc.message})
+        elif isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after_seconds)}
+        elif isinstance(exc, Unauthenticated):
+            headers = {"WWW-Authenticate": 'Bearer realm="pai"'}
         return error_response(status, exc.code, exc.message, field=getattr(exc, "field", None), headers=headers)
 
     @app.exception_handler(NotFoundError)
@@ -115,6 +123,16 @@ def _internal_error(exc: Exception) -> Response[str]:
     else:
         logger.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal_error", INTERNAL_ERROR_MESSAGE)
+
+
+def request_owner(app: APIGatewayHttpResolver) -> str:
+    """The user a request acts for. Every route but /health calls this before anything else.
+
+    Placeholder until authentication lands: the configured owner."""
+    from pai_core.bootstrap import get_container
+
+    del app
+    return get_container().settings.owner
 
 
 def json_body(app: APIGatewayHttpResolver) -> JsonObject:

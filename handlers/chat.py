@@ -22,6 +22,7 @@ from handlers._http import (
     json_body,
     json_response,
     logger,
+    request_owner,
 )
 from pai_core.bootstrap import get_container
 from pai_core.errors import PaiError
@@ -57,9 +58,9 @@ def events(items: Iterable[TextDelta | ChatReply]) -> Iterator[tuple[str, JsonOb
 
 @app.post("/chat")
 def chat() -> Response[str]:
+    owner = request_owner(app)
     request = parse_chat_request(json_body(app))
     container = get_container()
-    owner = container.settings.owner
     turn: dict[str, Any] = {
         "message": request.message,
         "session_id": request.session_id,

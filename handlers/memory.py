@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers._http import create_app, json_body, json_response, logger, memory_json
+from handlers._http import create_app, json_body, json_response, logger, memory_json, request_owner
 from pai_core.bootstrap import get_container
 from pai_core.models import iso_utc
 from pai_core.requests import DeleteMemory, ListMemories, RetrieveMemory, StoreMemory, parse_memory_command
@@ -17,9 +17,9 @@ app = create_app()
 
 @app.post("/memory")
 def memory() -> Response[str]:
+    owner = request_owner(app)
     command = parse_memory_command(json_body(app))
     container = get_container()
-    owner = container.settings.owner
     service = container.memories
     match command:
         case StoreMemory(content=content, category=category, metadata=metadata):

@@ -47,6 +47,24 @@ class UpstreamUnavailable(PaiError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class Unauthenticated(PaiError):
+    """No usable credential: missing, malformed, unknown or revoked API key."""
+
+    code = "unauthorized"
+
+
+class RateLimited(PaiError):
+    """The caller is over one of their limits (request rate, daily model tokens); retry later."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_seconds: int, code: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = max(1, retry_after_seconds)
+        if code is not None:
+            self.code = code
+
+
 class UpstreamInvalidResponse(PaiError):
     """A dependency answered, but not with anything usable (a model's garbage, a refused request)."""
 
