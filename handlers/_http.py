@@ -126,9 +126,15 @@ def _internal_error(exc: Exception) -> Response[str]:
 
 
 def request_owner(app: APIGatewayHttpResolver) -> str:
-    """The user a request acts for. Every route but /health calls this before anything else.
+    """The user a request acts for. Every route but /health calls this before anything else:
+    authentication first (nothing is read or written for an unauthenticated caller), then the
+    caller's own limits."""
+    owner = authenticated_owner(app)
+    return owner
 
-    Placeholder until authentication lands: the configured owner."""
+
+def authenticated_owner(app: APIGatewayHttpResolver) -> str:
+    """Placeholder until authentication lands: the configured owner."""
     from pai_core.bootstrap import get_container
 
     del app

@@ -36,6 +36,10 @@ class Settings:
     knowledge_table: str = ""
     knowledge_bucket: str | None = None
     kms_key_id: str = ""
+    # API keys (hashes only), per-user request/token counters, per-user branch keys (KMS-wrapped).
+    api_keys_table: str = ""
+    usage_table: str = ""
+    keystore_table: str = ""
     embedding_model_dir: Path = DEFAULT_EMBEDDING_MODEL_DIR
     llm_provider: str = "local"
     local_llm_path: Path | None = None
@@ -57,6 +61,9 @@ class Settings:
     conversation_ttl_seconds: int = 24 * 3600
     key_cache_max_age_seconds: float = 300.0
     key_cache_max_uses: int = 1000
+    # Per user: requests per minute and model tokens (prompt + reply) per UTC day; 0 switches a limit off.
+    rate_limit_per_minute: int = 120
+    daily_token_budget: int = 200_000
     search_mode: str = "index"
     # Live memories at which search adds an approximate (HNSW) index; 0: always exact.
     search_ann_threshold: int = 50_000
@@ -76,6 +83,12 @@ class Settings:
             object.__setattr__(self, "conversations_table", f"pai-conversations-{self.env}")
         if not self.knowledge_table:
             object.__setattr__(self, "knowledge_table", f"pai-knowledge-{self.env}")
+        if not self.api_keys_table:
+            object.__setattr__(self, "api_keys_table", f"pai-api-keys-{self.env}")
+        if not self.usage_table:
+            object.__setattr__(self, "usage_table", f"pai-usage-{self.env}")
+        if not self.keystore_table:
+            object.__setattr__(self, "keystore_table", f"pai-keystore-{self.env}")
         if not self.kms_key_id:
             object.__setattr__(self, "kms_key_id", f"alias/pai-{self.env}")
 
@@ -92,6 +105,9 @@ class Settings:
             "knowledge_table": env.get("PAI_KNOWLEDGE_TABLE", ""),
             "knowledge_bucket": env.get("PAI_KNOWLEDGE_BUCKET") or None,
             "kms_key_id": env.get("PAI_KMS_KEY_ID", ""),
+            "api_keys_table": env.get("PAI_API_KEYS_TABLE", ""),
+            "usage_table": env.get("PAI_USAGE_TABLE", ""),
+            "keystore_table": env.get("PAI_KEYSTORE_TABLE", ""),
             "embedding_model_dir": Path(env.get("PAI_EMBEDDING_MODEL_DIR", str(DEFAULT_EMBEDDING_MODEL_DIR))),
             "llm_provider": env.get("PAI_LLM_PROVIDER", "local"),
             "local_llm_path": Path(env["PAI_LOCAL_LLM_PATH"]) if env.get("PAI_LOCAL_LLM_PATH") else None,
@@ -109,6 +125,8 @@ class Settings:
             "history_max_turns": _int(env, "PAI_HISTORY_MAX_TURNS", 40, low=0, high=1000),
             "key_cache_max_age_seconds": float(_int(env, "PAI_KEY_CACHE_MAX_AGE_SECONDS", 300, low=1, high=86400)),
             "key_cache_max_uses": _int(env, "PAI_KEY_CACHE_MAX_USES", 1000, low=1, high=2**32),
+            "rate_limit_per_minute": _int(env, "PAI_RATE_LIMIT_PER_MINUTE", 120, low=0, high=1_000_000),
+            "daily_token_budget": _int(env, "PAI_DAILY_TOKEN_BUDGET", 200_000, low=0, high=10**12),
             "search_mode": env.get("PAI_SEARCH_MODE", "index"),
             "search_ann_threshold": _int(env, "PAI_SEARCH_ANN_THRESHOLD", 50_000, low=0, high=100_000_000),
             "search_full_reload_seconds": 60
