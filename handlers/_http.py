@@ -129,16 +129,34 @@ def request_owner(app: APIGatewayHttpResolver) -> str:
     """The user a request acts for. Every route but /health calls this before anything else:
     authentication first (nothing is read or written for an unauthenticated caller), then the
     caller's own limits."""
+    from pai_core.bootstrap import get_container
+
     owner = authenticated_owner(app)
+    get_container().limits.admit_request(owner)
     return owner
 
 
 def authenticated_owner(app: APIGatewayHttpResolver) -> str:
-    """Placeholder until authentication lands: the configured owner."""
-    from pai_core.bootstrap import get_container
+    """The user whose API key the request carries, as the API key authorizer (handlers/authorizer.py)
+    left it in `requestContext.authorizer.lambda`. The authorizer never denies (API Gateway could
+    only answer a denial with its own 403 body), so this is where a bad key becomes our 401. Fails
+    closed: no authorizer context at all (no Authorization header on the local gateway, or a route
+    without the authorizer) is a 401 too. Reads nothing but the event."""
+    from pai_core.auth import AuthFailure, auth_failure_error, is_user_id
 
-    del app
-    return get_container().settings.owner
+    context = app.current_event.request_context.authorizer.get_lambda
+    if not context:
+        if app.current_event.headers.get("authorization"):
+            logger.warning("a request with an Authorization header reached the function without an authorizer")
+        raise auth_failure_error(AuthFailure.MISSING)
+    failure = context.get("authError")
+    if failure is not None:
+        raise auth_failure_error(str(failure))
+    user_id = context.get("userId")
+    if not is_user_id(user_id):
+        logger.error("the authorizer passed an unusable user id")
+        raise auth_failure_error(AuthFailure.INVALID)
+    return str(user_id)
 
 
 def json_body(app: APIGatewayHttpResolver) -> JsonObject:

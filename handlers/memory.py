@@ -1,4 +1,4 @@
-"""POST /memory (store, retrieve, list, delete) and GET /health."""
+"""POST /memory (store, retrieve, list, delete), POST /account (export, forget) and GET /health."""
 
 from __future__ import annotations
 
@@ -9,8 +9,18 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handlers._http import create_app, json_body, json_response, logger, memory_json, request_owner
 from pai_core.bootstrap import get_container
-from pai_core.models import iso_utc
-from pai_core.requests import DeleteMemory, ListMemories, RetrieveMemory, StoreMemory, parse_memory_command
+from pai_core.models import JsonObject, iso_utc
+from pai_core.requests import (
+    DeleteMemory,
+    ExportAccount,
+    ForgetAccount,
+    ListMemories,
+    RetrieveMemory,
+    StoreMemory,
+    parse_account_command,
+    parse_memory_command,
+)
+from pai_core.services import AccountExport
 
 app = create_app()
 
@@ -35,6 +45,42 @@ def memory() -> Response[str]:
         case DeleteMemory(id=memory_id):
             service.forget(owner, memory_id)
             return json_response(200, {"id": memory_id, "deleted": True})
+
+
+@app.post("/account")
+def account() -> Response[str]:
+    owner = request_owner(app)
+    command = parse_account_command(json_body(app))
+    service = get_container().account
+    match command:
+        case ExportAccount():
+            return json_response(200, export_json(owner, service.export(owner)))
+        case ForgetAccount():
+            report = service.forget(owner)
+            return json_response(
+                200,
+                {
+                    "forgotten": True,
+                    "deleted": {
+                        "memories": report.memories,
+                        "conversationTurns": report.conversation_turns,
+                        "snapshotVersions": report.snapshot_versions,
+                        "keyVersions": report.key_versions,
+                        "apiKeys": report.api_keys,
+                    },
+                },
+            )
+
+
+def export_json(owner: str, export: AccountExport) -> JsonObject:
+    return {
+        "userId": owner,
+        "memories": [memory_json(memory) for memory in export.memories],
+        "conversations": [
+            {"sessionId": session_id, "role": turn.role, "content": turn.content, "createdAt": iso_utc(turn.at)}
+            for session_id, turn in export.turns
+        ],
+    }
 
 
 @app.get("/health")

@@ -16,13 +16,18 @@ from botocore.config import Config
 
 from pai_core.adapters.aws_errors import translated_aws_errors
 from pai_core.adapters.dynamodb import DynamoConversationRepository, DynamoMemoryRepository, DynamoStorageProbe
+from pai_core.adapters.dynamodb_api_keys import DynamoApiKeyStore
+from pai_core.adapters.dynamodb_keystore import DynamoBranchKeyStore
+from pai_core.adapters.dynamodb_usage import DynamoUsageCounters
 from pai_core.adapters.kms import KmsKeyService
 from pai_core.adapters.s3 import S3SnapshotStore
+from pai_core.auth import ApiKeys
 from pai_core.config import Settings
-from pai_core.crypto import CachePolicy, CachingKeyService, EnvelopeCipher
+from pai_core.crypto import BranchKeyring, EnvelopeCipher, KeyringPolicy
 from pai_core.embedding import OnnxEmbedder
+from pai_core.limits import UsageLimits
 from pai_core.search import AnnSettings, DesignScanSearch, IndexPolicy, LiveMemoryIndex
-from pai_core.services import ChatService, MemoryService
+from pai_core.services import AccountService, ChatService, MemoryService
 
 if TYPE_CHECKING:
     from pai_core.ports import ChatModel
@@ -50,15 +55,22 @@ class Container:
         return self._session.client(service, endpoint_url=self.settings.endpoint_url, config=AWS_CLIENT_CONFIG)  # type: ignore[call-overload]
 
     @cached_property
-    def key_service(self) -> CachingKeyService:
-        policy = CachePolicy(
-            max_age_seconds=self.settings.key_cache_max_age_seconds, max_uses=self.settings.key_cache_max_uses
+    def key_service(self) -> KmsKeyService:
+        return KmsKeyService(self.client("kms"), self.settings.kms_key_id)
+
+    @cached_property
+    def keyring(self) -> BranchKeyring:
+        """Per-user branch keys, unwrapped by KMS once per user and cache lifetime."""
+        return BranchKeyring(
+            DynamoBranchKeyStore(self.dynamodb, self.settings.keystore_table),
+            self.key_service,
+            keystore_name=f"pai-keystore-{self.settings.env}",
+            policy=KeyringPolicy(max_age_seconds=self.settings.key_cache_max_age_seconds),
         )
-        return CachingKeyService(KmsKeyService(self.client("kms"), self.settings.kms_key_id), policy)
 
     @cached_property
     def cipher(self) -> EnvelopeCipher:
-        return EnvelopeCipher(self.key_service)
+        return EnvelopeCipher(self.keyring)
 
     @cached_property
     def dynamodb(self) -> Any:
@@ -75,15 +87,29 @@ class Container:
         )
 
     @cached_property
+    def snapshot_store(self) -> S3SnapshotStore | None:
+        if not self.settings.knowledge_bucket:
+            return None
+        return S3SnapshotStore(self.client("s3"), self.settings.knowledge_bucket, self.cipher)
+
+    @cached_property
+    def conversation_repository(self) -> DynamoConversationRepository:
+        return DynamoConversationRepository(
+            self.dynamodb,
+            self.settings.conversations_table,
+            self.cipher,
+            context_name=f"pai-conversations-{self.settings.env}",
+            ttl_seconds=self.settings.conversation_ttl_seconds,
+        )
+
+    @cached_property
     def search_index(self) -> LiveMemoryIndex | DesignScanSearch:
         """Kept for the life of the container: one index per owner (a bounded LRU), refreshed from
         the table's change feed; snapshots in the knowledge bucket when the function has one."""
         if self.settings.search_mode == "design-scan":
             return DesignScanSearch(self.memory_repository)
         single_threaded_blas()
-        snapshots = None
-        if self.settings.knowledge_bucket:
-            snapshots = S3SnapshotStore(self.client("s3"), self.settings.knowledge_bucket, self.cipher)
+        snapshots = self.snapshot_store
         threshold = self.settings.search_ann_threshold
         policy = IndexPolicy(
             ann=AnnSettings(threshold=threshold) if threshold > 0 else None,
@@ -141,21 +167,45 @@ class Container:
 
     @cached_property
     def chat(self) -> ChatService:
-        conversations = DynamoConversationRepository(
-            self.dynamodb,
-            self.settings.conversations_table,
-            self.cipher,
-            context_name=f"pai-conversations-{self.settings.env}",
-            ttl_seconds=self.settings.conversation_ttl_seconds,
-        )
         return ChatService(
-            conversations,
+            self.conversation_repository,
             self.memories,
             self.chat_model,
             self.clock,
             history_max_turns=self.settings.history_max_turns,
             max_output_tokens=self.settings.llm_max_output_tokens,
+            limits=self.limits,
         )
+
+    @cached_property
+    def limits(self) -> UsageLimits:
+        """Per-user request rate and daily model tokens, counted in the usage table."""
+        return UsageLimits(
+            DynamoUsageCounters(self.dynamodb, self.settings.usage_table),
+            self.clock,
+            requests_per_minute=self.settings.rate_limit_per_minute,
+            daily_token_budget=self.settings.daily_token_budget,
+        )
+
+    @cached_property
+    def account(self) -> AccountService:
+        return AccountService(
+            self.memory_repository,
+            self.conversation_repository,
+            self.keyring,
+            snapshots=self.snapshot_store,
+            on_forgotten=self._drop_from_search_index,
+        )
+
+    def _drop_from_search_index(self, owner: str) -> None:
+        # Only an index this container has built holds the user; building one to empty it would load the model.
+        index = self.__dict__.get("search_index")
+        if isinstance(index, LiveMemoryIndex):
+            index.forget_owner(owner)
+
+    @cached_property
+    def api_keys(self) -> ApiKeys:
+        return ApiKeys(DynamoApiKeyStore(self.dynamodb, self.settings.api_keys_table), self.clock)
 
     @cached_property
     def storage_probe(self) -> DynamoStorageProbe:

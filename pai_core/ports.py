@@ -9,6 +9,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from pai_core.auth import ApiKeyInfo, StoredApiKey
 from pai_core.models import ChatMessage, Completion, Deletion, Memory, MemoryPage, MemoryVector, TextDelta, Turn
 
 
@@ -87,6 +88,36 @@ class MemorySearchIndex(Protocol):
         ...
 
 
+class MemoryArchive(Protocol):
+    """All of one user's memories at once: their export, and forgetting them."""
+
+    def all_memories(self, owner: str) -> Iterable[Memory]: ...
+
+    def purge(self, owner: str) -> int:
+        """Delete everything the owner has stored; how many memories that was."""
+        ...
+
+
+class ConversationArchive(Protocol):
+    def all_turns(self, owner: str) -> Iterable[tuple[str, Turn]]:
+        """Every stored turn, oldest first, with its session id."""
+        ...
+
+    def purge(self, owner: str) -> int: ...
+
+
+class SnapshotPurger(Protocol):
+    def purge(self, owner: str) -> int:
+        """Delete every stored version of the owner's derived data (index snapshots)."""
+        ...
+
+
+class CredentialRevoker(Protocol):
+    def revoke_all(self, user_id: str) -> int:
+        """Revoke every API key of the user; how many were live."""
+        ...
+
+
 class ConversationRepository(Protocol):
     def append(self, owner: str, session_id: str, turn: Turn) -> None: ...
 
@@ -111,4 +142,37 @@ class ChatModel(Protocol):
 class StorageProbe(Protocol):
     def check(self) -> None:
         """Raise UpstreamUnavailable when storage cannot be reached."""
+        ...
+
+
+class UsageCounters(Protocol):
+    """Named counters that only grow, each added to atomically (per-user limits)."""
+
+    def add(self, name: str, amount: int, *, expires_at: datetime) -> int:
+        """Adds `amount` to the counter, creating it at 0 first; its total after this addition.
+        The counter may be forgotten after `expires_at`."""
+        ...
+
+    def get(self, name: str) -> int:
+        """The counter's total; 0 when it was never added to (or has expired)."""
+        ...
+
+
+class ApiKeyStore(Protocol):
+    """API keys by key id (one read per check), with the user's keys by user id."""
+
+    def add(self, key: StoredApiKey) -> None:
+        """Raise Conflict when the key id is taken."""
+        ...
+
+    def get(self, key_id: str) -> StoredApiKey | None: ...
+
+    def for_user(self, user_id: str) -> Iterable[ApiKeyInfo]: ...
+
+    def every_key(self) -> Iterable[ApiKeyInfo]:
+        """Every key of every user: reads the whole store (administration only)."""
+        ...
+
+    def revoke(self, key_id: str, *, at: datetime) -> ApiKeyInfo | None:
+        """Marks the key revoked unless it already is; the key as it is now, None when unknown."""
         ...

@@ -188,3 +188,31 @@ def parse_chat_request(body: JsonObject) -> ChatRequest:
         top_k=fields.integer("topK", default=4, low=0, high=20),
         stream=fields.boolean("stream", default=False),
     )
+
+
+@dataclass(frozen=True)
+class ExportAccount:
+    pass
+
+
+@dataclass(frozen=True)
+class ForgetAccount:
+    pass
+
+
+AccountCommand = ExportAccount | ForgetAccount
+FORGET_CONFIRMATION = "forget everything"
+
+
+def parse_account_command(body: JsonObject) -> AccountCommand:
+    action = body.get("action")
+    if action == "export":
+        return ExportAccount()
+    if action == "forget":
+        # Irreversible by design (the keys are destroyed), so it takes more than a stray request.
+        if body.get("confirm") != FORGET_CONFIRMATION:
+            raise InvalidInput(f'forgetting an account needs "confirm": "{FORGET_CONFIRMATION}"', field="confirm")
+        return ForgetAccount()
+    if action is None:
+        raise InvalidInput("'action' is required: export or forget", field="action")
+    raise InvalidInput("'action' must be one of export, forget", field="action", code="unknown_action")

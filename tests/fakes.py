@@ -6,15 +6,26 @@ import hashlib
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pai_core.auth import ApiKeyInfo, ApiKeys, StoredApiKey
 from pai_core.config import Settings
-from pai_core.crypto import DataKey, EncryptionContext, serialize_context
-from pai_core.errors import IntegrityError, UpstreamUnavailable
+from pai_core.crypto import (
+    BranchKeyring,
+    DataKey,
+    EncryptionContext,
+    EnvelopeCipher,
+    KeyringPolicy,
+    WrappedBranchKey,
+    serialize_context,
+)
+from pai_core.errors import Conflict, IntegrityError, UpstreamUnavailable
+from pai_core.limits import UsageLimits
 from pai_core.models import ChatMessage, Completion, Memory, MemoryPage, MemoryVector, TextDelta, Turn, Usage
 from pai_core.services import ChatService, MemoryService
 
@@ -45,6 +56,52 @@ class FakeKeyService:
             return self._master.decrypt(wrapped[:12], wrapped[12:], serialize_context(context))
         except Exception as exc:
             raise IntegrityError("data key does not unwrap under this context") from exc
+
+
+class InMemoryBranchKeyStore:
+    """The key store table in a dict; counts reads like GetItems."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, int], WrappedBranchKey] = {}
+        self.active_versions: dict[str, int] = {}
+        self.reads = 0
+
+    def active(self, owner: str) -> WrappedBranchKey | None:
+        self.reads += 1
+        version = self.active_versions.get(owner)
+        return None if version is None else self.items[(owner, version)]
+
+    def get(self, owner: str, version: int) -> WrappedBranchKey | None:
+        self.reads += 1
+        return self.items.get((owner, version))
+
+    def activate(self, key: WrappedBranchKey, *, replacing: int | None) -> bool:
+        if self.active_versions.get(key.owner) != replacing or (key.owner, key.version) in self.items:
+            return False
+        self.items[(key.owner, key.version)] = key
+        self.active_versions[key.owner] = key.version
+        return True
+
+    def destroy(self, owner: str) -> int:
+        doomed = [k for k in self.items if k[0] == owner]
+        for k in doomed:
+            del self.items[k]
+        return len(doomed) + (1 if self.active_versions.pop(owner, None) is not None else 0)
+
+
+def fake_keyring(
+    kms: FakeKeyService | None = None, store: InMemoryBranchKeyStore | None = None, **policy: float
+) -> BranchKeyring:
+    return BranchKeyring(
+        store if store is not None else InMemoryBranchKeyStore(),
+        kms if kms is not None else FakeKeyService(),
+        keystore_name="pai-keystore-test",
+        policy=KeyringPolicy(**policy),  # type: ignore[arg-type]
+    )
+
+
+def fake_cipher(kms: FakeKeyService | None = None, store: InMemoryBranchKeyStore | None = None) -> EnvelopeCipher:
+    return EnvelopeCipher(fake_keyring(kms, store))
 
 
 class FixedClock:
@@ -115,6 +172,15 @@ class InMemoryMemoryRepository:
             MemoryVector(id=i, category=m.category, vector=v) for (o, i), (m, v) in self.items.items() if o == owner
         ]
 
+    def all_memories(self, owner: str) -> list[Memory]:
+        return [m for (o, _), (m, _) in sorted(self.items.items()) if o == owner]
+
+    def purge(self, owner: str) -> int:
+        doomed = [key for key in self.items if key[0] == owner]
+        for key in doomed:
+            del self.items[key]
+        return len(doomed)
+
 
 @dataclass
 class InMemoryConversationRepository:
@@ -127,6 +193,13 @@ class InMemoryConversationRepository:
     def recent(self, owner: str, session_id: str, *, now: datetime, limit: int) -> list[Turn]:
         live = [t for t in self.turns.get((owner, session_id), []) if t.at + self.ttl > now]
         return live[-limit:] if limit > 0 else []
+
+    def all_turns(self, owner: str) -> list[tuple[str, Turn]]:
+        return [(session, turn) for (o, session), turns in self.turns.items() if o == owner for turn in turns]
+
+    def purge(self, owner: str) -> int:
+        doomed = [key for key in self.turns if key[0] == owner]
+        return sum(len(self.turns.pop(key)) for key in doomed)
 
 
 class ScriptedChatModel:
@@ -164,6 +237,75 @@ class ScriptedChatModel:
         yield completion
 
 
+class InMemoryUsageCounters:
+    """The usage table in a dict: totals and each counter's expiry, as DynamoUsageCounters keeps them."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, int] = {}
+        self.expiries: dict[str, datetime] = {}
+        self.fail_with: Exception | None = None
+
+    def add(self, name: str, amount: int, *, expires_at: datetime) -> int:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.totals[name] = self.totals.get(name, 0) + amount
+        self.expiries[name] = expires_at
+        return self.totals[name]
+
+    def get(self, name: str) -> int:
+        if self.fail_with is not None:
+            raise self.fail_with
+        return self.totals.get(name, 0)
+
+
+class InMemoryApiKeyStore:
+    """The API keys table in a dict; counts reads (checking a key must cost one)."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, StoredApiKey] = {}
+        self.reads = 0
+        self.fail_with: Exception | None = None
+
+    def add(self, key: StoredApiKey) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        if key.info.key_id in self.keys:
+            raise Conflict("an API key with this id exists")
+        self.keys[key.info.key_id] = key
+
+    def get(self, key_id: str) -> StoredApiKey | None:
+        self.reads += 1
+        if self.fail_with is not None:
+            raise self.fail_with
+        return self.keys.get(key_id)
+
+    def for_user(self, user_id: str) -> list[ApiKeyInfo]:
+        return [key.info for key in self.keys.values() if key.info.user_id == user_id]
+
+    def every_key(self) -> list[ApiKeyInfo]:
+        return [key.info for key in self.keys.values()]
+
+    def revoke(self, key_id: str, *, at: datetime) -> ApiKeyInfo | None:
+        stored = self.keys.get(key_id)
+        if stored is None:
+            return None
+        if stored.info.revoked_at is None:
+            stored = StoredApiKey(replace(stored.info, revoked_at=at), stored.digest)
+            self.keys[key_id] = stored
+        return stored.info
+
+
+DEFAULT_KEY_ID = "0123456789abcdef"
+
+
+def as_user(event: dict[str, Any], user_id: str | None = None, *, key_id: str = DEFAULT_KEY_ID) -> dict[str, Any]:
+    """`event` as API Gateway passes it on once the API key authorizer has accepted a key of
+    `user_id` (by default the default settings' owner, which the fakes' checks read)."""
+    authorizer = {"lambda": {"userId": user_id or Settings().owner, "keyId": key_id}}
+    event.setdefault("requestContext", {})["authorizer"] = authorizer
+    return event
+
+
 @dataclass
 class FakeContainer:
     """What the handlers need of the composition root, built from fakes."""
@@ -174,14 +316,29 @@ class FakeContainer:
     memory_repository: InMemoryMemoryRepository = field(default_factory=InMemoryMemoryRepository)
     conversations: InMemoryConversationRepository = field(default_factory=InMemoryConversationRepository)
     chat_model: ScriptedChatModel = field(default_factory=ScriptedChatModel)
+    usage: InMemoryUsageCounters = field(default_factory=InMemoryUsageCounters)
+    api_key_store: InMemoryApiKeyStore = field(default_factory=InMemoryApiKeyStore)
     storage_down: bool = False
 
     def __post_init__(self) -> None:
         self.memories = MemoryService(self.memory_repository, self.embedder, self.clock)
+        self.limits = UsageLimits(
+            self.usage,
+            self.clock,
+            requests_per_minute=self.settings.rate_limit_per_minute,
+            daily_token_budget=self.settings.daily_token_budget,
+        )
         self.chat = ChatService(
-            self.conversations, self.memories, self.chat_model, self.clock, history_max_turns=40, max_output_tokens=64
+            self.conversations,
+            self.memories,
+            self.chat_model,
+            self.clock,
+            history_max_turns=40,
+            max_output_tokens=64,
+            limits=self.limits,
         )
         self.storage_probe = self
+        self.api_keys = ApiKeys(self.api_key_store, self.clock)
 
     def check(self) -> None:
         if self.storage_down:

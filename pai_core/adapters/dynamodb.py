@@ -1,7 +1,9 @@
 """DynamoDB repositories for long-term memories and conversation turns.
 
-Every user-supplied text is envelope-encrypted before it leaves this module, bound to the record
-it belongs to. Every read is a key lookup or a Query inside the caller's own partition: no Scan.
+Every user-supplied value (content, metadata, and the embedding, which can be inverted back into
+much of its text) is sealed under its user's branch key before it leaves this module, bound to the
+record and attribute it belongs to. Category names, ids and times stay readable: they are the keys
+the tables are queried by. Every read is a key lookup or a Query inside the caller's own partition: no Scan.
 
 Besides the memories (partition `{owner}`), the knowledge table holds two small partitions per
 owner that let a search index stay current without re-reading every memory:
@@ -32,6 +34,7 @@ import numpy.typing as npt
 from botocore.exceptions import ClientError
 
 from pai_core.adapters.aws_errors import error_code, translated_aws_errors
+from pai_core.adapters.dynamodb_keystore import batch_delete
 from pai_core.crypto import EnvelopeCipher, RecordContext
 from pai_core.errors import Conflict, InvalidInput, UpstreamUnavailable
 from pai_core.ids import MemoryIds
@@ -45,6 +48,7 @@ Item = dict[str, "AttributeValueTypeDef"]
 log = logging.getLogger(__name__)
 
 CATEGORY_INDEX = "category-index"
+OWNER_INDEX = "owner-index"
 _BATCH_GET_LIMIT = 100
 _BATCH_GET_ATTEMPTS = 5
 _TURN_WRITE_ATTEMPTS = 5
@@ -54,7 +58,7 @@ HEAD_ID = "head"
 # Tombstones outlive any index that could still need them: a warm index reads them within
 # seconds, and a snapshot older than half this is not used once anything has changed.
 TOMBSTONE_TTL_SECONDS = 7 * 24 * 3600
-_VECTOR_PROJECTION = "id, category, embedding"
+_VECTOR_PROJECTION = "id, category, encryptedEmbedding"
 
 
 def owner_category(owner: str, category: str) -> str:
@@ -93,6 +97,7 @@ class DynamoMemoryRepository:
         content = self._cipher.encrypt(memory.content.encode("utf-8"), self._context(owner, memory.id, "content"))
         metadata_json = json.dumps(memory.metadata, separators=(",", ":"), ensure_ascii=False)
         metadata = self._cipher.encrypt(metadata_json.encode("utf-8"), self._context(owner, memory.id, "metadata"))
+        vector = np.asarray(embedding, dtype=VECTOR_DTYPE).tobytes()
         return {
             "owner": {"S": owner},
             "id": {"S": memory.id},
@@ -102,7 +107,8 @@ class DynamoMemoryRepository:
             "createdAt": {"S": iso_utc(memory.created_at)},
             "encryptedContent": {"B": content},
             "encryptedMetadata": {"B": metadata},
-            "embedding": {"B": np.asarray(embedding, dtype=VECTOR_DTYPE).tobytes()},
+            # Embeddings can be inverted back into much of their text, so they are sealed like it.
+            "encryptedEmbedding": {"B": self._cipher.encrypt(vector, self._context(owner, memory.id, "embedding"))},
         }
 
     def from_item(self, owner: str, item: dict[str, Any]) -> Memory:
@@ -240,6 +246,32 @@ class DynamoMemoryRepository:
         """Every vector of the owner: the design's read per search (eventually consistent)."""
         return self._vector_query(owner, consistent=False)
 
+    # -- a user's whole account (pai_core.ports.MemoryArchive) ------------------------------------
+
+    def all_memories(self, owner: str) -> Iterator[Memory]:
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#owner = :owner",
+            "ExpressionAttributeNames": {"#owner": "owner"},
+            "ExpressionAttributeValues": {":owner": {"S": owner}},
+            "ConsistentRead": True,
+        }
+        for item in self._paginate(query):
+            yield self.from_item(owner, item)
+
+    def purge(self, owner: str) -> int:
+        """Delete every item of the owner (memories, change stamp, tombstones); how many memories."""
+        memories = 0
+        for partition in (owner, owner + CHANGES_SUFFIX, owner + DELETED_SUFFIX):
+            keys = [
+                {"owner": item["owner"], "id": item["id"]}
+                for item in self._paginate(self._range_query(partition, "", projection="#owner, id"))
+            ]
+            batch_delete(self._client, self._table, keys)
+            if partition == owner:
+                memories = len(keys)
+        return memories
+
     # -- the change feed of a search index (pai_core.ports.MemoryChangeFeed) ---------------------
 
     def change_stamp(self, owner: str) -> int:
@@ -269,7 +301,9 @@ class DynamoMemoryRepository:
         query = self._range_query(owner, after_id, projection=_VECTOR_PROJECTION)
         query["ConsistentRead"] = consistent
         for item in self._paginate(query):
-            yield MemoryVector(id=item["id"]["S"], category=item["category"]["S"], vector=item["embedding"]["B"])
+            memory_id = item["id"]["S"]
+            vector = self._cipher.decrypt(item["encryptedEmbedding"]["B"], self._context(owner, memory_id, "embedding"))
+            yield MemoryVector(id=memory_id, category=item["category"]["S"], vector=vector)
 
     def _range_query(self, partition: str, after_id: str, *, projection: str) -> dict[str, Any]:
         query: dict[str, Any] = {
@@ -420,6 +454,54 @@ class DynamoConversationRepository:
             )
         turns.reverse()
         return turns
+
+    # -- a user's whole account (pai_core.ports.ConversationArchive) ------------------------------
+
+    def all_turns(self, owner: str) -> Iterator[tuple[str, Turn]]:
+        """Every stored turn of the owner, across sessions, oldest first, with its session id.
+        Expired turns DynamoDB has not deleted yet are included: they are still stored."""
+        for item in self._owner_items(owner, projection=None):
+            session_id = item["sessionId"]["S"].partition("#")[2]
+            timestamp = int(item["timestamp"]["N"])
+            role = item["role"]["S"]
+            text = self._cipher.decrypt(
+                item["encryptedContent"]["B"], self._context(owner, session_id, timestamp, role)
+            )
+            yield (
+                session_id,
+                Turn(
+                    role="user" if role == "user" else "assistant",
+                    content=text.decode("utf-8"),
+                    at=datetime.fromtimestamp(timestamp / 1_000_000, UTC),
+                ),
+            )
+
+    def purge(self, owner: str) -> int:
+        keys = [
+            {"sessionId": item["sessionId"], "timestamp": item["timestamp"]}
+            for item in self._owner_items(owner, projection="sessionId, #ts")
+        ]
+        batch_delete(self._client, self._table, keys)
+        return len(keys)
+
+    def _owner_items(self, owner: str, *, projection: str | None) -> Iterator[dict[str, Any]]:
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": OWNER_INDEX,
+            "KeyConditionExpression": "#owner = :owner",
+            "ExpressionAttributeNames": {"#owner": "owner"},
+            "ExpressionAttributeValues": {":owner": {"S": owner}},
+        }
+        if projection is not None:
+            query["ProjectionExpression"] = projection
+            query["ExpressionAttributeNames"]["#ts"] = "timestamp"
+        while True:
+            with translated_aws_errors("DynamoDB"):
+                response = self._client.query(**query)
+            yield from response.get("Items", [])
+            if "LastEvaluatedKey" not in response:
+                return
+            query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
 class DynamoStorageProbe:

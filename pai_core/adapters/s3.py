@@ -18,6 +18,7 @@ from pai_core.errors import UpstreamUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 SNAPSHOT_PREFIX = "index/"
 _SNAPSHOT_ATTRIBUTE = "search-index-snapshot"
@@ -50,6 +51,27 @@ class S3SnapshotStore:
                 return None
             raise UpstreamUnavailable(f"S3 refused the index snapshot read ({error_code(exc)})") from exc
         return self._cipher.decrypt(sealed, self._context(owner))
+
+    def purge(self, owner: str) -> int:
+        """Delete every version and delete marker of the owner's snapshot; how many went."""
+        key = self.key(owner)
+        versions: list[ObjectIdentifierTypeDef] = []
+        try:
+            with translated_aws_errors("S3"):
+                pages = self._client.get_paginator("list_object_versions").paginate(Bucket=self._bucket, Prefix=key)
+                for page in pages:
+                    for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                        if entry["Key"] == key:  # the prefix also matches longer owners' keys
+                            versions.append({"Key": key, "VersionId": entry["VersionId"]})
+                for start in range(0, len(versions), 1000):
+                    response = self._client.delete_objects(
+                        Bucket=self._bucket, Delete={"Objects": versions[start : start + 1000], "Quiet": True}
+                    )
+                    if response.get("Errors"):
+                        raise UpstreamUnavailable("S3 did not delete every snapshot version; forget the user again")
+        except ClientError as exc:
+            raise UpstreamUnavailable(f"S3 refused deleting the index snapshot ({error_code(exc)})") from exc
+        return len(versions)
 
     def save(self, owner: str, payload: bytes) -> None:
         sealed = self._cipher.encrypt(payload, self._context(owner))

@@ -19,8 +19,3 @@ def serialize_context(context: EncryptionContext) -> bytes:
         parts.append(struct.pack(">H", len(key)) + key)
         parts.append(struct.pack(">I", len(value)) + value)
     return b"".join(parts)
-
-
-def cache_partition(context: EncryptionContext) -> tuple[tuple[str, str], ...]:
-    """A hashable, order-independent identity for a context, used as a cache key."""
-    return tuple(sorted(context.items()))

@@ -1,13 +1,15 @@
-"""Envelope encryption of one value: a KMS data key, AES-256-GCM, everything needed to decrypt
-(except the master key) stored beside the ciphertext in a versioned frame.
+"""Sealing one value under its user's branch key (pai_core.crypto.keyring).
 
-Frame, version 1 (all integers big-endian):
+Frame, version 2 (integers big-endian):
 
-    version (1 byte, 0x01) | wrapped key length (2) | wrapped key | nonce (12) | ciphertext | tag (16)
+    version (1 byte, 0x02) | branch key version (4) | salt (32) | nonce (12) | ciphertext | tag (16)
 
-The GCM associated data is the frame header (version, length, wrapped key) followed by the canonical
-serialization of the record's full encryption context, so a frame only decrypts for the exact
-record and attribute it was written for.
+The record key is HKDF-SHA256(branch key, salt, info = label + canonical encryption context): a
+fresh key for every value, bound to the exact record and attribute it was written for. The GCM
+associated data is the frame header followed by the same canonical context, so moving a frame to
+another record, attribute, table or user, or changing any byte of it, fails authentication.
+A random 256-bit salt per value keeps record keys from ever repeating, so the random nonce never
+has to carry the whole collision budget of a long-lived key.
 """
 
 from __future__ import annotations
@@ -18,25 +20,31 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from pai_core.crypto.context import serialize_context
-from pai_core.crypto.keys import DATA_KEY_BYTES, KeyService
+from pai_core.crypto.keyring import BranchKeyring
 from pai_core.errors import IntegrityError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+SALT_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
-_HEADER = struct.Struct(">BH")
+RECORD_KEY_BYTES = 32
+_HEADER = struct.Struct(">BI")
+HEADER_BYTES = _HEADER.size + SALT_BYTES
+_RECORD_KEY_LABEL = b"pai record key v2\x00"
 
 
 @dataclass(frozen=True)
 class RecordContext:
     """Where a ciphertext belongs.
 
-    `partition` (for example table and owner) is what every record served by one cached data key
-    shares; it is the KMS encryption context of that key. `record` names the record and attribute.
-    Both go, canonically serialized, into the AEAD's associated data.
+    `partition` names the user's slice of a store (table or bucket, and `owner`, whose branch key
+    seals the value); `record` names the record and attribute. Both, canonically serialized, go
+    into the record key's derivation and the AEAD's associated data.
     """
 
     partition: Mapping[str, str]
@@ -46,47 +54,57 @@ class RecordContext:
         overlap = set(self.partition) & set(self.record)
         if overlap:
             raise ValueError(f"context keys given twice: {sorted(overlap)}")
+        if not self.partition.get("owner"):
+            raise ValueError("a record context names its owner")
+
+    @property
+    def owner(self) -> str:
+        return self.partition["owner"]
 
     def full(self) -> dict[str, str]:
         return {**self.partition, **self.record}
 
 
 class EnvelopeCipher:
-    def __init__(self, keys: KeyService) -> None:
-        self._keys = keys
+    def __init__(self, keyring: BranchKeyring) -> None:
+        self._keyring = keyring
+
+    @property
+    def keyring(self) -> BranchKeyring:
+        return self._keyring
 
     def encrypt(self, plaintext: bytes, context: RecordContext) -> bytes:
-        data_key = self._keys.generate_data_key(context.partition)
-        if len(data_key.plaintext) != DATA_KEY_BYTES:
-            raise ValueError("data key must be 256 bits")
-        if len(data_key.wrapped) > 0xFFFF:
-            raise ValueError("wrapped data key too long for the frame")
-        header = _HEADER.pack(FORMAT_VERSION, len(data_key.wrapped)) + data_key.wrapped
+        branch = self._keyring.active_key(context.owner)
+        header = _HEADER.pack(FORMAT_VERSION, branch.version) + os.urandom(SALT_BYTES)
         nonce = os.urandom(NONCE_BYTES)
-        sealed = AESGCM(data_key.plaintext).encrypt(nonce, plaintext, _aad(header, context))
-        return header + nonce + sealed
+        serialized = serialize_context(context.full())
+        key = _record_key(branch.material, header[_HEADER.size :], serialized)
+        return header + nonce + AESGCM(key).encrypt(nonce, plaintext, header + serialized)
 
     def decrypt(self, frame: bytes, context: RecordContext) -> bytes:
-        header, wrapped, nonce, sealed = _split(frame)
-        data_key = self._keys.decrypt_data_key(wrapped, context.partition)
+        if len(frame) < HEADER_BYTES + NONCE_BYTES + TAG_BYTES:
+            raise IntegrityError("stored value is truncated")
+        version, branch_version = _HEADER.unpack_from(frame)
+        if version != FORMAT_VERSION:
+            raise IntegrityError(f"unknown ciphertext format version {version}")
+        if branch_version == 0:
+            raise IntegrityError("stored value names no key version")
+        branch = self._keyring.key(context.owner, branch_version)
+        header, nonce, sealed = (
+            frame[:HEADER_BYTES],
+            frame[HEADER_BYTES : HEADER_BYTES + NONCE_BYTES],
+            frame[HEADER_BYTES + NONCE_BYTES :],
+        )
+        serialized = serialize_context(context.full())
+        key = _record_key(branch.material, header[_HEADER.size :], serialized)
         try:
-            return AESGCM(data_key).decrypt(nonce, sealed, _aad(header, context))
+            return AESGCM(key).decrypt(nonce, sealed, header + serialized)
         except InvalidTag as exc:
             raise IntegrityError("stored value failed authentication") from exc
 
 
-def _aad(header: bytes, context: RecordContext) -> bytes:
-    return header + serialize_context(context.full())
-
-
-def _split(frame: bytes) -> tuple[bytes, bytes, bytes, bytes]:
-    if len(frame) < _HEADER.size:
-        raise IntegrityError("stored value is truncated")
-    version, wrapped_length = _HEADER.unpack_from(frame)
-    if version != FORMAT_VERSION:
-        raise IntegrityError(f"unknown ciphertext format version {version}")
-    header_end = _HEADER.size + wrapped_length
-    if wrapped_length == 0 or len(frame) < header_end + NONCE_BYTES + TAG_BYTES:
-        raise IntegrityError("stored value is truncated")
-    nonce_end = header_end + NONCE_BYTES
-    return frame[:header_end], frame[_HEADER.size : header_end], frame[header_end:nonce_end], frame[nonce_end:]
+def _record_key(branch_key: bytes, salt: bytes, serialized_context: bytes) -> bytes:
+    hkdf = HKDF(
+        algorithm=hashes.SHA256(), length=RECORD_KEY_BYTES, salt=salt, info=_RECORD_KEY_LABEL + serialized_context
+    )
+    return hkdf.derive(branch_key)

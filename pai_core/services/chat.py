@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pai_core.errors import InvalidInput, UpstreamInvalidResponse
+from pai_core.limits import UsageLimits
 from pai_core.models import ChatMessage, ChatReply, Completion, SearchHit, Source, TextDelta, Turn
 from pai_core.ports import ChatModel, Clock, ConversationRepository
 from pai_core.services.memories import MemoryService
@@ -37,6 +38,7 @@ class ChatService:
         *,
         history_max_turns: int,
         max_output_tokens: int,
+        limits: UsageLimits | None = None,
     ) -> None:
         self._conversations = conversations
         self._memories = memories
@@ -44,10 +46,12 @@ class ChatService:
         self._clock = clock
         self._history_max_turns = history_max_turns
         self._max_output_tokens = max_output_tokens
+        self._limits = limits
 
     def chat(self, owner: str, *, message: str, session_id: str | None, use_memory: bool, top_k: int) -> ChatReply:
         prepared = self._prepare(owner, message=message, session_id=session_id, use_memory=use_memory, top_k=top_k)
         completion = self._model.complete(prepared.messages, max_tokens=self._max_output_tokens)
+        self._charge(owner, completion.usage.input_tokens + completion.usage.output_tokens)
         return self._finish(prepared, completion)
 
     def chat_stream(
@@ -58,14 +62,27 @@ class ChatService:
         with a plain error status; a failure after that ends the stream with the exception, and
         no assistant turn is stored."""
         prepared = self._prepare(owner, message=message, session_id=session_id, use_memory=use_memory, top_k=top_k)
+        # Counted now: once the stream has started, the model may be busy with it (llama.cpp's lock).
+        prompt_tokens = sum(self._model.count_tokens(m.content) + TOKENS_PER_MESSAGE for m in prepared.messages)
 
         def produce() -> Iterator[TextDelta | ChatReply]:
-            for item in self._model.stream(prepared.messages, max_tokens=self._max_output_tokens):
-                if isinstance(item, Completion):
-                    yield self._finish(prepared, item)
-                    return
-                yield item
-            raise UpstreamInvalidResponse("the model's stream ended without a reply")
+            pieces = 0
+            charged = False
+            try:
+                for item in self._model.stream(prepared.messages, max_tokens=self._max_output_tokens):
+                    if isinstance(item, Completion):
+                        self._charge(owner, item.usage.input_tokens + item.usage.output_tokens)
+                        charged = True
+                        yield self._finish(prepared, item)
+                        return
+                    pieces += 1
+                    yield item
+                raise UpstreamInvalidResponse("the model's stream ended without a reply")
+            finally:
+                if not charged and pieces:
+                    # A stream that broke off (or whose reader left) was still paid for as far as
+                    # it went; providers stream about one token per piece.
+                    self._charge(owner, prompt_tokens + pieces)
 
         return produce()
 
@@ -81,6 +98,9 @@ class ChatService:
                 field="message",
                 code="message_too_long",
             )
+        if self._limits is not None:
+            # Before anything is stored: a refused turn leaves no trace to be retried.
+            self._limits.ensure_token_budget(owner)
         session = session_id or new_session_id()
         asked_at = self._clock.now()
         history = self._conversations.recent(owner, session, now=asked_at, limit=self._history_max_turns)
@@ -95,7 +115,17 @@ class ChatService:
         messages, used_hits = build_messages(
             message=message, history=history, hits=hits, count_tokens=self._model.count_tokens, budget=budget
         )
-        return _Prepared(owner=owner, session_id=session, asked_at=asked_at, messages=messages, hits=used_hits)
+        return _Prepared(
+            owner=owner,
+            session_id=session,
+            asked_at=asked_at,
+            messages=messages,
+            hits=used_hits,
+        )
+
+    def _charge(self, owner: str, tokens: int) -> None:
+        if self._limits is not None:
+            self._limits.record_tokens(owner, tokens)
 
     def _finish(self, prepared: _Prepared, completion: Completion) -> ChatReply:
         if not completion.text.strip():

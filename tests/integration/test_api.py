@@ -510,9 +510,9 @@ def test_no_plaintext_at_rest(
         for attribute in ("encryptedContent", "encryptedMetadata"):
             value = item[attribute]["B"]
             assert isinstance(value, bytes)
-            assert value[:1] == b"\x01", "a version-1 envelope frame"
+            assert value[:1] == b"\x02", "a version-2 envelope frame (sealed under a branch key)"
             assert value != plaintext.encode("utf-8")
-        assert len(item["encryptedContent"]["B"]) > len(plaintext.encode("utf-8")) + 28  # key, nonce and tag
+        assert len(item["encryptedContent"]["B"]) > len(plaintext.encode("utf-8")) + 28  # salt, nonce and tag
         assert set(item) == {
             "owner",
             "id",
@@ -522,8 +522,12 @@ def test_no_plaintext_at_rest(
             "createdAt",
             "encryptedContent",
             "encryptedMetadata",
-            "embedding",
+            "encryptedEmbedding",
         }
+        # Not a byte of the vector in the clear: even a 16-byte run of it would show.
+        vector = stack.container.embedder.embed([plaintext])[0].astype("float32").tobytes()
+        raw = repr(item).encode() + b"".join(v["B"] for v in item.values() if "B" in v)
+        assert not any(vector[i : i + 16] in raw for i in range(0, len(vector) - 16, 16))
 
     s3 = aws("s3")
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=stack.resources.bucket):

@@ -1,7 +1,8 @@
-"""How often the data-key cache lets PAI call KMS, counted on the emulator's real KMS API."""
+"""How often the key hierarchy lets PAI call KMS, counted on the emulator's real KMS API."""
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 def counting(container: Container) -> Counter[str]:
     calls: Counter[str] = Counter()
-    kms_client: Any = container.key_service._inner._client  # type: ignore[attr-defined]
+    kms_client: Any = container.key_service._client  # type: ignore[attr-defined]
 
     def count(event_name: str, **_: object) -> None:
         calls[event_name.rsplit(".", 1)[-1]] += 1
@@ -24,20 +25,53 @@ def counting(container: Container) -> Counter[str]:
     return calls
 
 
-def test_kms_calls_per_100_stores_and_per_cold_read(stack: RunningStack) -> None:
+def new_user() -> str:
+    return f"kms-{uuid.uuid4().hex[:12]}"
+
+
+def test_one_kms_call_per_user_per_cold_container(stack: RunningStack) -> None:
+    user = new_user()
     writer = Container(stack.settings)  # a fresh composition root: a cold Lambda container
     calls = counting(writer)
     stored = [
-        writer.memories.remember(
-            stack.settings.owner, content=f"kms counting memory {i}", category="kmscount", metadata={}
-        )
+        writer.memories.remember(user, content=f"kms counting memory {i}", category="kmscount", metadata={})
         for i in range(100)
     ]
-    assert calls == Counter({"GenerateDataKey": 1})  # 200 values encrypted (content + metadata), one KMS call
+    # 300 values sealed (content, metadata, embedding): the user's branch key is made once.
+    assert calls == Counter({"GenerateDataKey": 1})
 
     reader = Container(stack.settings)
     reads = counting(reader)
     for memory in stored:
-        assert reader.memories.recall(stack.settings.owner, memory.id).content == memory.content
-    assert reads == Counter({"Decrypt": 1})  # one unwrap of the shared data key, then the cache
-    print(f"\nKMS calls: {sum(calls.values())} per 100 stores; {sum(reads.values())} per 100 cold reads")
+        assert reader.memories.recall(user, memory.id).content == memory.content
+    assert reads == Counter({"Decrypt": 1})  # one unwrap of the user's branch key, then the cache
+    print(f"\nKMS calls: {sum(calls.values())} per 100 stores (new user); {sum(reads.values())} per 100 cold reads")
+
+
+def test_a_cold_container_serving_several_users_calls_kms_once_per_user(stack: RunningStack) -> None:
+    users = [new_user() for _ in range(5)]
+    writer = Container(stack.settings)
+    for user in users:
+        for i in range(10):
+            writer.memories.remember(user, content=f"memory {i} of {user}", category="kmscount", metadata={})
+    reader = Container(stack.settings)
+    reads = counting(reader)
+    for user in users:
+        page = reader.memories.list_memories(user, category=None, limit=10, cursor=None)
+        assert len(page.items) == 10
+    assert reads == Counter({"Decrypt": len(users)})
+
+
+def test_rotation_and_forgetting_through_the_real_key_store(stack: RunningStack) -> None:
+    user = new_user()
+    container = Container(stack.settings)
+    before = container.memories.remember(user, content="sealed under version 1", category="general", metadata={})
+    assert container.keyring.rotate(user) == 2
+    after = container.memories.remember(user, content="sealed under version 2", category="general", metadata={})
+    cold = Container(stack.settings)
+    assert cold.memories.recall(user, before.id).content == "sealed under version 1"
+    assert cold.memories.recall(user, after.id).content == "sealed under version 2"
+
+    report = cold.account.forget(user)
+    assert (report.memories, report.key_versions) == (2, 3)  # two versions and the active pointer
+    assert Container(stack.settings).memories.list_memories(user, category=None, limit=10, cursor=None).items == []

@@ -4,20 +4,25 @@ import json
 
 import handlers.chat
 from pai_core.errors import UpstreamInvalidResponse
-from tests.fakes import FakeContainer, FakeLambdaContext
+from tests.fakes import FakeContainer, FakeLambdaContext, as_user
 
 
 def event(body: dict[str, object]) -> dict[str, object]:
-    return {
-        "version": "2.0",
-        "routeKey": "POST /chat",
-        "rawPath": "/chat",
-        "rawQueryString": "",
-        "headers": {"content-type": "application/json"},
-        "requestContext": {"http": {"method": "POST", "path": "/chat", "sourceIp": "127.0.0.1"}, "stage": "$default"},
-        "body": json.dumps(body),
-        "isBase64Encoded": False,
-    }
+    return as_user(
+        {
+            "version": "2.0",
+            "routeKey": "POST /chat",
+            "rawPath": "/chat",
+            "rawQueryString": "",
+            "headers": {"content-type": "application/json"},
+            "requestContext": {
+                "http": {"method": "POST", "path": "/chat", "sourceIp": "127.0.0.1"},
+                "stage": "$default",
+            },
+            "body": json.dumps(body),
+            "isBase64Encoded": False,
+        }
+    )
 
 
 def parse_events(body: str) -> list[tuple[str, dict[str, object]]]:

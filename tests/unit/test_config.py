@@ -27,7 +27,7 @@ def test_environment_and_explicit_arguments() -> None:
         ({"PAI_ENV": "Bad Env"}, "PAI_ENV"),
         ({"PAI_LLM_PROVIDER": "nope"}, "PAI_LLM_PROVIDER"),
         ({"PAI_LLM_CONTEXT_TOKENS": "lots"}, "PAI_LLM_CONTEXT_TOKENS"),
-        ({"PAI_KEY_CACHE_MAX_USES": "0"}, "PAI_KEY_CACHE_MAX_USES"),
+        ({"PAI_KEY_CACHE_MAX_AGE_SECONDS": "0"}, "PAI_KEY_CACHE_MAX_AGE_SECONDS"),
     ],
 )
 def test_bad_configuration_fails_fast_naming_the_variable(environ: dict[str, str], names: str) -> None:

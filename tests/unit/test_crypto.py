@@ -4,10 +4,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pai_core.crypto import CachePolicy, CachingKeyService, EnvelopeCipher, RecordContext, serialize_context
-from pai_core.crypto.envelope import NONCE_BYTES, TAG_BYTES
+from pai_core.crypto import (
+    BranchKeyring,
+    EnvelopeCipher,
+    KeyMaterialDestroyed,
+    KeyringPolicy,
+    RecordContext,
+    WrappedBranchKey,
+    serialize_context,
+)
+from pai_core.crypto.envelope import HEADER_BYTES, NONCE_BYTES, TAG_BYTES
 from pai_core.errors import IntegrityError
-from tests.fakes import FakeKeyService
+from tests.fakes import FakeKeyService, InMemoryBranchKeyStore, fake_cipher, fake_keyring
 
 
 def context(record_id: str = "m1", *, owner: str = "alice", attribute: str = "content") -> RecordContext:
@@ -18,7 +26,7 @@ def context(record_id: str = "m1", *, owner: str = "alice", attribute: str = "co
 
 @pytest.fixture
 def cipher() -> EnvelopeCipher:
-    return EnvelopeCipher(CachingKeyService(FakeKeyService()))
+    return fake_cipher()
 
 
 def test_round_trip(cipher: EnvelopeCipher) -> None:
@@ -32,11 +40,11 @@ def test_every_encryption_uses_a_fresh_nonce(cipher: EnvelopeCipher) -> None:
     assert len(frames) == 50
 
 
-def test_frame_layout_is_versioned_with_wrapped_key_nonce_and_tag(cipher: EnvelopeCipher) -> None:
+def test_frame_layout_is_versioned_with_key_version_salt_nonce_and_tag(cipher: EnvelopeCipher) -> None:
     frame = cipher.encrypt(b"abc", context())
-    wrapped_length = int.from_bytes(frame[1:3], "big")
-    assert frame[0] == 1
-    assert len(frame) == 3 + wrapped_length + NONCE_BYTES + 3 + TAG_BYTES
+    assert frame[0] == 2
+    assert int.from_bytes(frame[1:5], "big") == 1  # the user's first branch key
+    assert len(frame) == HEADER_BYTES + NONCE_BYTES + 3 + TAG_BYTES
 
 
 @pytest.mark.parametrize(
@@ -58,7 +66,7 @@ def test_ciphertext_moved_elsewhere_fails(cipher: EnvelopeCipher, moved_to: Reco
 
 
 def test_every_single_bit_flip_fails(cipher: EnvelopeCipher) -> None:
-    """Version, length, wrapped key, nonce, ciphertext and tag: no bit of the frame is unauthenticated."""
+    """Version, key version, salt, nonce, ciphertext and tag: no bit of the frame is unauthenticated."""
     frame = cipher.encrypt(b"flip me", context())
     for bit in range(len(frame) * 8):
         tampered = bytearray(frame)
@@ -81,9 +89,11 @@ def test_context_serialization_is_order_independent_and_unambiguous() -> None:
     assert serialize_context({"ab": "c"}) != serialize_context({"a": "bc"})
 
 
-def test_record_context_rejects_keys_given_twice() -> None:
+def test_record_context_rejects_keys_given_twice_and_needs_an_owner() -> None:
     with pytest.raises(ValueError, match="owner"):
         RecordContext(partition={"owner": "a"}, record={"owner": "b"})
+    with pytest.raises(ValueError, match="owner"):
+        RecordContext(partition={"table": "t"}, record={"id": "1"})
 
 
 @settings(max_examples=200, deadline=None)
@@ -94,7 +104,7 @@ def test_record_context_rejects_keys_given_twice() -> None:
     ),
 )
 def test_round_trip_any_bytes_any_context(plaintext: bytes, record: dict[str, str]) -> None:
-    cipher = EnvelopeCipher(FakeKeyService())
+    cipher = fake_cipher()
     ctx = RecordContext(partition={"table": "t", "owner": "o"}, record=record)
     assert cipher.decrypt(cipher.encrypt(plaintext, ctx), ctx) == plaintext
 
@@ -107,65 +117,137 @@ class Ticker:
         return self.now
 
 
-def test_cache_reuses_a_data_key_per_partition_within_its_limits() -> None:
+def test_one_kms_call_per_user_however_many_records() -> None:
     kms = FakeKeyService()
-    cipher = EnvelopeCipher(CachingKeyService(kms, CachePolicy(max_age_seconds=60, max_uses=1000)))
+    cipher = fake_cipher(kms)
     for i in range(100):
         cipher.encrypt(b"x", context(f"m{i}"))
-    assert kms.generated == 1  # 100 stores, one KMS call
+    assert (kms.generated, kms.decrypted) == (1, 0)  # 100 stores, one branch key made
     cipher.encrypt(b"x", context(owner="bob"))
-    assert kms.generated == 2  # another owner is another partition, never the same key
+    assert kms.generated == 2  # another user has a key of their own
 
 
-def test_cache_max_uses_holds() -> None:
-    kms = FakeKeyService()
-    cipher = EnvelopeCipher(CachingKeyService(kms, CachePolicy(max_age_seconds=60, max_uses=10)))
-    for i in range(25):
-        cipher.encrypt(b"x", context(f"m{i}"))
-    assert kms.generated == 3  # uses 1-10, 11-20, 21-25
+def test_a_cold_container_unwraps_each_users_branch_key_once() -> None:
+    kms, store = FakeKeyService(), InMemoryBranchKeyStore()
+    writer = fake_cipher(kms, store)
+    frames = {(owner, i): writer.encrypt(b"x", context(f"m{i}", owner=owner)) for owner in "abc" for i in range(20)}
+    reader = fake_cipher(kms, store)
+    for (owner, i), frame in frames.items():
+        assert reader.decrypt(frame, context(f"m{i}", owner=owner)) == b"x"
+    assert kms.decrypted == 3  # 60 records of 3 users: one Decrypt per user
 
 
-def test_cache_max_age_holds() -> None:
-    kms, clock = FakeKeyService(), Ticker()
-    keys = CachingKeyService(kms, CachePolicy(max_age_seconds=5, max_uses=1000), clock=clock)
-    cipher = EnvelopeCipher(keys)
+def test_every_value_gets_its_own_record_key() -> None:
+    """Same plaintext, same record: salts differ, so record keys differ, so frames differ entirely."""
+    cipher = fake_cipher()
+    first, second = cipher.encrypt(b"same", context()), cipher.encrypt(b"same", context())
+    assert first[5:HEADER_BYTES] != second[5:HEADER_BYTES]
+    assert first[HEADER_BYTES:] != second[HEADER_BYTES:]
+
+
+def test_cached_branch_keys_expire() -> None:
+    kms, store, clock = FakeKeyService(), InMemoryBranchKeyStore(), Ticker()
+    keyring = BranchKeyring(store, kms, keystore_name="k", policy=KeyringPolicy(max_age_seconds=5), clock=clock)
+    cipher = EnvelopeCipher(keyring)
     frame = cipher.encrypt(b"x", context())
     clock.now = 4.9
     cipher.encrypt(b"x", context())
-    assert kms.generated == 1
+    assert kms.decrypted == 0
     clock.now = 5.0
-    cipher.encrypt(b"x", context())
-    assert kms.generated == 2
-    # An expired decryption entry is unwrapped again, and still decrypts.
     assert cipher.decrypt(frame, context()) == b"x"
+    assert kms.decrypted == 1  # unwrapped again from the store, once
+
+
+def test_the_cache_is_bounded_in_users() -> None:
+    kms, store = FakeKeyService(), InMemoryBranchKeyStore()
+    keyring = BranchKeyring(store, kms, keystore_name="k", policy=KeyringPolicy(max_entries=3))
+    for owner in ["a", "b", "c", "d"]:
+        keyring.active_key(owner)
+    assert keyring.cached_keys() == 3
+    keyring.active_key("a")  # evicted by "d": back from the store
     assert kms.decrypted == 1
 
 
-def test_cache_is_bounded_in_entries() -> None:
-    kms = FakeKeyService()
-    keys = CachingKeyService(kms, CachePolicy(max_age_seconds=60, max_uses=10, max_entries=3))
-    cipher = EnvelopeCipher(keys)
-    for owner in ["a", "b", "c", "d", "a"]:
-        cipher.encrypt(b"x", context(owner=owner))
-    assert kms.generated == 5  # "a" was evicted by "d"
+def test_rotation_keeps_old_records_readable_and_seals_new_ones_under_the_new_version() -> None:
+    kms, store, clock = FakeKeyService(), InMemoryBranchKeyStore(), Ticker()
+    keyring = BranchKeyring(store, kms, keystore_name="k", policy=KeyringPolicy(max_age_seconds=60), clock=clock)
+    other_container = BranchKeyring(
+        store, kms, keystore_name="k", policy=KeyringPolicy(max_age_seconds=60), clock=clock
+    )
+    cipher, other = EnvelopeCipher(keyring), EnvelopeCipher(other_container)
+    old = cipher.encrypt(b"before", context("m1"))
+    other.encrypt(b"warm", context("m0"))
+    assert keyring.rotate("alice") == 2
+    new = cipher.encrypt(b"after", context("m2"))
+    assert int.from_bytes(old[1:5], "big") == 1 and int.from_bytes(new[1:5], "big") == 2
+    assert other.decrypt(old, context("m1")) == b"before"
+    assert other.decrypt(new, context("m2")) == b"after"  # unwraps version 2 on demand
+    assert int.from_bytes(other.encrypt(b"x", context("m3"))[1:5], "big") == 1  # its cache is still warm
+    clock.now = 60.0
+    assert int.from_bytes(other.encrypt(b"x", context("m4"))[1:5], "big") == 2  # and switches when it expires
 
 
-def test_decryption_reuses_unwrapped_keys() -> None:
-    kms = FakeKeyService()
-    writer = EnvelopeCipher(CachingKeyService(kms))
-    frames = [writer.encrypt(b"x", context(f"m{i}")) for i in range(20)]
-    reader = EnvelopeCipher(CachingKeyService(kms))  # a cold container
-    for i, frame in enumerate(frames):
-        assert reader.decrypt(frame, context(f"m{i}")) == b"x"
-    assert kms.decrypted == 1
+def test_two_containers_making_a_users_first_key_at_once_agree() -> None:
+    kms, store = FakeKeyService(), InMemoryBranchKeyStore()
+    first, second = fake_keyring(kms, store), fake_keyring(kms, store)
+    winner = first.active_key("alice")
+    store.active_versions.pop("alice")  # second did not see it yet when it looked...
+    store_active = store.active
+
+    def late_active(owner: str) -> WrappedBranchKey | None:
+        store.active_versions["alice"] = winner.version  # ...but it is there when it loses the race
+        return store_active(owner)
+
+    store.active = late_active  # type: ignore[method-assign]
+    assert second.active_key("alice").material == winner.material
 
 
-@pytest.mark.parametrize(
-    "policy", [dict(max_age_seconds=0), dict(max_uses=0), dict(max_uses=2**32 + 1), dict(max_entries=0)]
-)
+def test_destroying_a_users_keys_makes_their_ciphertexts_unreadable() -> None:
+    kms, store = FakeKeyService(), InMemoryBranchKeyStore()
+    keyring = fake_keyring(kms, store)
+    cipher = EnvelopeCipher(keyring)
+    frame = cipher.encrypt(b"forget me", context())
+    bobs = cipher.encrypt(b"keep me", context(owner="bob"))
+    keyring.rotate("alice")
+    assert keyring.destroy("alice") == 3  # two versions and the active pointer
+    with pytest.raises(KeyMaterialDestroyed):
+        fake_cipher(kms, store).decrypt(frame, context())  # a cold container
+    with pytest.raises(IntegrityError):
+        cipher.decrypt(frame, context())  # and this one forgot its cached copies too
+    assert cipher.decrypt(bobs, context(owner="bob")) == b"keep me"
+
+
+def test_a_tampered_wrapped_branch_key_fails() -> None:
+    kms, store = FakeKeyService(), InMemoryBranchKeyStore()
+    frame = fake_cipher(kms, store).encrypt(b"x", context())
+    stored = store.items[("alice", 1)]
+    for position in range(len(stored.wrapped)):
+        tampered = bytearray(stored.wrapped)
+        tampered[position] ^= 0x01
+        store.items[("alice", 1)] = WrappedBranchKey("alice", 1, bytes(tampered))
+        with pytest.raises(IntegrityError):
+            fake_cipher(kms, store).decrypt(frame, context())
+
+
+def test_a_wrapped_branch_key_moved_to_another_user_does_not_unwrap() -> None:
+    kms, store = FakeKeyService(), InMemoryBranchKeyStore()
+    fake_cipher(kms, store).encrypt(b"x", context())
+    frame = fake_cipher(kms, store).encrypt(b"y", context(owner="mallory"))
+    store.items[("mallory", 1)] = WrappedBranchKey("mallory", 1, store.items[("alice", 1)].wrapped)
+    with pytest.raises(IntegrityError):
+        fake_cipher(kms, store).decrypt(frame, context(owner="mallory"))
+
+
+@pytest.mark.parametrize("policy", [dict(max_age_seconds=0), dict(max_entries=0)])
 def test_unsafe_cache_policies_are_refused(policy: dict[str, float]) -> None:
     with pytest.raises(ValueError):
-        CachePolicy(**policy)  # type: ignore[arg-type]
+        KeyringPolicy(**policy)  # type: ignore[arg-type]
+
+
+def test_branch_key_repr_hides_the_key() -> None:
+    key = fake_keyring().active_key("alice")
+    assert key.material.hex() not in repr(key)
+    assert str(key.material) not in repr(key)
 
 
 def test_data_key_repr_hides_the_key() -> None:
@@ -182,8 +264,8 @@ def test_data_key_repr_hides_the_key() -> None:
     mask=st.integers(min_value=1, max_value=255),
 )
 def test_any_change_to_any_byte_of_the_frame_fails(plaintext: bytes, position: float, mask: int) -> None:
-    """Version, wrapped key, nonce, ciphertext or tag: a change anywhere, of any bits, is caught."""
-    cipher = EnvelopeCipher(FakeKeyService())
+    """Version, key version, salt, nonce, ciphertext or tag: a change anywhere, of any bits, is caught."""
+    cipher = fake_cipher()
     frame = cipher.encrypt(plaintext, context())
     tampered = bytearray(frame)
     tampered[int(position * len(frame))] ^= mask
@@ -194,10 +276,10 @@ def test_any_change_to_any_byte_of_the_frame_fails(plaintext: bytes, position: f
 @settings(max_examples=200, deadline=None)
 @given(
     key=st.sampled_from(["table", "owner", "id", "attribute"]),
-    value=st.text(max_size=30),
+    value=st.text(min_size=1, max_size=30),
 )
 def test_any_change_to_the_context_fails(key: str, value: str) -> None:
-    cipher = EnvelopeCipher(FakeKeyService())
+    cipher = fake_cipher()
     original = context()
     frame = cipher.encrypt(b"bound to its record", original)
     changed = original.full()

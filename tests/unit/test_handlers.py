@@ -22,10 +22,9 @@ import handlers.chat
 import handlers.memory
 import handlers.search
 from pai_core.adapters.dynamodb import DynamoMemoryRepository
-from pai_core.crypto import EnvelopeCipher
 from pai_core.errors import UpstreamUnavailable
 from pai_core.services import MemoryService
-from tests.fakes import FakeContainer, FakeKeyService, FakeLambdaContext
+from tests.fakes import FakeContainer, FakeLambdaContext, as_user, fake_cipher
 
 pytestmark = pytest.mark.usefixtures("fake_container")
 
@@ -57,9 +56,10 @@ def _recorded_event() -> dict[str, Any]:
 
 
 def make_event(route: str, body: str | None, *, base64_encoded: bool = False) -> dict[str, Any]:
-    """The recorded event with route ("POST /memory"), path and body replaced."""
+    """The recorded event with route ("POST /memory"), path and body replaced, its API key
+    accepted by the authorizer as one of the default owner's."""
     method, path = route.split(" ", 1)
-    event = copy.deepcopy(_recorded_event())
+    event = as_user(copy.deepcopy(_recorded_event()))
     event["routeKey"] = route
     event["rawPath"] = path
     event["requestContext"]["routeKey"] = route
@@ -517,7 +517,7 @@ def test_list_with_garbage_cursor_is_400_naming_cursor(
     repository = DynamoMemoryRepository(
         ClientMustNotBeCalled(),  # type: ignore[arg-type]
         "pai-knowledge-test",
-        EnvelopeCipher(FakeKeyService()),
+        fake_cipher(),
         context_name="pai-knowledge-test",
     )
     fake_container.memories = MemoryService(repository, fake_container.embedder, fake_container.clock)

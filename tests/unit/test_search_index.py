@@ -10,14 +10,13 @@ import pytest
 
 from pai_core.adapters.dynamodb import DynamoMemoryRepository
 from pai_core.adapters.s3 import S3SnapshotStore
-from pai_core.crypto import CachingKeyService, EnvelopeCipher
 from pai_core.errors import IntegrityError
 from pai_core.ids import lowest_id_at
 from pai_core.models import Memory, MemoryVector
 from pai_core.search import AnnSettings, DesignScanSearch, IndexPolicy, LiveMemoryIndex, VectorIndex, top_k
 from pai_core.search.snapshot import SnapshotError, decode, encode
 from pai_core.services import MemoryService
-from tests.fakes import FakeKeyService, FixedClock, HashingEmbedder
+from tests.fakes import FixedClock, HashingEmbedder, fake_cipher
 from tests.fakes_search import FakeS3Client, InMemoryMemoryStore, ManualClock, clustered_vectors, unit_vectors
 
 DIMS = 384
@@ -206,7 +205,7 @@ def test_malformed_snapshots_are_refused() -> None:
 
 def test_snapshot_store_encrypts_and_binds_to_owner() -> None:
     s3 = FakeS3Client()
-    store = S3SnapshotStore(s3, "bucket", EnvelopeCipher(CachingKeyService(FakeKeyService())))  # type: ignore[arg-type]
+    store = S3SnapshotStore(s3, "bucket", fake_cipher())  # type: ignore[arg-type]
     assert store.load("alice") is None
     store.save("alice", b"vectors of alice")
     assert b"vectors of alice" not in s3.objects[("bucket", "index/alice.snapshot")]
@@ -225,7 +224,7 @@ class Box:
     def __init__(self, store: InMemoryMemoryStore, s3: FakeS3Client | None, clock: ManualClock, **policy: object):
         snapshots = None
         if s3 is not None:
-            snapshots = S3SnapshotStore(s3, "bucket", EnvelopeCipher(CachingKeyService(FakeKeyService_shared)))  # type: ignore[arg-type]
+            snapshots = S3SnapshotStore(s3, "bucket", shared_cipher)  # type: ignore[arg-type]
         defaults: dict[str, object] = {"snapshot_min_vectors": 10, "snapshot_rebuild_changes": 5}
         self.index = LiveMemoryIndex(
             store,
@@ -245,7 +244,7 @@ class Box:
         return [hit.memory.id for hit in self.memories.search("alice", text, top=top, **filters)]  # type: ignore[arg-type]
 
 
-FakeKeyService_shared = FakeKeyService()  # one "KMS" for every container of a test module
+shared_cipher = fake_cipher()  # one "KMS" and key store for every container of a test module
 
 
 @pytest.fixture
@@ -447,7 +446,7 @@ class ScriptedDynamo:
 
 
 def repository(client: ScriptedDynamo) -> DynamoMemoryRepository:
-    cipher = EnvelopeCipher(CachingKeyService(FakeKeyService()))
+    cipher = fake_cipher()
     return DynamoMemoryRepository(client, "t", cipher, context_name="t")  # type: ignore[arg-type]
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from pai_core.adapters.dynamodb import DynamoConversationRepository, DynamoMemoryRepository
-from pai_core.crypto import CachingKeyService, EnvelopeCipher
+from pai_core.crypto import RecordContext
 from pai_core.errors import IntegrityError, InvalidInput, NotFound, UpstreamUnavailable
 from pai_core.models import Memory, Turn
 from pai_core.services.prompt import MEMORY_PREAMBLE, SYSTEM_PROMPT
-from tests.fakes import FakeContainer, FakeKeyService, FixedClock, ScriptedChatModel
+from tests.fakes import FakeContainer, FixedClock, ScriptedChatModel, fake_cipher
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ class RecordingDynamoClient:
 
 
 def test_memory_items_hold_no_plaintext_and_bind_each_ciphertext_to_its_record() -> None:
-    cipher = EnvelopeCipher(CachingKeyService(FakeKeyService()))
+    cipher = fake_cipher()
     client = RecordingDynamoClient()
     repo = DynamoMemoryRepository(client, "pai-knowledge-dev", cipher, context_name="pai-knowledge-dev")  # type: ignore[arg-type]
     clock = FixedClock()
@@ -171,7 +171,14 @@ def test_memory_items_hold_no_plaintext_and_bind_each_ciphertext_to_its_record()
     item, other = client.items
     raw = repr(item).encode()
     assert b"Miso" not in raw and b"Dr. Who" not in raw
-    assert len(item["embedding"]["B"]) == 384 * 4
+    assert "embedding" not in item  # embeddings are sealed like the text they were made from
+    vector = cipher.decrypt(
+        item["encryptedEmbedding"]["B"],
+        RecordContext(
+            partition={"table": "pai-knowledge-dev", "owner": "alice"}, record={"id": "a1", "attribute": "embedding"}
+        ),
+    )
+    assert np.array_equal(np.frombuffer(vector, dtype=np.float32), embedding.astype(np.float32))
     assert repo.from_item("alice", item) == first
     swapped = {**other, "encryptedContent": item["encryptedContent"]}
     with pytest.raises(IntegrityError):
@@ -184,7 +191,7 @@ def test_memory_items_hold_no_plaintext_and_bind_each_ciphertext_to_its_record()
 
 
 def test_conversation_turn_role_is_bound_to_its_ciphertext() -> None:
-    cipher = EnvelopeCipher(FakeKeyService())
+    cipher = fake_cipher()
     client = RecordingDynamoClient()
     repo = DynamoConversationRepository(
         client,

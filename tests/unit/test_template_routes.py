@@ -4,7 +4,7 @@ import importlib
 
 from pai_local.template import Template
 
-API_ROUTES = {("POST", "/chat"), ("POST", "/memory"), ("POST", "/search"), ("GET", "/health")}
+API_ROUTES = {("POST", "/chat"), ("POST", "/memory"), ("POST", "/search"), ("POST", "/account"), ("GET", "/health")}
 
 
 def test_template_routes_are_the_api_contract() -> None:
@@ -38,7 +38,8 @@ def test_names_follow_the_environment() -> None:
     names = {
         template.resolve(spec["Properties"]["TableName"]) for spec in template.of_type("AWS::DynamoDB::Table").values()
     }
-    assert names == {"pai-conversations-prod", "pai-knowledge-prod"}
+    assert {"pai-conversations-prod", "pai-knowledge-prod", "pai-keystore-prod"} <= names
+    assert all(name.startswith("pai-") and name.endswith("-prod") for name in names)
     (bucket,) = template.of_type("AWS::S3::Bucket").values()
     assert template.resolve(bucket["Properties"]["BucketName"]) == "pai-knowledge-base-111122223333-prod"
 
@@ -69,20 +70,29 @@ def test_roles_are_least_privilege() -> None:
     actions = {role: {a for s in granted for a in s["Action"]} for role, granted in statements.items()}
     assert "bedrock:InvokeModel" in actions["ChatFunctionRole"]
     assert not any(a.startswith("bedrock:") for a in actions["MemoryFunctionRole"] | actions["SearchFunctionRole"])
-    # Search never encrypts a memory: it may make data keys only for its index snapshots (our envelope
-    # context names the bucket) and for the bucket's own SSE-KMS, and write only under index/.
-    for statement in statements["SearchFunctionRole"]:
-        if "kms:GenerateDataKey" in statement["Action"]:
-            condition = statement["Condition"]["StringEquals"]
-            assert condition.get("kms:EncryptionContext:bucket") == {"Ref": "KnowledgeBaseBucket"} or (
-                condition.get("kms:EncryptionContext:aws:s3:arn") == {"Fn::GetAtt": ["KnowledgeBaseBucket", "Arn"]}
-                and "kms:ViaService" in condition
-            )
+    # KMS only ever wraps and unwraps users' branch keys (our encryption context says so), or serves
+    # the bucket's own SSE-KMS through S3: no function can use the key for anything else.
+    for role, granted_statements in statements.items():
+        for statement in granted_statements:
+            if any(action.startswith("kms:") for action in statement["Action"]):
+                condition = statement["Condition"]["StringEquals"]
+                assert condition.get("kms:EncryptionContext:purpose") == "pai-branch-key" or (
+                    condition.get("kms:EncryptionContext:aws:s3:arn") == {"Fn::GetAtt": ["KnowledgeBaseBucket", "Arn"]}
+                    and "kms:ViaService" in condition
+                ), role
     for role in ("SearchFunctionRole", "ChatFunctionRole", "MemoryFunctionRole"):
         for statement in statements[role]:
-            if any(action.startswith("s3:") for action in statement["Action"]):
+            if statement["Action"] == ["s3:ListBucketVersions"]:  # forgetting a user, and only under index/
+                assert statement["Condition"] == {"StringLike": {"s3:prefix": "index/*"}}, role
+            elif any(action.startswith("s3:") for action in statement["Action"]):
                 assert statement["Resource"] == {"Fn::Sub": "${KnowledgeBaseBucket.Arn}/index/*"}, role
-    assert not {"dynamodb:PutItem", "dynamodb:UpdateItem"} & actions["SearchFunctionRole"]
+    # Search writes nothing but a user's first branch key and their request count (and its snapshots, above).
+    for statement in statements["SearchFunctionRole"]:
+        if {"dynamodb:PutItem", "dynamodb:UpdateItem"} & set(statement["Action"]):
+            assert statement["Resource"] in (
+                {"Fn::GetAtt": ["KeystoreTable", "Arn"]},
+                {"Fn::GetAtt": ["UsageTable", "Arn"]},
+            )
     assert "dynamodb:DeleteItem" in actions["MemoryFunctionRole"]
     assert "dynamodb:DeleteItem" not in actions["ChatFunctionRole"] | actions["SearchFunctionRole"]
     (bedrock,) = [s for s in statements["ChatFunctionRole"] if s["Action"] == ["bedrock:InvokeModel"]]

@@ -1,0 +1,53 @@
+"""The API key authorizer: API Gateway HTTP API, REQUEST type, payload format 2.0, simple responses,
+identity source `$request.header.Authorization`, its answer cached per header value.
+
+It never denies. An HTTP API answers a denial with its own 403 `{"message": "Forbidden"}`, while
+the API promises a 401 with PAI's error body. So every answer is `isAuthorized: true`, carrying
+either the user (`userId`, `keyId`) or why there is none (`authError`); the function refuses the
+request (handlers/_http.authenticated_owner) before it reads or writes anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes import event_source
+from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
+    APIGatewayAuthorizerEventV2,
+    APIGatewayAuthorizerResponseV2,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from pai_core.auth import ApiKeyRejected, AuthFailure
+from pai_core.bootstrap import get_container
+from pai_core.errors import UpstreamUnavailable
+
+logger = Logger(service="pai")
+
+
+# The event holds the caller's API key: it is never logged.
+@logger.inject_lambda_context(log_event=False)
+@event_source(data_class=APIGatewayAuthorizerEventV2)
+def handler(event: APIGatewayAuthorizerEventV2, context: LambdaContext) -> dict[str, Any]:
+    try:
+        principal = get_container().api_keys.identify(_authorization(event))
+    except ApiKeyRejected as exc:
+        return _answer({"authError": exc.reason.value})
+    except UpstreamUnavailable as exc:
+        # Cached like any answer, for at most the authorizer's TTL; botocore has retried already.
+        logger.warning("API keys cannot be checked", extra={"reason": exc.message})
+        return _answer({"authError": AuthFailure.UNAVAILABLE.value})
+    return _answer({"userId": principal.user_id, "keyId": principal.key_id})
+
+
+def _authorization(event: APIGatewayAuthorizerEventV2) -> str | None:
+    if not event.get("headers"):
+        return None
+    value: str | None = event.headers.get("authorization")
+    return value
+
+
+def _answer(context: dict[str, str]) -> dict[str, Any]:
+    response: dict[str, Any] = APIGatewayAuthorizerResponseV2(authorize=True, context=context).asdict()
+    return response

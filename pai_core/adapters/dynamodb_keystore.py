@@ -1,0 +1,129 @@
+"""Table `pai-keystore-{env}`: the KMS-wrapped branch keys of every user.
+
+    owner (hash) | version (range)
+    alice        | active        keyVersion, wrappedKey   the version new records are sealed under
+    alice        | v0000000001   keyVersion, wrappedKey, createdAt
+    alice        | v0000000002   ...                      (after a rotation)
+
+The `active` item repeats the wrapped key of its version, so sealing costs one GetItem per user and
+cache lifetime. Writing a version and moving `active` to it is one transaction, conditional on the
+version it replaces, so two containers racing to make or rotate a user's key cannot both win.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from pai_core.adapters.aws_errors import error_code, translated_aws_errors
+from pai_core.crypto import WrappedBranchKey
+from pai_core.errors import UpstreamUnavailable
+from pai_core.models import iso_utc
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+ACTIVE = "active"
+_BATCH_WRITE_LIMIT = 25
+_BATCH_WRITE_ATTEMPTS = 5
+
+
+def version_key(version: int) -> str:
+    return f"v{version:010d}"
+
+
+class DynamoBranchKeyStore:
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def active(self, owner: str) -> WrappedBranchKey | None:
+        return self._read(owner, ACTIVE)
+
+    def get(self, owner: str, version: int) -> WrappedBranchKey | None:
+        return self._read(owner, version_key(version))
+
+    def activate(self, key: WrappedBranchKey, *, replacing: int | None) -> bool:
+        owner = {"S": key.owner}
+        version = {"N": str(key.version)}
+        wrapped = {"B": key.wrapped}
+        active_put: dict[str, Any] = {
+            "TableName": self._table,
+            "Item": {"owner": owner, "version": {"S": ACTIVE}, "keyVersion": version, "wrappedKey": wrapped},
+        }
+        if replacing is None:
+            active_put["ConditionExpression"] = "attribute_not_exists(#owner)"
+            active_put["ExpressionAttributeNames"] = {"#owner": "owner"}
+        else:
+            active_put["ConditionExpression"] = "keyVersion = :replacing"
+            active_put["ExpressionAttributeValues"] = {":replacing": {"N": str(replacing)}}
+        version_put: dict[str, Any] = {
+            "TableName": self._table,
+            "Item": {
+                "owner": owner,
+                "version": {"S": version_key(key.version)},
+                "keyVersion": version,
+                "wrappedKey": wrapped,
+                "createdAt": {"S": iso_utc(datetime.now(UTC))},
+            },
+            "ConditionExpression": "attribute_not_exists(#owner)",
+            "ExpressionAttributeNames": {"#owner": "owner"},
+        }
+        try:
+            with translated_aws_errors("DynamoDB"):
+                self._client.transact_write_items(TransactItems=[{"Put": version_put}, {"Put": active_put}])  # type: ignore[typeddict-item]
+        except ClientError as exc:
+            if error_code(exc) == "TransactionCanceledException":
+                return False
+            raise
+        return True
+
+    def destroy(self, owner: str) -> int:
+        keys: list[dict[str, Any]] = []
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#owner = :owner",
+            "ExpressionAttributeNames": {"#owner": "owner", "#version": "version"},
+            "ExpressionAttributeValues": {":owner": {"S": owner}},
+            "ProjectionExpression": "#owner, #version",
+            "ConsistentRead": True,
+        }
+        while True:
+            with translated_aws_errors("DynamoDB"):
+                response = self._client.query(**query)
+            keys.extend(response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                break
+            query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        batch_delete(self._client, self._table, keys)
+        return len(keys)
+
+    def _read(self, owner: str, sort_key: str) -> WrappedBranchKey | None:
+        with translated_aws_errors("DynamoDB"):
+            response = self._client.get_item(
+                TableName=self._table,
+                Key={"owner": {"S": owner}, "version": {"S": sort_key}},
+                ConsistentRead=True,
+            )
+        item = response.get("Item")
+        if item is None:
+            return None
+        return WrappedBranchKey(owner=owner, version=int(item["keyVersion"]["N"]), wrapped=item["wrappedKey"]["B"])
+
+
+def batch_delete(client: DynamoDBClient, table: str, keys: list[dict[str, Any]]) -> None:
+    """Delete items by key, 25 per BatchWriteItem, retrying what DynamoDB leaves unprocessed."""
+    for start in range(0, len(keys), _BATCH_WRITE_LIMIT):
+        requests: list[Any] = [{"DeleteRequest": {"Key": key}} for key in keys[start : start + _BATCH_WRITE_LIMIT]]
+        for attempt in range(_BATCH_WRITE_ATTEMPTS):
+            with translated_aws_errors("DynamoDB"):
+                response = client.batch_write_item(RequestItems={table: requests})
+            requests = list((response.get("UnprocessedItems") or {}).get(table, []))
+            if not requests:
+                break
+            time.sleep(0.05 * 2**attempt)
+        else:
+            raise UpstreamUnavailable("DynamoDB did not process every delete; run the deletion again")
