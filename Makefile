@@ -6,7 +6,7 @@ RUNTIME := $(VENV)/.installed-runtime
 EXPORT := $(VENV)/.installed-export
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint unit integration integration-test fuzz bench model bundle deploy destroy clean
+.PHONY: setup run test lint unit integration integration-test fuzz bench model bundle deploy destroy clean keys
 
 $(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ deploy: $(RUNTIME)
 
 destroy: $(RUNTIME)
 	$(BIN)/python scripts/destroy.py $(ARGS)
+
+# API keys: ARGS="create --user alice [--label laptop]", "list [--user alice]", "revoke KEY_ID"; each takes
+# --env, --region and --endpoint-url (http://127.0.0.1:4566 while `make run` is going).
+keys: $(RUNTIME)
+	$(BIN)/python scripts/api_keys.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

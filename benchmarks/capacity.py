@@ -177,15 +177,15 @@ class CapacityMeter:
 
     def _key_of(self, table: str, item: dict[str, Any]) -> tuple[str, str, str]:
         hash_name, range_name = self._keys(table)
-        return (table, next(iter(item[hash_name].values())), next(iter(item[range_name].values())))
+        range_value = next(iter(item[range_name].values())) if range_name else ""  # hash-only tables
+        return (table, next(iter(item[hash_name].values())), range_value)
 
     def _full_size(self, table: str, item: dict[str, Any]) -> int:
         key = self._key_of(table, item)
         if key not in self.sizes:
             hash_name, range_name = self._keys(table)
-            found = self._lookup.get_item(
-                TableName=table, Key={hash_name: item[hash_name], range_name: item[range_name]}, ConsistentRead=True
-            ).get("Item")
+            key_attributes = {name: item[name] for name in (hash_name, range_name) if name}
+            found = self._lookup.get_item(TableName=table, Key=key_attributes, ConsistentRead=True).get("Item")
             self.sizes[key] = item_size(found) if found else item_size(item)
         return self.sizes[key]
 

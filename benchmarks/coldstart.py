@@ -69,12 +69,12 @@ def main() -> None:
 
     route, body = REQUESTS[name]
     t0 = time.perf_counter()
-    first = module.handler(api_event(route, body), FakeLambdaContext(name))
+    first = module.handler(api_event(route, body, user=settings.owner), FakeLambdaContext(name))
     first_request = time.perf_counter() - t0
     if name == "memory":
         body = {**body, "content": "Cold start: a second memory."}
     t0 = time.perf_counter()
-    second = module.handler(api_event(route, body), FakeLambdaContext(name))
+    second = module.handler(api_event(route, body, user=settings.owner), FakeLambdaContext(name))
     second_request = time.perf_counter() - t0
     print(
         json.dumps(

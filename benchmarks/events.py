@@ -18,8 +18,9 @@ def _recorded() -> dict[str, Any]:
     return event
 
 
-def api_event(route: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The recorded event with route ("POST /search"), path and JSON body replaced."""
+def api_event(route: str, body: dict[str, Any], *, user: str) -> dict[str, Any]:
+    """The recorded event with route ("POST /search"), path and JSON body replaced, as API Gateway
+    passes it on once the API key authorizer has identified `user`."""
     method, path = route.split(" ", 1)
     raw = json.dumps(body)
     event = copy.deepcopy(_recorded())
@@ -28,6 +29,7 @@ def api_event(route: str, body: dict[str, Any]) -> dict[str, Any]:
     event["requestContext"]["http"]["method"] = method
     event["requestContext"]["requestId"] = uuid.uuid4().hex[:16]
     event["body"] = raw
+    event["requestContext"]["authorizer"] = {"lambda": {"userId": user, "keyId": "bench"}}
     event["headers"]["content-length"] = str(len(raw.encode("utf-8")))
     return event
 

@@ -11,7 +11,9 @@ from typing import Any, NoReturn
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 
+from pai_core.deadline import request_deadline
 from pai_core.errors import (
     Conflict,
     IntegrityError,
@@ -92,6 +94,7 @@ def error_json(exc: Exception) -> JsonObject:
 
 def create_app() -> APIGatewayHttpResolver:
     app = APIGatewayHttpResolver()
+    app.use(middlewares=[within_function_timeout])
 
     @app.exception_handler(PaiError)
     def domain_error(exc: PaiError) -> Response[str]:
@@ -114,6 +117,20 @@ def create_app() -> APIGatewayHttpResolver:
 
     app.exception_handler(Exception)(_internal_error)
     return app
+
+
+# What a request keeps back from its function's timeout to shape and send its answer.
+RESPONSE_MARGIN_SECONDS = 1.0
+
+
+def within_function_timeout(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    """Runs the route under a deadline: the time the function has left, less the margin to answer
+    in. Calls to AWS that could not finish before it fail at once with a 503 (pai_core.deadline)."""
+    remaining_millis = getattr(app.lambda_context, "get_remaining_time_in_millis", None)
+    if remaining_millis is None:
+        return next_middleware(app)
+    with request_deadline(remaining_millis() / 1000 - RESPONSE_MARGIN_SECONDS):
+        return next_middleware(app)
 
 
 def _internal_error(exc: Exception) -> Response[str]:

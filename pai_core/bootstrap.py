@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
+from pai_core.adapters.aws_deadline import attempt_seconds, bound_by_request_deadline
 from pai_core.adapters.aws_errors import translated_aws_errors
 from pai_core.adapters.dynamodb import DynamoConversationRepository, DynamoMemoryRepository, DynamoStorageProbe
 from pai_core.adapters.dynamodb_api_keys import DynamoApiKeyStore
@@ -32,8 +33,9 @@ from pai_core.services import AccountService, ChatService, MemoryService
 if TYPE_CHECKING:
     from pai_core.ports import ChatModel
 
-# Bounded well inside the shortest Lambda timeout (30 s): botocore retries throttling and 5xx with
-# exponential backoff and jitter ("standard" mode), then the adapters turn the failure into a 503.
+# One call is bounded: botocore retries throttling and 5xx with exponential backoff and jitter
+# ("standard" mode), then the adapters turn the failure into a 503. A request makes several calls in
+# a row; the request's deadline (pai_core.deadline) keeps them together inside the function's timeout.
 AWS_CLIENT_CONFIG = Config(
     retries={"total_max_attempts": 3, "mode": "standard"}, connect_timeout=2, read_timeout=5, tcp_keepalive=True
 )
@@ -52,7 +54,10 @@ class Container:
         self._session = boto3.session.Session(region_name=settings.region)
 
     def client(self, service: str) -> Any:
-        return self._session.client(service, endpoint_url=self.settings.endpoint_url, config=AWS_CLIENT_CONFIG)  # type: ignore[call-overload]
+        client = self._session.client(service, endpoint_url=self.settings.endpoint_url, config=AWS_CLIENT_CONFIG)  # type: ignore[call-overload]
+        # Every attempt and retry also fits the request's deadline (pai_core.deadline).
+        bound_by_request_deadline(client, seconds_per_attempt=attempt_seconds(AWS_CLIENT_CONFIG))
+        return client
 
     @cached_property
     def key_service(self) -> KmsKeyService:
@@ -134,6 +139,7 @@ class Container:
                 read_timeout=self.settings.llm_timeout_seconds,
             )
             client = self._session.client("bedrock-runtime", endpoint_url=self.settings.llm_endpoint_url, config=config)
+            bound_by_request_deadline(client, seconds_per_attempt=attempt_seconds(config))
             return BedrockChatModel(
                 client, self.settings.bedrock_model_id, context_tokens=self.settings.llm_context_tokens
             )

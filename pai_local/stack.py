@@ -3,12 +3,16 @@ template, the composition root pointed at the emulator, and the gateway in front
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import boto3
 
+from pai_core.auth import ApiKeys
 from pai_core.bootstrap import Container, set_container
-from pai_core.config import Settings
+from pai_core.config import REPO_ROOT, Settings
+from pai_core.errors import Conflict, InvalidInput
 from pai_core.ports import ChatModel
 from pai_local.emulator import EmbeddedMoto, use_emulator_credentials
 from pai_local.gateway import LocalGateway
@@ -62,3 +66,53 @@ def start_stack(
             emulator.stop()
         raise
     return RunningStack(settings, container, resources, gateway, gateway_url, endpoint_url, emulator)
+
+
+# .pai/ is git-ignored.
+LOCAL_API_KEY_FILE = REPO_ROOT / ".pai" / "api-key"
+LOCAL_API_KEY_LABEL = "make run"
+
+
+@dataclass(frozen=True)
+class LocalApiKey:
+    key: str = field(repr=False)
+    user_id: str
+    path: Path
+    created: bool  # False: the saved key, registered again
+
+
+def ensure_local_api_key(api_keys: ApiKeys, user_id: str, path: Path = LOCAL_API_KEY_FILE) -> LocalApiKey:
+    """The local user's API key. The one saved at `path` when there is one: its digest is registered
+    again, because the embedded emulator forgets everything when it stops (against an emulator that
+    remembers, that finds the key already there). Otherwise, or when the saved key is revoked or
+    another user's, a new key, saved at `path` readable by its owner only."""
+    saved = _read_private(path)
+    if saved is not None:
+        try:
+            info = api_keys.register(saved, user_id, label=LOCAL_API_KEY_LABEL)
+        except (InvalidInput, Conflict):
+            info = None
+        if info is not None and not info.revoked:
+            return LocalApiKey(saved, user_id, path, created=False)
+    issued = api_keys.issue(user_id, label=LOCAL_API_KEY_LABEL)
+    _write_private(path, issued.key)
+    return LocalApiKey(issued.key, user_id, path, created=True)
+
+
+def _read_private(path: Path) -> str | None:
+    try:
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    os.chmod(path, 0o600)  # a copy made with looser permissions is tightened
+    return text or None
+
+
+def _write_private(path: Path, key: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as file:
+        file.write(key + "\n")
+    os.chmod(partial, 0o600)  # O_CREAT's mode does not apply to a file that was already there
+    os.replace(partial, path)

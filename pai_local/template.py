@@ -12,6 +12,8 @@ import yaml
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "infra" / "template.yaml"
 _SUB_VARIABLE = re.compile(r"\$\{([A-Za-z0-9:.]+)\}")
+_FUNCTION_ARN = re.compile(r"/functions/\$\{([A-Za-z0-9]+)\.Arn\}/invocations$")
+_HEADER_SOURCE = "$request.header."
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -35,10 +37,21 @@ _CfnLoader.add_multi_constructor("!", _intrinsic)
 
 
 @dataclass(frozen=True)
+class Authorizer:
+    """A Lambda REQUEST authorizer (payload 2.0, simple responses), the only kind PAI uses."""
+
+    name: str  # the logical id
+    handler: str  # "module.function"
+    identity_header: str  # lower case: "authorization" for $request.header.Authorization
+    ttl_seconds: int  # how long an answer is cached per identity value; 0: not cached
+
+
+@dataclass(frozen=True)
 class Route:
     method: str
     path: str
     handler: str  # "module.function", as the Lambda function's Handler property names it
+    authorizer: Authorizer | None = None  # AuthorizationType CUSTOM
 
 
 class Template:
@@ -92,5 +105,29 @@ class Template:
             if integration is None:
                 raise ValueError(f"route {method} {path} has no integration")
             function_id = self.properties(integration.group(1))["IntegrationUri"]["Fn::GetAtt"][0]
-            routes.append(Route(method=method, path=path, handler=self.properties(function_id)["Handler"]))
+            authorizer = None
+            if spec["Properties"].get("AuthorizationType") == "CUSTOM":
+                authorizer = self.authorizer(spec["Properties"]["AuthorizerId"]["Ref"])
+            handler = self.properties(function_id)["Handler"]
+            routes.append(Route(method=method, path=path, handler=handler, authorizer=authorizer))
         return routes
+
+    def authorizer(self, logical_id: str) -> Authorizer:
+        props = self.properties(logical_id)
+        emulated = (
+            props.get("AuthorizerType") == "REQUEST"
+            and props.get("AuthorizerPayloadFormatVersion") == "2.0"
+            and props.get("EnableSimpleResponses") is True
+        )
+        if not emulated:
+            raise ValueError(f"{logical_id}: the local gateway emulates REQUEST authorizers (2.0, simple responses)")
+        function = _FUNCTION_ARN.search(props["AuthorizerUri"]["Fn::Sub"])
+        sources = props.get("IdentitySource", [])
+        if function is None or len(sources) != 1 or not sources[0].startswith(_HEADER_SOURCE):
+            raise ValueError(f"{logical_id}: expected one Lambda function and one header as the identity source")
+        return Authorizer(
+            name=logical_id,
+            handler=self.properties(function.group(1))["Handler"],
+            identity_header=sources[0].removeprefix(_HEADER_SOURCE).lower(),
+            ttl_seconds=int(self.resolve(props.get("AuthorizerResultTtlInSeconds", 0))),
+        )

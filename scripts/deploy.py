@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in sorted(outputs.items()):
         print(f"  {key}: {value}")
     print(f"try: curl -s {outputs.get('ApiUrl', '<ApiUrl>')}/health")
-    print("API keys: this version has no authentication yet; keep the URL to yourself until it does.")
+    print(f'every route but /health needs an API key: make keys ARGS="create --user you --env {target.env}"')
     return 0
 
 

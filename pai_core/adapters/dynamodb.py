@@ -73,6 +73,16 @@ def epoch_micros(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000)
 
 
+def landed_earlier(exc: ClientError, item: Item) -> bool:
+    """Whether a conditional put refused as a duplicate was refused because of itself: botocore
+    resends a write whose answer was lost (a read timeout, a 500), and the first attempt may have
+    landed. The item that is there (ReturnValuesOnConditionCheckFailure) then carries this very
+    ciphertext, which no other write can: a fresh random salt and nonce seal every value."""
+    response: dict[str, Any] = dict(exc.response)
+    existing = response.get("Item") or {}
+    return bool(existing) and existing.get("encryptedContent") == item["encryptedContent"]
+
+
 class DynamoMemoryRepository:
     """Table `pai-knowledge-{env}`: owner (hash) + id (range); GSI `category-index` on
     ownerCategory (hash) + timestamp (range). Ids sort by creation time, so the table's own
@@ -130,11 +140,17 @@ class DynamoMemoryRepository:
         item = self.to_item(owner, memory, embedding)
         try:
             with translated_aws_errors("DynamoDB"):
-                self._client.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(id)")
+                self._client.put_item(
+                    TableName=self._table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(id)",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
         except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            if not landed_earlier(exc, item):
                 raise Conflict("a memory with this id already exists") from exc
-            raise
         self._announce_change(owner)
 
     def get(self, owner: str, memory_id: str) -> Memory | None:
@@ -409,11 +425,14 @@ class DynamoConversationRepository:
                         Item=item,
                         ConditionExpression="attribute_not_exists(#ts)",
                         ExpressionAttributeNames={"#ts": "timestamp"},
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
                     )
                 return
             except ClientError as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
                     raise
+                if landed_earlier(exc, item):
+                    return
                 timestamp += 1  # two turns in one microsecond: the later one moves up by one
         raise UpstreamUnavailable("could not find a free slot for the conversation turn")
 

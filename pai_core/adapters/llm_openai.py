@@ -11,8 +11,12 @@ from typing import Any
 import openai
 
 from pai_core.adapters.token_estimate import estimate_tokens
+from pai_core.deadline import remaining_seconds
 from pai_core.errors import UpstreamInvalidResponse, UpstreamUnavailable
 from pai_core.models import ChatMessage, Completion, TextDelta, Usage
+
+# The client waits up to 8 s between attempts, or what a Retry-After header asks for up to two minutes.
+LONGEST_RETRY_WAIT_SECONDS = 120.0
 
 
 class OpenAiChatModel:
@@ -29,8 +33,10 @@ class OpenAiChatModel:
     ) -> None:
         # The client retries connection errors, 408/409/429 and 5xx with exponential backoff and
         # jitter (honouring Retry-After); max_retries counts retries, not attempts.
+        self._max_retries = max(max_attempts - 1, 0)
+        self._timeout_seconds = timeout_seconds
         self._client = openai.OpenAI(
-            base_url=base_url, api_key=api_key, timeout=timeout_seconds, max_retries=max(max_attempts - 1, 0)
+            base_url=base_url, api_key=api_key, timeout=timeout_seconds, max_retries=self._max_retries
         )
         self.name = model
         self.context_tokens = context_tokens
@@ -38,6 +44,19 @@ class OpenAiChatModel:
 
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
+
+    def _client_within_deadline(self) -> openai.OpenAI:
+        """The client, making no more attempts than the request's deadline has room for
+        (pai_core.deadline): none when not even one fits, no retry whose wait could overrun it."""
+        remaining = remaining_seconds()
+        if remaining is None:
+            return self._client
+        if remaining < self._timeout_seconds:
+            raise UpstreamUnavailable("not enough time left in this request for a model call")
+        retries = self._max_retries
+        while retries and (retries + 1) * self._timeout_seconds + retries * LONGEST_RETRY_WAIT_SECONDS > remaining:
+            retries -= 1
+        return self._client if retries == self._max_retries else self._client.with_options(max_retries=retries)
 
     def _request(self, messages: Sequence[ChatMessage], max_tokens: int) -> dict[str, Any]:
         return {
@@ -49,7 +68,7 @@ class OpenAiChatModel:
 
     def complete(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Completion:
         with _translated_errors():
-            response = self._client.chat.completions.create(**self._request(messages, max_tokens))
+            response = self._client_within_deadline().chat.completions.create(**self._request(messages, max_tokens))
         try:
             text = (response.choices[0].message.content or "").strip()
         except (AttributeError, IndexError, TypeError) as exc:
@@ -65,7 +84,7 @@ class OpenAiChatModel:
         usage: Any = None
         model = self.name
         with _translated_errors():
-            chunks = self._client.chat.completions.create(
+            chunks = self._client_within_deadline().chat.completions.create(
                 **self._request(messages, max_tokens), stream=True, stream_options={"include_usage": True}
             )
             for chunk in chunks:

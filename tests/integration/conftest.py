@@ -88,6 +88,11 @@ def stack(emulator: Emulator, chat_model: RecordingChatModel) -> Iterator[Runnin
         endpoint_url=emulator.endpoint_url,
         llm_context_tokens=2048,
         llm_threads=2,
+        # One user sends hundreds of requests a minute here: limits far above that keep every
+        # request counted in the real usage table without ever refusing one (test_limits.py
+        # installs small ones where it means to).
+        rate_limit_per_minute=1_000_000,
+        daily_token_budget=10**12,
     )
     running = start_stack(settings, emulator_port=free_port(), gateway_port=free_port(), chat_model=chat_model)
     try:
@@ -98,7 +103,9 @@ def stack(emulator: Emulator, chat_model: RecordingChatModel) -> Iterator[Runnin
 
 @pytest.fixture(scope="session")
 def api(stack: RunningStack) -> ApiClient:
-    return ApiClient(stack.gateway_url)
+    """Authenticated as the stack's owner (settings.owner), whose storage the tests read directly."""
+    issued = stack.container.api_keys.issue(stack.settings.owner, "integration tests")
+    return ApiClient(stack.gateway_url, api_key=issued.key)
 
 
 @pytest.fixture(scope="session")

@@ -37,10 +37,12 @@ class HttpResult(NamedTuple):
 
 
 class ApiClient:
-    """POSTs JSON to the local gateway and never raises on an error status."""
+    """POSTs JSON to the local gateway and never raises on an error status. With an `api_key`, every
+    request carries `Authorization: Bearer <api_key>` unless it sets that header itself."""
 
-    def __init__(self, base_url: str, *, timeout: float = 60.0) -> None:
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 60.0) -> None:
         self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
         self._timeout = timeout
         # Loopback only: ignore any proxy the environment configures.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -48,7 +50,10 @@ class ApiClient:
     def request(
         self, method: str, path: str, *, body: bytes | None = None, headers: Mapping[str, str] | None = None
     ) -> HttpResult:
-        request = urllib.request.Request(self.base_url + path, data=body, method=method, headers=dict(headers or {}))
+        sent = dict(headers or {})
+        if self.api_key is not None and not any(name.lower() == "authorization" for name in sent):
+            sent["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.base_url + path, data=body, method=method, headers=sent)
         try:
             with self._opener.open(request, timeout=self._timeout) as response:
                 return _result(response.status, dict(response.headers.items()), response.read())
@@ -58,10 +63,14 @@ class ApiClient:
             finally:
                 error.close()
 
-    def post(self, path: str, payload: object) -> HttpResult:
+    def post(self, path: str, payload: object, *, headers: Mapping[str, str] | None = None) -> HttpResult:
         """`payload` is sent as JSON; bytes are sent as they are (for malformed bodies)."""
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode("utf-8")
-        return self.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        return self.request("POST", path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+
+    def with_key(self, api_key: str | None) -> ApiClient:
+        """The same gateway, as another key's user (None: no Authorization header at all)."""
+        return ApiClient(self.base_url, api_key=api_key, timeout=self._timeout)
 
     def get(self, path: str) -> HttpResult:
         return self.request("GET", path)

@@ -52,7 +52,8 @@ def test_localstack_backend(request: pytest.FixtureRequest) -> None:
         )
         try:
             assert running.emulator is None, "the stack must use LocalStack, not start moto"
-            api = ApiClient(running.gateway_url)
+            issued = running.container.api_keys.issue(running.settings.owner)
+            api = ApiClient(running.gateway_url, api_key=issued.key)
             content = "Stored in LocalStack: the spare bike lock key is in the blue jar."
             stored = api.post("/memory", {"action": "store", "content": content, "metadata": {"k": "v"}})
             assert stored.status == 201, stored

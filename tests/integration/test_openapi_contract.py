@@ -285,6 +285,7 @@ class WindowWatchingChatModel:
 class Contract:
     url: str
     model: WindowWatchingChatModel
+    headers: dict[str, str]  # the run's API key (schemathesis's ignored_auth check also sends none and a bad one)
 
 
 def contract_container(stack: RunningStack, owner: str) -> Container:
@@ -303,6 +304,11 @@ def contract_container(stack: RunningStack, owner: str) -> Container:
     return container
 
 
+def key_header(stack: RunningStack, user_id: str) -> dict[str, str]:
+    """An Authorization header with a new API key of `user_id`: requests act for that user."""
+    return {"Authorization": f"Bearer {stack.container.api_keys.issue(user_id, 'openapi contract').key}"}
+
+
 def session_container(stack: RunningStack, owner: str) -> Container:
     """The session's composition root as it is (settings, models), for another owner."""
     container = Container(replace(stack.settings, owner=owner), chat_model=stack.container.chat_model)
@@ -315,7 +321,7 @@ def contract(stack: RunningStack) -> Iterator[Contract]:
     container = contract_container(stack, owner="openapi-contract")
     assert isinstance(container.chat_model, WindowWatchingChatModel)
     with serving(container):
-        yield Contract(stack.gateway_url, container.chat_model)
+        yield Contract(stack.gateway_url, container.chat_model, key_header(stack, "openapi-contract"))
 
 
 @pytest.fixture(scope="module")
@@ -406,6 +412,7 @@ def test_api_conforms_to_openapi(
         case.call_and_validate(
             base_url=contract.url,
             session=http,
+            headers=contract.headers,
             additional_checks=[event_stream_conforms, positive_refusals_are_documented],
         )
     except (FailureGroup, Exception) as exc:  # FailureGroup is a BaseExceptionGroup
@@ -453,12 +460,14 @@ def test_scores_are_cosines(stack: RunningStack, http: requests.Session) -> None
     for copies in (1, 2, 3):
         # An owner of its own each time: whether a score rounds above 1 depends on how many rows are
         # multiplied together; 2 and 3 identical memories do here.
-        with serving(session_container(stack, owner=f"cosine-{copies}-{os.getpid()}")):
+        owner = f"cosine-{copies}-{os.getpid()}"
+        auth = key_header(stack, owner)
+        with serving(session_container(stack, owner=owner)):
             for _ in range(copies):
-                stored = http.post(f"{base}/memory", json={"action": "store", "content": "0"})
+                stored = http.post(f"{base}/memory", json={"action": "store", "content": "0"}, headers=auth)
                 if stored.status_code != 201:
                     pytest.fail(f"store: {stored.status_code} {stored.text}")
-            found = http.post(f"{base}/search", json={"query": "0", "topK": copies})
+            found = http.post(f"{base}/search", json={"query": "0", "topK": copies}, headers=auth)
             if found.status_code != 200:
                 pytest.fail(f"search: {found.status_code} {found.text}")
             scores += [result["score"] for result in found.json()["results"]]
@@ -469,13 +478,19 @@ def test_scores_are_cosines(stack: RunningStack, http: requests.Session) -> None
 
 def test_chat_memories_fit_the_model_window(stack: RunningStack, http: requests.Session) -> None:
     """With the deployed settings (a 2048-token window, 256-token replies) and the session's model."""
-    container = session_container(stack, owner=f"window-{os.getpid()}")
+    owner = f"window-{os.getpid()}"
+    container = session_container(stack, owner=owner)
+    auth = key_header(stack, owner)
     note = "Miso is my cat; Miso likes tuna, naps in the sun and hates the vacuum cleaner. " * 30
     with serving(container):
         for index in range(3):
-            stored = http.post(f"{stack.gateway_url}/memory", json={"action": "store", "content": f"{index}. {note}"})
+            stored = http.post(
+                f"{stack.gateway_url}/memory", json={"action": "store", "content": f"{index}. {note}"}, headers=auth
+            )
             if stored.status_code != 201:
                 pytest.fail(f"store: {stored.status_code} {stored.text}")
         sizes = [container.chat_model.count_tokens(f"{index}. {note}") for index in range(3)]
-        reply = http.post(f"{stack.gateway_url}/chat", json={"message": "What does my cat like?", "topK": 3})
+        reply = http.post(
+            f"{stack.gateway_url}/chat", json={"message": "What does my cat like?", "topK": 3}, headers=auth
+        )
     assert reply.status_code == 200, (sizes, reply.status_code, reply.text)

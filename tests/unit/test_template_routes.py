@@ -28,6 +28,7 @@ def test_functions_are_python_312_on_arm64_with_the_designs_sizes() -> None:
         "handlers.chat.handler": (512, 30),
         "handlers.memory.handler": (1024, 60),
         "handlers.search.handler": (2048, 60),
+        "handlers.authorizer.handler": (256, 10),
     }
     assert all(p["Runtime"] == "python3.12" and p["Architectures"] == ["arm64"] for p in functions.values())
 
@@ -62,7 +63,7 @@ def test_roles_are_least_privilege() -> None:
         ]
         for name, spec in template.of_type("AWS::IAM::Role").items()
     }
-    assert set(statements) == {"ChatFunctionRole", "MemoryFunctionRole", "SearchFunctionRole"}
+    assert set(statements) == {"ChatFunctionRole", "MemoryFunctionRole", "SearchFunctionRole", "AuthorizerFunctionRole"}
     for role, granted in statements.items():
         for statement in granted:
             assert statement["Resource"] != "*", role

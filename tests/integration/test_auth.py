@@ -1,0 +1,261 @@
+"""Authentication over HTTP, through the local gateway (which runs handlers/authorizer.py the way API
+Gateway would, and caches its answers) against the emulator: keys that are missing, malformed,
+unknown or revoked; two users who must never reach each other's data; body fields that must not
+choose the user; and scripts/api_keys.py against the running stack."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pai_core.config import REPO_ROOT
+from pai_local.stack import RunningStack
+from tests.integration.support import ApiClient, HttpResult, RecordingChatModel, prompt_text, scan_all
+
+pytestmark = pytest.mark.integration
+
+PROTECTED = {
+    "/memory": {"action": "list"},
+    "/search": {"query": "anything at all"},
+    "/chat": {"message": "hello", "useMemory": False, "topK": 0},
+}
+
+
+def new_user(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def as_user(stack: RunningStack, api: ApiClient) -> Callable[[str], ApiClient]:
+    """A client with a new API key of the given user."""
+
+    def client(user_id: str) -> ApiClient:
+        return api.with_key(stack.container.api_keys.issue(user_id, "test_auth").key)
+
+    return client
+
+
+@pytest.fixture
+def uncached(stack: RunningStack) -> Iterator[None]:
+    """The gateway checks every key again, as with AuthCacheSeconds=0."""
+    stack.gateway.authorizer_cache.clear()
+    stack.gateway.authorizer_cache.ttl_override = 0
+    try:
+        yield
+    finally:
+        stack.gateway.authorizer_cache.ttl_override = None
+
+
+def assert_unauthorized(result: HttpResult) -> str:
+    assert result.status == 401, result
+    assert result.headers["content-type"].startswith("application/json")
+    assert result.headers["www-authenticate"] == 'Bearer realm="pai"'
+    assert set(result.json) == {"error"}
+    assert result.json["error"]["code"] == "unauthorized"
+    return str(result.json["error"]["message"])
+
+
+def stored_items(aws: Callable[[str], Any], stack: RunningStack) -> int:
+    dynamodb = aws("dynamodb")
+    return sum(len(scan_all(dynamodb, t)) for t in (stack.settings.knowledge_table, stack.settings.conversations_table))
+
+
+# -- refused keys ------------------------------------------------------------------------------------
+
+
+def test_health_needs_no_key(api: ApiClient) -> None:
+    result = api.with_key(None).get("/health")
+    assert (result.status, result.json) == (200, {"status": "ok"})
+
+
+@pytest.mark.parametrize("path", sorted(PROTECTED))
+def test_bad_keys_are_401s_before_anything_is_read_or_written(
+    path: str,
+    api: ApiClient,
+    stack: RunningStack,
+    aws: Callable[[str], Any],
+    chat_model: RecordingChatModel,
+    uncached: None,
+) -> None:
+    revoked = stack.container.api_keys.issue(new_user("revoked"))
+    stack.container.api_keys.revoke(revoked.info.key_id)
+    unknown = f"pai_{secrets.token_hex(8)}_{revoked.key.split('_', 2)[2]}"
+    anonymous = api.with_key(None)
+    items, prompts = stored_items(aws, stack), chat_model.prompt_count()
+    body = PROTECTED[path]
+
+    missing = assert_unauthorized(anonymous.post(path, body))
+    malformed = {
+        assert_unauthorized(anonymous.post(path, body, headers={"Authorization": header}))
+        for header in ("Bearer not-a-key", f"Basic {revoked.key}", revoked.key, "Bearer", f"Bearer {revoked.key}x")
+    }
+    refused = [
+        assert_unauthorized(anonymous.post(path, body, headers={"Authorization": f"Bearer {key}"}))
+        for key in (unknown, revoked.key)
+    ]
+
+    assert "API key" in missing
+    assert len(malformed) == 1
+    assert refused[0] == refused[1], "unknown and revoked keys must read the same"
+    assert stored_items(aws, stack) == items
+    assert chat_model.prompt_count() == prompts
+
+
+def test_a_revoked_key_works_until_the_cached_answer_expires(stack: RunningStack, as_user: Any) -> None:
+    client = as_user(new_user("revoking"))
+    assert client.post("/memory", {"action": "list"}).status == 200  # the gateway caches this answer
+    key_id = client.api_key.split("_")[1]  # type: ignore[union-attr]
+    assert stack.container.api_keys.revoke(key_id).revoked
+    assert client.post("/memory", {"action": "list"}).status == 200  # within AuthCacheSeconds
+    stack.gateway.authorizer_cache.clear()  # the TTL has passed
+    assert_unauthorized(client.post("/memory", {"action": "list"}))
+
+
+# -- two users ----------------------------------------------------------------------------------------
+
+
+def test_one_user_never_reaches_anothers_memories(as_user: Any) -> None:
+    alice, bob = as_user(new_user("alice")), as_user(new_user("bob"))
+    word = f"zanzibar{secrets.token_hex(3)}"
+    secret = f"Alice's locker code is 4471, filed under {word}."
+    stored = alice.post("/memory", {"action": "store", "content": secret, "category": "private"})
+    assert stored.status == 201, stored
+    alice_id = stored.json["id"]
+    nonexistent = alice_id[:-4] + ("0000" if not alice_id.endswith("0000") else "1111")
+
+    for action in ("retrieve", "delete"):
+        theirs = bob.post("/memory", {"action": action, "id": alice_id})
+        nobodys = bob.post("/memory", {"action": action, "id": nonexistent})
+        assert theirs.status == 404, theirs
+        assert (theirs.status, theirs.json) == (nobodys.status, nobodys.json)  # no hint that it exists
+
+    for listing in ({"action": "list"}, {"action": "list", "category": "private"}):
+        page = bob.post("/memory", listing)
+        assert page.status == 200
+        assert alice_id not in {item["id"] for item in page.json["items"]}
+    found = bob.post("/search", {"query": word, "topK": 50})
+    assert found.status == 200
+    assert all(word not in hit["content"] for hit in found.json["results"])
+
+    still = alice.post("/memory", {"action": "retrieve", "id": alice_id})  # bob's delete did nothing
+    assert (still.status, still.json["content"]) == (200, secret)
+    assert alice_id in {hit["id"] for hit in alice.post("/search", {"query": word}).json["results"]}
+
+
+def test_one_user_never_chats_over_anothers_memories_or_session(as_user: Any, chat_model: RecordingChatModel) -> None:
+    alice, bob = as_user(new_user("alice")), as_user(new_user("bob"))
+    word = f"quokka{secrets.token_hex(3)}"
+    fact = f"My {word} is called Biscuit."
+    stored = alice.post("/memory", {"action": "store", "content": fact})
+    session = f"shared-{secrets.token_hex(6)}"
+    said = alice.post("/chat", {"message": f"Remember: {fact}", "sessionId": session, "useMemory": False})
+    assert (stored.status, said.status) == (201, 200), (stored, said)
+
+    asked = bob.post("/chat", {"message": f"What is my {word} called?", "sessionId": session, "topK": 20})
+
+    assert asked.status == 200, asked
+    assert asked.json["sessionId"] == session  # the same id, but bob's own conversation
+    assert stored.json["id"] not in {source["id"] for source in asked.json["sources"]}
+    prompt = prompt_text(chat_model.last_prompt)
+    assert "Biscuit" not in prompt and "Remember:" not in prompt
+
+
+def test_body_fields_cannot_choose_the_user(stack: RunningStack, as_user: Any, aws: Callable[[str], Any]) -> None:
+    alice_id, bob_id = new_user("alice"), new_user("bob")
+    alice, bob = as_user(alice_id), as_user(bob_id)
+    spoof = {"userId": bob_id, "owner": bob_id, "user": bob_id, "ttl": 1}
+    stored = alice.post("/memory", {"action": "store", "content": "whose is this?", **spoof})
+    assert stored.status == 201, stored
+    memory_id = stored.json["id"]
+
+    assert bob.post("/memory", {"action": "retrieve", "id": memory_id, **spoof}).status == 404
+    assert alice.post("/memory", {"action": "retrieve", "id": memory_id}).status == 200
+    assert bob.post("/memory", {"action": "list", "owner": alice_id, "userId": alice_id}).json["items"] == []
+    raw = aws("dynamodb").get_item(
+        TableName=stack.settings.knowledge_table, Key={"owner": {"S": alice_id}, "id": {"S": memory_id}}
+    )
+    assert "Item" in raw and "ttl" not in raw["Item"]
+    nothing_for_bob = aws("dynamodb").get_item(
+        TableName=stack.settings.knowledge_table, Key={"owner": {"S": bob_id}, "id": {"S": memory_id}}
+    )
+    assert "Item" not in nothing_for_bob
+
+    session = f"spoof-{secrets.token_hex(6)}"
+    chatted = alice.post("/chat", {"message": "hi", "sessionId": session, "useMemory": False, **spoof})
+    assert chatted.status == 200, chatted
+    turns = aws("dynamodb").query(
+        TableName=stack.settings.conversations_table,
+        KeyConditionExpression="sessionId = :s",
+        ExpressionAttributeValues={":s": {"S": f"{alice_id}#{session}"}},
+    )["Items"]
+    assert turns, "alice's turn is stored under alice"
+    for spoofed in (f"{bob_id}#{session}", session):
+        assert not aws("dynamodb").query(
+            TableName=stack.settings.conversations_table,
+            KeyConditionExpression="sessionId = :s",
+            ExpressionAttributeValues={":s": {"S": spoofed}},
+        )["Items"]
+
+
+# -- scripts/api_keys.py ---------------------------------------------------------------------------------
+
+
+def run_keys_script(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": stack.settings.region,
+    }
+    command, *rest = args
+    common = ["--env", stack.settings.env, "--endpoint-url", stack.endpoint_url]
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "api_keys.py"), command, *common, *rest],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_the_keys_script_creates_lists_and_revokes(stack: RunningStack, api: ApiClient, uncached: None) -> None:
+    user = new_user("scripted")
+    created = run_keys_script(stack, "create", "--user", user, "--label", "ci laptop")
+    assert created.returncode == 0, created.stderr
+    (key,) = re.findall(r"^pai_[0-9a-f]{16}_\S+$", created.stdout, flags=re.MULTILINE)
+    key_id = key.split("_")[1]
+    client = api.with_key(key)
+    assert client.post("/memory", {"action": "store", "content": "made with a scripted key"}).status == 201
+    assert stack.container.api_keys.identify(f"Bearer {key}").user_id == user
+
+    mine = run_keys_script(stack, "list", "--user", user)
+    assert mine.returncode == 0, mine.stderr
+    (line,) = [line for line in mine.stdout.splitlines() if line.startswith(key_id)]
+    assert user in line and "active" in line and "ci laptop" in line
+    assert key not in mine.stdout and key.split("_", 2)[2] not in mine.stdout
+    everyone = run_keys_script(stack, "list")
+    assert everyone.returncode == 0, everyone.stderr
+    assert key_id in everyone.stdout
+
+    revoked = run_keys_script(stack, "revoke", key_id)
+    assert revoked.returncode == 0, revoked.stderr
+    assert_unauthorized(client.post("/memory", {"action": "list"}))
+    after = run_keys_script(stack, "list", "--user", user)
+    (line,) = [line for line in after.stdout.splitlines() if line.startswith(key_id)]
+    assert "revoked" in line  # still listed
+
+    unknown = run_keys_script(stack, "revoke", "0" * 16)
+    assert unknown.returncode == 1
+    assert "no such API key" in unknown.stderr
+    bad_user = run_keys_script(stack, "create", "--user", "a#b")
+    assert bad_user.returncode == 1
+    assert "user id" in bad_user.stderr
