@@ -200,6 +200,7 @@ class Container:
             self.conversation_repository,
             self.keyring,
             snapshots=self.snapshot_store,
+            credentials=self.api_keys,
             on_forgotten=self._drop_from_search_index,
         )
 

@@ -434,6 +434,10 @@ class LocalGateway:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
+    def clear_authorizer_cache(self) -> None:
+        """Forget every cached authorizer answer, as if their TTL had passed (a revocation shows at once)."""
+        self.authorizer_cache.clear()
+
     def start(self) -> str:
         self._thread = threading.Thread(target=self._server.serve_forever, name="pai-gateway", daemon=True)
         self._thread.start()

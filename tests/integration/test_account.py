@@ -17,6 +17,7 @@ from pai_core.crypto import KeyMaterialDestroyed, RecordContext
 from pai_core.models import Turn
 from pai_local.stack import RunningStack
 from scripts import users
+from tests.integration.support import ApiClient
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +101,38 @@ def test_the_admin_script_exports_rotates_and_forgets(stack: RunningStack, tmp_p
     assert users.main(["forget", *common]) == 2  # not without --yes
     assert users.main(["forget", *common, "--yes"]) == 0
     assert Container(stack.settings).account.export(user).memories == []
+
+
+def test_a_user_exports_and_forgets_their_account_over_http(
+    stack: RunningStack, api: ApiClient, aws: Callable[[str], Any]
+) -> None:
+    user, other = new_user(), new_user()
+    me = api.with_key(stack.container.api_keys.issue(user, "account test").key)
+    them = api.with_key(stack.container.api_keys.issue(other, "account test").key)
+    mine = me.post("/memory", {"action": "store", "content": "my passport number is X123", "metadata": {"k": 1}})
+    theirs = them.post("/memory", {"action": "store", "content": "their secret"})
+    assert mine.status == theirs.status == 201
+    assert me.post("/chat", {"message": "hello", "sessionId": "s1", "useMemory": False}).status == 200
+
+    exported = me.post("/account", {"action": "export"})
+    assert exported.status == 200, exported
+    assert exported.json["userId"] == user
+    assert [(m["id"], m["content"], m["metadata"]) for m in exported.json["memories"]] == [
+        (mine.json["id"], "my passport number is X123", {"k": 1})
+    ]
+    assert [(t["sessionId"], t["role"]) for t in exported.json["conversations"]] == [
+        ("s1", "user"),
+        ("s1", "assistant"),
+    ]
+
+    refused = me.post("/account", {"action": "forget"})
+    assert refused.status == 400 and refused.json["error"]["field"] == "confirm"
+    forgotten = me.post("/account", {"action": "forget", "confirm": "forget everything"})
+    assert forgotten.status == 200, forgotten
+    assert forgotten.json["deleted"]["memories"] == 1
+    assert forgotten.json["deleted"]["conversationTurns"] == 2
+    assert forgotten.json["deleted"]["apiKeys"] == 1
+    assert items_of(aws, stack, user) == {key: 0 for key in items_of(aws, stack, user)}
+    stack.gateway.clear_authorizer_cache()
+    assert me.post("/memory", {"action": "list"}).status == 401  # the key went with the account
+    assert them.post("/memory", {"action": "retrieve", "id": theirs.json["id"]}).json["content"] == "their secret"

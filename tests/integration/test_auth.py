@@ -11,13 +11,22 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from pai_core.config import REPO_ROOT
+from pai_core.errors import Conflict, NotFound
 from pai_local.stack import RunningStack
-from tests.integration.support import ApiClient, HttpResult, RecordingChatModel, prompt_text, scan_all
+from tests.integration.support import (
+    ApiClient,
+    HttpResult,
+    RecordingChatModel,
+    find_plaintext,
+    prompt_text,
+    scan_all,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +42,7 @@ def new_user(prefix: str) -> str:
 
 
 @pytest.fixture
-def as_user(stack: RunningStack, api: ApiClient) -> Callable[[str], ApiClient]:
+def user_client(stack: RunningStack, api: ApiClient) -> Callable[[str], ApiClient]:
     """A client with a new API key of the given user."""
 
     def client(user_id: str) -> ApiClient:
@@ -45,7 +54,7 @@ def as_user(stack: RunningStack, api: ApiClient) -> Callable[[str], ApiClient]:
 @pytest.fixture
 def uncached(stack: RunningStack) -> Iterator[None]:
     """The gateway checks every key again, as with AuthCacheSeconds=0."""
-    stack.gateway.authorizer_cache.clear()
+    stack.gateway.clear_authorizer_cache()
     stack.gateway.authorizer_cache.ttl_override = 0
     try:
         yield
@@ -108,21 +117,21 @@ def test_bad_keys_are_401s_before_anything_is_read_or_written(
     assert chat_model.prompt_count() == prompts
 
 
-def test_a_revoked_key_works_until_the_cached_answer_expires(stack: RunningStack, as_user: Any) -> None:
-    client = as_user(new_user("revoking"))
+def test_a_revoked_key_works_until_the_cached_answer_expires(stack: RunningStack, user_client: Any) -> None:
+    client = user_client(new_user("revoking"))
     assert client.post("/memory", {"action": "list"}).status == 200  # the gateway caches this answer
     key_id = client.api_key.split("_")[1]  # type: ignore[union-attr]
     assert stack.container.api_keys.revoke(key_id).revoked
     assert client.post("/memory", {"action": "list"}).status == 200  # within AuthCacheSeconds
-    stack.gateway.authorizer_cache.clear()  # the TTL has passed
+    stack.gateway.clear_authorizer_cache()  # the TTL has passed
     assert_unauthorized(client.post("/memory", {"action": "list"}))
 
 
 # -- two users ----------------------------------------------------------------------------------------
 
 
-def test_one_user_never_reaches_anothers_memories(as_user: Any) -> None:
-    alice, bob = as_user(new_user("alice")), as_user(new_user("bob"))
+def test_one_user_never_reaches_anothers_memories(user_client: Any) -> None:
+    alice, bob = user_client(new_user("alice")), user_client(new_user("bob"))
     word = f"zanzibar{secrets.token_hex(3)}"
     secret = f"Alice's locker code is 4471, filed under {word}."
     stored = alice.post("/memory", {"action": "store", "content": secret, "category": "private"})
@@ -149,8 +158,10 @@ def test_one_user_never_reaches_anothers_memories(as_user: Any) -> None:
     assert alice_id in {hit["id"] for hit in alice.post("/search", {"query": word}).json["results"]}
 
 
-def test_one_user_never_chats_over_anothers_memories_or_session(as_user: Any, chat_model: RecordingChatModel) -> None:
-    alice, bob = as_user(new_user("alice")), as_user(new_user("bob"))
+def test_one_user_never_chats_over_anothers_memories_or_session(
+    user_client: Any, chat_model: RecordingChatModel
+) -> None:
+    alice, bob = user_client(new_user("alice")), user_client(new_user("bob"))
     word = f"quokka{secrets.token_hex(3)}"
     fact = f"My {word} is called Biscuit."
     stored = alice.post("/memory", {"action": "store", "content": fact})
@@ -167,9 +178,30 @@ def test_one_user_never_chats_over_anothers_memories_or_session(as_user: Any, ch
     assert "Biscuit" not in prompt and "Remember:" not in prompt
 
 
-def test_body_fields_cannot_choose_the_user(stack: RunningStack, as_user: Any, aws: Callable[[str], Any]) -> None:
+def test_users_stay_apart_when_their_requests_overlap(user_client: Any) -> None:
+    """Requests of different users resolved at the same moment in one process (the local gateway
+    is threaded; Powertools keeps the current event in shared state) still act each for its own."""
+    users = {name: user_client(new_user(name)) for name in ("alice", "bob", "carol", "dave")}
+    category = f"overlap{secrets.token_hex(3)}"
+
+    def session(name: str) -> list[str]:
+        client = users[name]
+        for index in range(6):
+            stored = client.post("/memory", {"action": "store", "content": f"{name} {index}", "category": category})
+            assert stored.status == 201, stored
+        page = client.post("/memory", {"action": "list", "category": category, "limit": 100})
+        assert page.status == 200, page
+        return [item["content"] for item in page.json["items"]]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        listed = dict(zip(users, pool.map(session, list(users)), strict=True))
+    for name, contents in listed.items():
+        assert sorted(contents) == sorted(f"{name} {index}" for index in range(6)), name
+
+
+def test_body_fields_cannot_choose_the_user(stack: RunningStack, user_client: Any, aws: Callable[[str], Any]) -> None:
     alice_id, bob_id = new_user("alice"), new_user("bob")
-    alice, bob = as_user(alice_id), as_user(bob_id)
+    alice, bob = user_client(alice_id), user_client(bob_id)
     spoof = {"userId": bob_id, "owner": bob_id, "user": bob_id, "ttl": 1}
     stored = alice.post("/memory", {"action": "store", "content": "whose is this?", **spoof})
     assert stored.status == 201, stored
@@ -259,3 +291,38 @@ def test_the_keys_script_creates_lists_and_revokes(stack: RunningStack, api: Api
     bad_user = run_keys_script(stack, "create", "--user", "a#b")
     assert bad_user.returncode == 1
     assert "user id" in bad_user.stderr
+
+
+# -- the keys table itself ---------------------------------------------------------------------------------
+
+
+def test_the_keys_table_keeps_digests_only_and_refuses_a_taken_id(
+    stack: RunningStack, aws: Callable[[str], Any]
+) -> None:
+    keys = stack.container.api_keys
+    user = new_user("table")
+    issued = keys.issue(user, "raw")
+    again = keys.register(issued.key, user, "raw")  # what `make run` does at every start
+    assert again.key_id == issued.info.key_id
+    with pytest.raises(Conflict):
+        keys.register(issued.key, new_user("other"))
+
+    item = aws("dynamodb").get_item(
+        TableName=stack.settings.api_keys_table, Key={"keyId": {"S": issued.info.key_id}}, ConsistentRead=True
+    )["Item"]
+    assert set(item) == {"keyId", "userId", "digest", "label", "createdAt"}
+    assert not find_plaintext(item, [issued.key.split("_", 2)[2]])
+    indexed = aws("dynamodb").query(
+        TableName=stack.settings.api_keys_table,
+        IndexName="user-index",
+        KeyConditionExpression="userId = :u",
+        ExpressionAttributeValues={":u": {"S": user}},
+    )["Items"]
+    assert [set(i) for i in indexed] == [{"keyId", "userId", "label", "createdAt"}]  # no digest in the index
+
+    assert [info.key_id for info in keys.list_keys(user)] == [issued.info.key_id]
+    revoked = keys.revoke(issued.info.key_id)
+    assert revoked.revoked and keys.list_keys(user)[0].revoked_at == revoked.revoked_at
+    assert keys.revoke_all(user) == 0
+    with pytest.raises(NotFound):
+        keys.revoke("0" * 16)

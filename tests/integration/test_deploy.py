@@ -120,7 +120,12 @@ def test_deploy_then_destroy_leaves_nothing(moto_endpoint: str, built_bundle: Pa
     stack = client("cloudformation").describe_stacks(StackName=f"pai-{ENV}")["Stacks"][0]
     assert stack["StackStatus"].endswith("_COMPLETE")
     functions = {f["FunctionName"]: f for f in client("lambda").list_functions()["Functions"]}
-    expected = {f"pai-chat-{ENV}": 512, f"pai-memory-{ENV}": 1024, f"pai-search-{ENV}": 2048}
+    expected = {
+        f"pai-chat-{ENV}": 512,
+        f"pai-memory-{ENV}": 1024,
+        f"pai-search-{ENV}": 2048,
+        f"pai-authorizer-{ENV}": 256,
+    }
     assert {name: functions[name]["MemorySize"] for name in expected} == expected
     # moto's CloudFormation drops Architectures and Layers; test_template_routes checks them in the template.
     assert {functions[name]["Runtime"] for name in expected} == {"python3.12"}
@@ -143,7 +148,7 @@ def test_deploy_then_destroy_leaves_nothing(moto_endpoint: str, built_bundle: Pa
     # The local harness provisions from the same template: the same tables, whatever created them.
     local_env = f"{ENV}local"
     provision(Template.load(Env=local_env), boto3.session.Session(region_name="us-east-1"), endpoint_url=moto_endpoint)
-    for table in ("conversations", "knowledge"):
+    for table in ("conversations", "knowledge", "api-keys"):
         from_stack = normalized_table(client("dynamodb").describe_table(TableName=f"pai-{table}-{ENV}"))
         from_harness = normalized_table(client("dynamodb").describe_table(TableName=f"pai-{table}-{local_env}"))
         # moto's CloudFormation drops SSESpecification: that part is checked against the template below.

@@ -17,12 +17,13 @@ regression test at the end."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from pai_core.bootstrap import Container, get_container, set_container
 from pai_core.errors import UpstreamUnavailable
 from pai_core.models import ChatMessage, Completion, TextDelta
 from pai_core.ports import ChatModel
+from pai_core.requests import FORGET_CONFIRMATION
 from pai_local.stack import RunningStack
 from pai_local.template import Template
 
@@ -97,7 +99,7 @@ def test_spec_is_a_valid_openapi_document() -> None:
     assert document["openapi"] == "3.0.3"
     # schemathesis reads every operation of it without error.
     operations = [result.ok().label for result in schemathesis.openapi.from_path(SPEC_PATH).get_all_operations()]
-    assert sorted(operations) == ["GET /health", "POST /chat", "POST /memory", "POST /search"]
+    assert sorted(operations) == ["GET /health", "POST /account", "POST /chat", "POST /memory", "POST /search"]
 
 
 def test_spec_operations_are_the_template_routes() -> None:
@@ -107,6 +109,25 @@ def test_spec_operations_are_the_template_routes() -> None:
     }
     routed = {(route.method, route.path) for route in Template.load(Env="dev").routes()}
     assert documented == routed
+
+
+def test_spec_requires_the_api_key_everywhere_but_health() -> None:
+    document = load_spec()
+    assert document["components"]["securitySchemes"]["apiKey"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": document["components"]["securitySchemes"]["apiKey"]["description"],
+    }
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            security = operation.get("security", document["security"])
+            if (method, path) == ("get", "/health"):
+                assert security == [] and "401" not in operation["responses"]
+            else:
+                assert security == [{"apiKey": []}], (method, path)
+                assert operation["responses"]["401"] == {"$ref": "#/components/responses/Unauthorized"}, (method, path)
 
 
 def test_spec_limits_are_the_ones_the_api_enforces() -> None:
@@ -286,6 +307,7 @@ class Contract:
     url: str
     model: WindowWatchingChatModel
     headers: dict[str, str]  # the run's API key (schemathesis's ignored_auth check also sends none and a bad one)
+    throwaway_headers: Callable[[], dict[str, str]]  # a new user's key, for a case that forgets its user
 
 
 def contract_container(stack: RunningStack, owner: str) -> Container:
@@ -321,7 +343,13 @@ def contract(stack: RunningStack) -> Iterator[Contract]:
     container = contract_container(stack, owner="openapi-contract")
     assert isinstance(container.chat_model, WindowWatchingChatModel)
     with serving(container):
-        yield Contract(stack.gateway_url, container.chat_model, key_header(stack, "openapi-contract"))
+        throwaways = itertools.count()
+        yield Contract(
+            stack.gateway_url,
+            container.chat_model,
+            key_header(stack, "openapi-contract"),
+            lambda: key_header(stack, f"openapi-forget-{next(throwaways)}"),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -407,12 +435,15 @@ def test_api_conforms_to_openapi(
     case: schemathesis.Case, contract: Contract, http: requests.Session, tally: Tally
 ) -> None:
     tally.record(case)
+    headers = contract.headers
+    if forgets_its_user(case):  # a valid forget revokes the key it ran with: the run's own must live on
+        headers = contract.throwaway_headers()
     started = time.perf_counter()
     try:
         case.call_and_validate(
             base_url=contract.url,
             session=http,
-            headers=contract.headers,
+            headers=headers,
             additional_checks=[event_stream_conforms, positive_refusals_are_documented],
         )
     except (FailureGroup, Exception) as exc:  # FailureGroup is a BaseExceptionGroup
@@ -422,6 +453,16 @@ def test_api_conforms_to_openapi(
         tally.timed(case, time.perf_counter() - started)
 
 
+def forgets_its_user(case: schemathesis.Case) -> bool:
+    body = case.body
+    return (
+        case.operation.label == "POST /account"
+        and isinstance(body, dict)
+        and body.get("action") == "forget"
+        and body.get("confirm") == FORGET_CONFIRMATION
+    )
+
+
 # -- known failures, kept visible ------------------------------------------------------------------
 
 # schemathesis's coverage phase also sends each path the methods it does not declare and expects
@@ -429,7 +470,7 @@ def test_api_conforms_to_openapi(
 # those probes out (`unexpected-methods = []`); this test sends the same ones and fails until the
 # gateway answers them that way.
 PROBED_METHODS = ("GET", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "TRACE", "QUERY")
-ROUTES = {"/memory": "POST", "/search": "POST", "/chat": "POST", "/health": "GET"}
+ROUTES = {"/memory": "POST", "/search": "POST", "/chat": "POST", "/account": "POST", "/health": "GET"}
 
 
 @pytest.mark.parametrize(
