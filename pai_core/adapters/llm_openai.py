@@ -4,6 +4,8 @@ Studio) as the chat model, through the official `openai` client."""
 from __future__ import annotations
 
 import math
+import random
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -11,12 +13,16 @@ from typing import Any
 import openai
 
 from pai_core.adapters.token_estimate import estimate_tokens
-from pai_core.deadline import remaining_seconds
+from pai_core.deadline import ensure_time_for, has_time_for
 from pai_core.errors import UpstreamInvalidResponse, UpstreamUnavailable
 from pai_core.models import ChatMessage, Completion, TextDelta, Usage
 
-# The client waits up to 8 s between attempts, or what a Retry-After header asks for up to two minutes.
-LONGEST_RETRY_WAIT_SECONDS = 120.0
+# Waits between attempts, as the openai client's own: 0.5 s doubling up to 8 s, less up to 25% jitter.
+FIRST_RETRY_WAIT_SECONDS = 0.5
+LONGEST_BACKOFF_SECONDS = 8.0
+# A longer Retry-After is passed on to our caller (with the 503) rather than waited out here.
+LONGEST_ASKED_WAIT_SECONDS = 60.0
+_RETRYABLE_STATUS = {408, 409, 429}
 
 
 class OpenAiChatModel:
@@ -30,13 +36,14 @@ class OpenAiChatModel:
         timeout_seconds: float,
         max_attempts: int,
         temperature: float = 0.3,
+        http_client: Any = None,
     ) -> None:
-        # The client retries connection errors, 408/409/429 and 5xx with exponential backoff and
-        # jitter (honouring Retry-After); max_retries counts retries, not attempts.
-        self._max_retries = max(max_attempts - 1, 0)
+        # Retries are made here, not by the client: the client would honour a Retry-After of up to
+        # two minutes, far past any function's timeout (see _create).
+        self._max_attempts = max(max_attempts, 1)
         self._timeout_seconds = timeout_seconds
         self._client = openai.OpenAI(
-            base_url=base_url, api_key=api_key, timeout=timeout_seconds, max_retries=self._max_retries
+            base_url=base_url, api_key=api_key, timeout=timeout_seconds, max_retries=0, http_client=http_client
         )
         self.name = model
         self.context_tokens = context_tokens
@@ -45,18 +52,24 @@ class OpenAiChatModel:
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
 
-    def _client_within_deadline(self) -> openai.OpenAI:
-        """The client, making no more attempts than the request's deadline has room for
-        (pai_core.deadline): none when not even one fits, no retry whose wait could overrun it."""
-        remaining = remaining_seconds()
-        if remaining is None:
-            return self._client
-        if remaining < self._timeout_seconds:
-            raise UpstreamUnavailable("not enough time left in this request for a model call")
-        retries = self._max_retries
-        while retries and (retries + 1) * self._timeout_seconds + retries * LONGEST_RETRY_WAIT_SECONDS > remaining:
-            retries -= 1
-        return self._client if retries == self._max_retries else self._client.with_options(max_retries=retries)
+    def _create(self, **request: Any) -> Any:
+        """One chat completions call. Connection errors, timeouts, 408/409/429 and 5xx are retried
+        after an exponential backoff with jitter (or the Retry-After asked for), up to the configured
+        attempts, and only while the wait and a whole attempt fit the request's deadline
+        (pai_core.deadline); otherwise the last failure stands, with its Retry-After."""
+        attempt = 1
+        while True:
+            ensure_time_for(self._timeout_seconds, "a model call")
+            try:
+                return self._client.chat.completions.create(**request)
+            except openai.APIError as exc:
+                if attempt >= self._max_attempts or not _retryable(exc):
+                    raise
+                wait = _wait_before_retry(attempt, exc)
+                if wait > LONGEST_ASKED_WAIT_SECONDS or not has_time_for(wait + self._timeout_seconds):
+                    raise
+            time.sleep(wait)
+            attempt += 1
 
     def _request(self, messages: Sequence[ChatMessage], max_tokens: int) -> dict[str, Any]:
         return {
@@ -68,7 +81,7 @@ class OpenAiChatModel:
 
     def complete(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Completion:
         with _translated_errors():
-            response = self._client_within_deadline().chat.completions.create(**self._request(messages, max_tokens))
+            response = self._create(**self._request(messages, max_tokens))
         try:
             text = (response.choices[0].message.content or "").strip()
         except (AttributeError, IndexError, TypeError) as exc:
@@ -84,7 +97,8 @@ class OpenAiChatModel:
         usage: Any = None
         model = self.name
         with _translated_errors():
-            chunks = self._client_within_deadline().chat.completions.create(
+            # Only opening the stream is retried: once a piece of the reply is out, it stands.
+            chunks = self._create(
                 **self._request(messages, max_tokens), stream=True, stream_options={"include_usage": True}
             )
             for chunk in chunks:
@@ -118,6 +132,24 @@ def _translated_errors() -> Iterator[None]:
         raise UpstreamInvalidResponse(f"the model endpoint refused the request ({exc.status_code})") from exc
     except openai.APIError as exc:  # a response it could not parse, a stream that broke off
         raise UpstreamInvalidResponse("the model endpoint answered with something unusable") from exc
+
+
+def _retryable(exc: openai.APIError) -> bool:
+    if isinstance(exc, openai.APIConnectionError):  # includes timeouts
+        return True
+    return isinstance(exc, openai.APIStatusError) and (exc.status_code in _RETRYABLE_STATUS or exc.status_code >= 500)
+
+
+def _wait_before_retry(attempt: int, exc: openai.APIError) -> float:
+    if isinstance(exc, openai.APIStatusError):
+        try:
+            asked = float(exc.response.headers.get("retry-after", ""))
+        except ValueError:
+            asked = math.nan
+        if math.isfinite(asked) and asked > 0:
+            return asked
+    backoff = min(FIRST_RETRY_WAIT_SECONDS * 2.0 ** (attempt - 1), LONGEST_BACKOFF_SECONDS)
+    return backoff * (1 - 0.25 * random.random())
 
 
 def _retry_after(exc: openai.APIStatusError) -> int:

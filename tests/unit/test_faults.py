@@ -26,6 +26,7 @@ from typing import Any
 
 import boto3
 import botocore.endpoint
+import httpx2
 import numpy as np
 import pytest
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
@@ -42,6 +43,7 @@ import handlers.chat
 import handlers.memory
 import pai_core.deadline
 from handlers._http import RESPONSE_MARGIN_SECONDS
+from pai_core.adapters import llm_openai
 from pai_core.adapters.aws_deadline import (
     MAX_BACKOFF_SECONDS,
     RETRY_AFTER_EXTRA_SECONDS,
@@ -55,14 +57,14 @@ from pai_core.adapters.aws_deadline import (
 from pai_core.adapters.dynamodb import DynamoConversationRepository, DynamoMemoryRepository
 from pai_core.adapters.dynamodb_usage import DynamoUsageCounters
 from pai_core.adapters.kms import KmsKeyService
-from pai_core.adapters.llm_openai import LONGEST_RETRY_WAIT_SECONDS, OpenAiChatModel
+from pai_core.adapters.llm_openai import FIRST_RETRY_WAIT_SECONDS, LONGEST_ASKED_WAIT_SECONDS, OpenAiChatModel
 from pai_core.adapters.s3 import S3SnapshotStore
 from pai_core.bootstrap import AWS_CLIENT_CONFIG, set_container
 from pai_core.config import Settings
 from pai_core.deadline import request_deadline
 from pai_core.errors import Conflict, UpstreamUnavailable
 from pai_core.ids import MemoryIds
-from pai_core.models import Memory, Turn
+from pai_core.models import ChatMessage, Memory, Turn
 from pai_local.template import Template
 from tests.fakes import FakeContainer, FakeLambdaContext, as_user
 
@@ -701,14 +703,93 @@ def test_a_request_that_starts_late_answers_503_inside_its_time(
     assert deadline_clock.now <= 10
 
 
-def test_the_openai_client_makes_no_attempt_or_retry_that_could_overrun_the_deadline() -> None:
-    model = OpenAiChatModel(
-        base_url="http://llm.test/v1", api_key="k", model="m", context_tokens=2048, timeout_seconds=12, max_attempts=2
+# -- the OpenAI-compatible provider (its own retries, bounded the same way) ------------------------
+
+COMPLETION = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 0,
+    "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello."}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+}
+
+
+class ModelEndpoint:
+    """An OpenAI-compatible endpoint as an httpx transport: scripted answers, counted requests."""
+
+    def __init__(self, *answers: tuple[int, dict[str, str]]) -> None:
+        self.answers = list(answers)
+        self.requests = 0
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests += 1
+        status, headers = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        body = COMPLETION if status == 200 else {"error": {"message": "injected", "type": "server_error"}}
+        return httpx2.Response(status, json=body, headers=headers)
+
+
+@pytest.fixture
+def model_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    waits: list[float] = []
+    monkeypatch.setattr(llm_openai, "time", SimpleNamespace(sleep=waits.append))
+    return waits
+
+
+def openai_model(endpoint: ModelEndpoint) -> OpenAiChatModel:
+    return OpenAiChatModel(
+        base_url="http://llm.test/v1",
+        api_key="k",
+        model="m",
+        context_tokens=2048,
+        timeout_seconds=12,
+        max_attempts=2,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(endpoint)),
     )
-    assert model._client_within_deadline().max_retries == 1  # no deadline: as configured
-    with request_deadline(2 * 12 + LONGEST_RETRY_WAIT_SECONDS + 1):
-        assert model._client_within_deadline().max_retries == 1
-    with request_deadline(29):
-        assert model._client_within_deadline().max_retries == 0  # one attempt fits, a retry might not
-    with request_deadline(11), pytest.raises(UpstreamUnavailable):
-        model._client_within_deadline()
+
+
+MESSAGES = [ChatMessage(role="user", content="hi")]
+STILL = 0.0  # a deadline clock that does not move: only what is left at the start matters
+
+
+def test_the_model_endpoint_is_retried_after_a_jittered_backoff(model_waits: list[float]) -> None:
+    endpoint = ModelEndpoint((500, {}), (200, {}))
+    assert openai_model(endpoint).complete(MESSAGES, max_tokens=8).text == "Hello."
+    assert endpoint.requests == 2
+    (wait,) = model_waits
+    assert 0.375 <= wait <= FIRST_RETRY_WAIT_SECONDS
+
+
+def test_the_model_endpoint_gets_its_configured_attempts_then_a_503(model_waits: list[float]) -> None:
+    endpoint = ModelEndpoint((503, {}))
+    with pytest.raises(UpstreamUnavailable):
+        openai_model(endpoint).complete(MESSAGES, max_tokens=8)
+    assert endpoint.requests == 2
+
+
+@pytest.mark.parametrize(
+    ("left", "answer", "requests"),
+    [
+        pytest.param(29.0, (500, {}), 2, id="a retry fits"),
+        pytest.param(12.2, (500, {}), 1, id="a retry would not fit"),
+        pytest.param(29.0, (429, {"retry-after": "20"}), 1, id="the wait asked for would not fit"),
+        pytest.param(11.0, (200, {}), 0, id="not even one attempt fits"),
+    ],
+)
+def test_the_model_endpoint_is_only_tried_while_the_deadline_has_room(
+    model_waits: list[float], left: float, answer: tuple[int, dict[str, str]], requests: int
+) -> None:
+    endpoint = ModelEndpoint(answer)
+    with request_deadline(left, clock=lambda: STILL), pytest.raises(UpstreamUnavailable) as caught:
+        openai_model(endpoint).complete(MESSAGES, max_tokens=8)
+    assert endpoint.requests == requests
+    if answer[0] == 429:
+        assert caught.value.retry_after_seconds == 20  # passed on to the caller instead of waited out
+
+
+def test_a_long_retry_after_is_passed_on_rather_than_waited_out(model_waits: list[float]) -> None:
+    endpoint = ModelEndpoint((429, {"retry-after": str(int(LONGEST_ASKED_WAIT_SECONDS) + 1)}))
+    with pytest.raises(UpstreamUnavailable) as caught:
+        openai_model(endpoint).complete(MESSAGES, max_tokens=8)  # no deadline at all
+    assert (endpoint.requests, model_waits) == (1, [])
+    assert caught.value.retry_after_seconds == LONGEST_ASKED_WAIT_SECONDS + 1
