@@ -25,12 +25,12 @@ from pai_core.adapters.s3 import S3SnapshotStore
 from pai_core.auth import ApiKeys
 from pai_core.config import Settings
 from pai_core.crypto import BranchKeyring, EnvelopeCipher, KeyringPolicy
-from pai_core.embedding import OnnxEmbedder
 from pai_core.limits import UsageLimits
 from pai_core.search import AnnSettings, DesignScanSearch, IndexPolicy, LiveMemoryIndex
 from pai_core.services import AccountService, ChatService, MemoryService
 
 if TYPE_CHECKING:
+    from pai_core.embedding import OnnxEmbedder
     from pai_core.ports import ChatModel
 
 # One call is bounded: botocore retries throttling and 5xx with exponential backoff and jitter
@@ -83,6 +83,10 @@ class Container:
 
     @cached_property
     def embedder(self) -> OnnxEmbedder:
+        # Imported here: onnxruntime is most of an import of this module, and the authorizer and
+        # the scripts never embed anything.
+        from pai_core.embedding import OnnxEmbedder
+
         return OnnxEmbedder(self.settings.embedding_model_dir)
 
     @cached_property
