@@ -19,8 +19,10 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from handlers._http import RESPONSE_MARGIN_SECONDS
 from pai_core.auth import ApiKeyRejected, AuthFailure
 from pai_core.bootstrap import get_container
+from pai_core.deadline import request_deadline
 from pai_core.errors import UpstreamUnavailable
 
 logger = Logger(service="pai")
@@ -31,7 +33,9 @@ logger = Logger(service="pai")
 @event_source(data_class=APIGatewayAuthorizerEventV2)
 def handler(event: APIGatewayAuthorizerEventV2, context: LambdaContext) -> dict[str, Any]:
     try:
-        principal = get_container().api_keys.identify(_authorization(event))
+        # The same bound as the functions': a key check that cannot finish in time is "unavailable".
+        with request_deadline(context.get_remaining_time_in_millis() / 1000 - RESPONSE_MARGIN_SECONDS):
+            principal = get_container().api_keys.identify(_authorization(event))
     except ApiKeyRejected as exc:
         return _answer({"authError": exc.reason.value})
     except UpstreamUnavailable as exc:
