@@ -34,7 +34,7 @@ import numpy.typing as npt
 from botocore.exceptions import ClientError
 
 from pai_core.adapters.aws_errors import error_code, translated_aws_errors
-from pai_core.adapters.dynamodb_keystore import batch_delete
+from pai_core.adapters.dynamodb_pages import batch_delete, query_items
 from pai_core.crypto import EnvelopeCipher, RecordContext
 from pai_core.errors import Conflict, InvalidInput, UpstreamUnavailable
 from pai_core.ids import MemoryIds
@@ -336,13 +336,7 @@ class DynamoMemoryRepository:
         return query
 
     def _paginate(self, query: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        while True:
-            with translated_aws_errors("DynamoDB"):
-                response = self._client.query(**query)
-            yield from response.get("Items", [])
-            if "LastEvaluatedKey" not in response:
-                return
-            query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return query_items(self._client, query)
 
     def _key(self, owner: str, memory_id: str) -> Item:
         return {"owner": {"S": owner}, "id": {"S": memory_id}}
@@ -514,13 +508,7 @@ class DynamoConversationRepository:
         if projection is not None:
             query["ProjectionExpression"] = projection
             query["ExpressionAttributeNames"]["#ts"] = "timestamp"
-        while True:
-            with translated_aws_errors("DynamoDB"):
-                response = self._client.query(**query)
-            yield from response.get("Items", [])
-            if "LastEvaluatedKey" not in response:
-                return
-            query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return query_items(self._client, query)
 
 
 class DynamoStorageProbe:

@@ -12,23 +12,20 @@ version it replaces, so two containers racing to make or rotate a user's key can
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from pai_core.adapters.aws_errors import error_code, translated_aws_errors
+from pai_core.adapters.dynamodb_pages import batch_delete, query_items
 from pai_core.crypto import WrappedBranchKey
-from pai_core.errors import UpstreamUnavailable
 from pai_core.models import iso_utc
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 ACTIVE = "active"
-_BATCH_WRITE_LIMIT = 25
-_BATCH_WRITE_ATTEMPTS = 5
 
 
 def version_key(version: int) -> str:
@@ -82,7 +79,6 @@ class DynamoBranchKeyStore:
         return True
 
     def destroy(self, owner: str) -> int:
-        keys: list[dict[str, Any]] = []
         query: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "#owner = :owner",
@@ -91,13 +87,7 @@ class DynamoBranchKeyStore:
             "ProjectionExpression": "#owner, #version",
             "ConsistentRead": True,
         }
-        while True:
-            with translated_aws_errors("DynamoDB"):
-                response = self._client.query(**query)
-            keys.extend(response.get("Items", []))
-            if "LastEvaluatedKey" not in response:
-                break
-            query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        keys = list(query_items(self._client, query))
         batch_delete(self._client, self._table, keys)
         return len(keys)
 
@@ -112,18 +102,3 @@ class DynamoBranchKeyStore:
         if item is None:
             return None
         return WrappedBranchKey(owner=owner, version=int(item["keyVersion"]["N"]), wrapped=item["wrappedKey"]["B"])
-
-
-def batch_delete(client: DynamoDBClient, table: str, keys: list[dict[str, Any]]) -> None:
-    """Delete items by key, 25 per BatchWriteItem, retrying what DynamoDB leaves unprocessed."""
-    for start in range(0, len(keys), _BATCH_WRITE_LIMIT):
-        requests: list[Any] = [{"DeleteRequest": {"Key": key}} for key in keys[start : start + _BATCH_WRITE_LIMIT]]
-        for attempt in range(_BATCH_WRITE_ATTEMPTS):
-            with translated_aws_errors("DynamoDB"):
-                response = client.batch_write_item(RequestItems={table: requests})
-            requests = list((response.get("UnprocessedItems") or {}).get(table, []))
-            if not requests:
-                break
-            time.sleep(0.05 * 2**attempt)
-        else:
-            raise UpstreamUnavailable("DynamoDB did not process every delete; run the deletion again")
