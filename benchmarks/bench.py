@@ -740,7 +740,8 @@ def _cold_section(results: dict[str, Any]) -> list[str]:
         lines += [
             "",
             "First requests: search and chat load the owner's index snapshot (chat's LLM is a stub here, so the",
-            "time is PAI's own: storing the turn, history, memory search); memory stores one memory (one KMS call: the user's branch key).",
+            "time is PAI's own: storing the turn, history, memory search); memory stores one memory",
+            "(one KMS call: the user's branch key).",
         ]
     lines += [
         "",
