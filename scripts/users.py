@@ -16,15 +16,13 @@ import json
 import sys
 from pathlib import Path
 
+from _aws import Target, common_arguments, target_from
 from botocore.exceptions import ClientError
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from handlers.memory import export_json
 from pai_core.bootstrap import Container
 from pai_core.config import Settings
 from pai_core.errors import PaiError
-from scripts._aws import Target, common_arguments, target_from
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -14,9 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from pai_core.config import REPO_ROOT
 from pai_core.errors import UpstreamUnavailable
 from pai_core.models import ChatMessage, Completion, TextDelta
 from pai_core.ports import ChatModel
+from pai_local.stack import RunningStack
 
 # Pinned, so a run today and a run next year talk to the same emulator.
 LOCALSTACK_IMAGE = "localstack/localstack:4.4.0"
@@ -225,3 +229,24 @@ def find_plaintext(value: object, needles: Sequence[str], where: str = "") -> li
             if any(encoded in value for encoded in encodings):
                 found.append(f"{where}: {needle!r} (bytes)")
     return found
+
+
+def run_script(stack: RunningStack, script: str, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python scripts/<script> <command> --env ... --endpoint-url ... <args>` against the stack's
+    emulator, as an operator runs it."""
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": stack.settings.region,
+    }
+    common = ["--env", stack.settings.env, "--endpoint-url", stack.endpoint_url]
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / script), command, *common, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )

@@ -16,8 +16,7 @@ from pai_core.bootstrap import Container
 from pai_core.crypto import KeyMaterialDestroyed, RecordContext
 from pai_core.models import Turn
 from pai_local.stack import RunningStack
-from scripts import users
-from tests.integration.support import ApiClient
+from tests.integration.support import ApiClient, run_script
 
 pytestmark = pytest.mark.integration
 
@@ -83,11 +82,11 @@ def test_forget_removes_every_item_version_and_key_of_the_user_only(
 def test_the_admin_script_exports_rotates_and_forgets(stack: RunningStack, tmp_path: Path) -> None:
     user = new_user()
     ids = fill(Container(stack.settings), user)
-    common = ["--user", user, "--env", stack.settings.env, "--endpoint-url", stack.endpoint_url]
-    common += ["--region", stack.settings.region, "--bucket", stack.resources.bucket]
+    common = ["--user", user, "--region", stack.settings.region, "--bucket", stack.resources.bucket]
     out = tmp_path / "export.json"
 
-    assert users.main(["export", *common, "--out", str(out)]) == 0
+    exported_run = run_script(stack, "users.py", "export", *common, "--out", str(out))
+    assert exported_run.returncode == 0, exported_run.stderr
     exported = json.loads(out.read_text())
     assert out.stat().st_mode & 0o077 == 0  # for the user alone
     assert sorted(m["id"] for m in exported["memories"]) == sorted(ids)
@@ -97,9 +96,9 @@ def test_the_admin_script_exports_rotates_and_forgets(stack: RunningStack, tmp_p
         ("s2", f"{user} heard back"),
     ]
 
-    assert users.main(["rotate-key", *common]) == 0
-    assert users.main(["forget", *common]) == 2  # not without --yes
-    assert users.main(["forget", *common, "--yes"]) == 0
+    assert run_script(stack, "users.py", "rotate-key", *common).returncode == 0
+    assert run_script(stack, "users.py", "forget", *common).returncode == 2  # not without --yes
+    assert run_script(stack, "users.py", "forget", *common, "--yes").returncode == 0
     assert Container(stack.settings).account.export(user).memories == []
 
 

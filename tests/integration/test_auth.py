@@ -5,18 +5,15 @@ choose the user; and scripts/api_keys.py against the running stack."""
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from pai_core.config import REPO_ROOT
 from pai_core.errors import Conflict, NotFound
 from pai_local.stack import RunningStack
 from tests.integration.support import (
@@ -25,6 +22,7 @@ from tests.integration.support import (
     RecordingChatModel,
     find_plaintext,
     prompt_text,
+    run_script,
     scan_all,
 )
 
@@ -261,23 +259,7 @@ def test_body_fields_cannot_choose_the_user(stack: RunningStack, user_client: An
 
 
 def run_keys_script(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": stack.settings.region,
-    }
-    command, *rest = args
-    common = ["--env", stack.settings.env, "--endpoint-url", stack.endpoint_url]
-    return subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "api_keys.py"), command, *common, *rest],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_script(stack, "api_keys.py", *args)
 
 
 def test_the_keys_script_creates_lists_and_revokes(stack: RunningStack, api: ApiClient, uncached: None) -> None:

@@ -66,7 +66,8 @@ from pai_core.errors import Conflict, UpstreamUnavailable
 from pai_core.ids import MemoryIds
 from pai_core.models import ChatMessage, Memory, Turn
 from pai_local.template import Template
-from tests.fakes import FakeContainer, FakeLambdaContext, as_user
+from tests.fakes import FakeContainer, FakeLambdaContext
+from tests.unit.test_handlers import make_event
 
 NOON = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 ENDPOINT = "http://aws.test"  # never contacted: every attempt is answered before it is sent
@@ -420,19 +421,8 @@ def test_a_refusal_that_is_not_transient_is_not_retried(simulated: SimulatedTime
 # == at the handler: a 503 JSON error with Retry-After =============================================
 
 
-def http_event(route: str, body: dict[str, Any]) -> dict[str, Any]:
-    method, path = route.split(" ", 1)
-    event = {
-        "version": "2.0",
-        "routeKey": route,
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {"content-type": "application/json"},
-        "requestContext": {"http": {"method": method, "path": path, "sourceIp": "127.0.0.1"}, "stage": "$default"},
-        "body": json.dumps(body),
-        "isBase64Encoded": False,
-    }
-    return as_user(event)
+def http_event(route: str, body: dict[str, Any] | None) -> dict[str, Any]:
+    return make_event(route, None if body is None else json.dumps(body))
 
 
 class LambdaContextWithTimeLeft(FakeLambdaContext):

@@ -32,8 +32,8 @@ from tests.fakes import (
     InMemoryMemoryRepository,
     InMemoryUsageCounters,
     ScriptedChatModel,
-    as_user,
 )
+from tests.unit.test_handlers import make_event
 
 NOON = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -322,18 +322,7 @@ def test_chat_without_limits_works_as_before() -> None:
 
 
 def http_event(route: str, body: dict[str, Any] | None) -> dict[str, Any]:
-    method, path = route.split(" ", 1)
-    event = {
-        "version": "2.0",
-        "routeKey": route,
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {"content-type": "application/json", "authorization": "Bearer test-key"},
-        "requestContext": {"http": {"method": method, "path": path, "sourceIp": "127.0.0.1"}, "stage": "$default"},
-        "body": None if body is None else json.dumps(body),
-        "isBase64Encoded": False,
-    }
-    return as_user(event)
+    return make_event(route, None if body is None else json.dumps(body))
 
 
 def send(module: ModuleType, route: str, body: dict[str, Any] | None) -> tuple[int, dict[str, str], Any]:
