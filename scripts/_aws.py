@@ -48,18 +48,3 @@ def target_from(args: argparse.Namespace) -> Target:
     if session.region_name is None:
         session = boto3.session.Session(region_name=region)
     return Target(env=args.env, region=region, endpoint_url=args.endpoint_url, session=session)
-
-
-def empty_bucket(s3: Any, bucket: str) -> int:
-    """Delete every object version and delete marker; returns how many were removed."""
-    removed = 0
-    paginator = s3.get_paginator("list_object_versions")
-    for page in paginator.paginate(Bucket=bucket):
-        doomed = [
-            {"Key": entry["Key"], "VersionId": entry["VersionId"]}
-            for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
-        ]
-        for start in range(0, len(doomed), 1000):
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed[start : start + 1000], "Quiet": True})
-        removed += len(doomed)
-    return removed

@@ -10,8 +10,10 @@ import sys
 import time
 from typing import Any
 
-from _aws import Target, common_arguments, empty_bucket, target_from
+from _aws import Target, common_arguments, target_from
 from botocore.exceptions import ClientError
+
+from pai_core.adapters.s3 import delete_versions
 
 KEY_DELETION_WINDOW_DAYS = 7
 
@@ -37,7 +39,7 @@ def destroy(target: Target) -> None:
     keys = [physical for kind, physical in resources.items() if kind.startswith("AWS::KMS::Key/") and physical]
     for bucket in buckets:
         try:
-            print(f"emptying s3://{bucket} (every version): {empty_bucket(s3, bucket)} removed", flush=True)
+            print(f"emptying s3://{bucket} (every version): {delete_versions(s3, bucket)} removed", flush=True)
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "NoSuchBucket":
                 raise
@@ -53,7 +55,7 @@ def destroy(target: Target) -> None:
         schedule_key_deletion(kms, key_id)
     artifacts = target.artifacts_bucket
     try:
-        removed = empty_bucket(s3, artifacts)
+        removed = delete_versions(s3, artifacts)
         s3.delete_bucket(Bucket=artifacts)
         print(f"deleted artifacts bucket {artifacts} ({removed} object versions)", flush=True)
     except ClientError as exc:

@@ -54,24 +54,11 @@ class S3SnapshotStore:
 
     def purge(self, owner: str) -> int:
         """Delete every version and delete marker of the owner's snapshot; how many went."""
-        key = self.key(owner)
-        versions: list[ObjectIdentifierTypeDef] = []
         try:
             with translated_aws_errors("S3"):
-                pages = self._client.get_paginator("list_object_versions").paginate(Bucket=self._bucket, Prefix=key)
-                for page in pages:
-                    for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
-                        if entry["Key"] == key:  # the prefix also matches longer owners' keys
-                            versions.append({"Key": key, "VersionId": entry["VersionId"]})
-                for start in range(0, len(versions), 1000):
-                    response = self._client.delete_objects(
-                        Bucket=self._bucket, Delete={"Objects": versions[start : start + 1000], "Quiet": True}
-                    )
-                    if response.get("Errors"):
-                        raise UpstreamUnavailable("S3 did not delete every snapshot version; forget the user again")
+                return delete_versions(self._client, self._bucket, key=self.key(owner))
         except ClientError as exc:
             raise UpstreamUnavailable(f"S3 refused deleting the index snapshot ({error_code(exc)})") from exc
-        return len(versions)
 
     def save(self, owner: str, payload: bytes) -> None:
         sealed = self._cipher.encrypt(payload, self._context(owner))
@@ -85,3 +72,18 @@ class S3SnapshotStore:
                 )
         except ClientError as exc:
             raise UpstreamUnavailable(f"S3 refused the index snapshot write ({error_code(exc)})") from exc
+
+
+def delete_versions(client: S3Client, bucket: str, *, key: str | None = None) -> int:
+    """Delete every version and delete marker of `key` (of the whole bucket when None); how many
+    went. A versioned bucket keeps a deleted object's bytes until its versions are gone."""
+    doomed: list[ObjectIdentifierTypeDef] = []
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key or ""):
+        for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+            if key is None or entry["Key"] == key:  # a prefix also matches longer keys
+                doomed.append({"Key": entry["Key"], "VersionId": entry["VersionId"]})
+    for start in range(0, len(doomed), 1000):
+        response = client.delete_objects(Bucket=bucket, Delete={"Objects": doomed[start : start + 1000], "Quiet": True})
+        if response.get("Errors"):
+            raise UpstreamUnavailable(f"S3 did not delete every version in {bucket}; run the deletion again")
+    return len(doomed)
