@@ -69,7 +69,7 @@ class Container:
         return BranchKeyring(
             DynamoBranchKeyStore(self.dynamodb, self.settings.keystore_table),
             self.key_service,
-            keystore_name=f"pai-keystore-{self.settings.env}",
+            keystore_name=self.settings.keystore_table,
             policy=KeyringPolicy(max_age_seconds=self.settings.key_cache_max_age_seconds),
         )
 

@@ -143,16 +143,17 @@ class BranchKeyring:
         self.policy = policy or KeyringPolicy()
         self._active = _ExpiringLru(self.policy, clock)
         self._versions = _ExpiringLru(self.policy, clock)
-        # One unwrap per user at a time: concurrent first requests of a user share it.
-        self._owner_locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        # Misses are rare (one per user per max_age) and a Lambda environment serves one request
+        # at a time: one lock for all of them keeps concurrent first requests of a user (local
+        # gateway threads) from unwrapping or making its key twice.
+        self._miss_lock = threading.Lock()
 
     def active_key(self, owner: str) -> BranchKey:
         """The key new records of `owner` are sealed under; made on the user's first write."""
         cached = self._active.get(owner)
         if cached is not None:
             return cached
-        with self._owner_lock(owner):
+        with self._miss_lock:
             cached = self._active.get(owner)
             if cached is not None:
                 return cached
@@ -166,7 +167,7 @@ class BranchKeyring:
         cached = self._versions.get((owner, version))
         if cached is not None:
             return cached
-        with self._owner_lock(owner):
+        with self._miss_lock:
             cached = self._versions.get((owner, version))
             if cached is not None:
                 return cached
@@ -180,7 +181,7 @@ class BranchKeyring:
     def rotate(self, owner: str) -> int:
         """Make a new version the active one; returns it. Records sealed under older versions
         stay readable. Other containers switch within `policy.max_age_seconds`."""
-        with self._owner_lock(owner):
+        with self._miss_lock:
             current = self._store.active(owner)
             key = self._create(owner, replacing=None if current is None else current.version)
             self._remember(key, active=True)
@@ -188,7 +189,7 @@ class BranchKeyring:
 
     def destroy(self, owner: str) -> int:
         """Crypto-shred: delete every version of the owner's key material, here and in the store."""
-        with self._owner_lock(owner):
+        with self._miss_lock:
             self._active.drop_owner(owner)
             self._versions.drop_owner(owner)
             return self._store.destroy(owner)
@@ -225,12 +226,3 @@ class BranchKeyring:
             "owner": owner,
             "version": str(version),
         }
-
-    def _owner_lock(self, owner: str) -> threading.Lock:
-        with self._locks_guard:
-            lock = self._owner_locks.get(owner)
-            if lock is None:
-                if len(self._owner_locks) > 4 * self.policy.max_entries:
-                    self._owner_locks.clear()  # bounded; a lock dropped mid-use is still held by its user
-                lock = self._owner_locks[owner] = threading.Lock()
-            return lock
