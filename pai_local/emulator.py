@@ -28,8 +28,8 @@ EMULATOR_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "t
 DEFAULT_EMULATOR_PORT = 4566  # the port LocalStack uses, so tools pointed at one find the other
 SAVE_INTERVAL_SECONDS = 1.0
 # A write acknowledged this long before the process dies is on disk: the saver starts a snapshot at
-# most SAVE_INTERVAL_SECONDS after the write, and writing one small state takes well under a second
-# (a large one adds its own write time).
+# most SAVE_INTERVAL_SECONDS after the write, and one snapshot of a personal-sized state takes a
+# fraction of a second. A state so large that a snapshot takes longer stretches both (see _Saver).
 LOSS_BOUND_SECONDS = 2.0
 # The emulator's access log; `python -m pai_local` sends it to a file unless --verbose.
 ACCESS_LOG = logging.getLogger("pai_local.emulator.access")
@@ -214,8 +214,10 @@ def _query_action(environ: dict[str, Any]) -> str | None:
 
 
 class _Saver:
-    """Snapshots at most once per `interval` while there are unsaved changes. A change
-    acknowledged at time t is on disk by t + interval + the time one snapshot takes."""
+    """Snapshots while there are unsaved changes, at most once per `interval`, or per twice the
+    time the last one held the emulator when that is longer (so a large state leaves the emulator
+    free at least two thirds of the time). A change acknowledged at time t is on disk by t + that
+    pause + the time one snapshot takes."""
 
     def __init__(self, path: Path, app: _OneAtATime, *, interval: float) -> None:
         self.path = path
@@ -239,11 +241,13 @@ class _Saver:
         self._thread.join()
         self.save(only_if_changed=True)
 
-    def save(self, *, only_if_changed: bool = False) -> None:
+    def save(self, *, only_if_changed: bool = False) -> float:
+        """Returns how long the emulator was held for the capture."""
         with self._one_save:
             with self.app.lock:
                 if only_if_changed and not self._dirty.is_set():
-                    return
+                    return 0.0
+                held_from = time.monotonic()
                 # Cleared before the capture: a change after it sets the flag again.
                 self._dirty.clear()
                 try:
@@ -251,23 +255,26 @@ class _Saver:
                 except Exception:
                     self._dirty.set()
                     raise
+                held = time.monotonic() - held_from
             try:
                 state.write_atomic(self.path, data)
             except BaseException:
                 self._dirty.set()
                 raise
+            return held
 
     def _run(self) -> None:
-        last_start = time.monotonic() - self.interval
+        pause = self.interval
+        last_start = time.monotonic() - pause
         while True:
             self._dirty.wait()
             if self._stopping.is_set():
                 return
-            if self._stopping.wait(last_start + self.interval - time.monotonic()):
+            if self._stopping.wait(last_start + pause - time.monotonic()):
                 return
             last_start = time.monotonic()
             try:
-                self.save()
+                pause = max(self.interval, 2 * self.save())
             except Exception as exc:  # keep serving; say so once per kind of failure, and retry
                 message = f"{type(exc).__name__}: {exc}"
                 if message != self._last_error:

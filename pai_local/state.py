@@ -24,7 +24,7 @@ import pickle
 import sys
 import types
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -225,23 +225,48 @@ def _allowed(module: str, name: str) -> bool:
 
 
 class _Pickler(pickle.Pickler):
+    """Each type is sorted once (a snapshot holds a few dozen types and a great many objects)."""
+
+    def __init__(self, file: io.BytesIO, *, protocol: int) -> None:
+        super().__init__(file, protocol=protocol)
+        self._reducers: dict[type, Callable[[Any], Any] | None] = {}
+
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, _PRIVATE_KEYS):
-            der = obj.private_bytes(
-                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-            return _private_key, (der,)
-        if isinstance(obj, dict) and type(obj) not in _PLAIN_DICTS:
-            items = {key: dict.__getitem__(obj, key) for key in dict.keys(obj)}
-            return _rebuilt_dict, (type(obj), items, dict(getattr(obj, "__dict__", {})))
-        if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
-            # Refused now rather than written into a file that could not be read back.
-            module, name = getattr(obj, "__module__", ""), getattr(obj, "__qualname__", "")
-            if not _allowed(module, name):
-                raise pickle.PicklingError(
-                    f"the emulator's state refers to {module}.{name}, which a snapshot may not hold"
-                )
-        return NotImplemented
+        kind = type(obj)
+        try:
+            reducer = self._reducers[kind]
+        except KeyError:
+            reducer = self._reducers[kind] = _reducer_for(kind)
+        return NotImplemented if reducer is None else reducer(obj)
+
+
+def _reducer_for(kind: type) -> Callable[[Any], Any] | None:
+    if issubclass(kind, _PRIVATE_KEYS):
+        return _reduce_private_key
+    if issubclass(kind, dict) and kind not in _PLAIN_DICTS:
+        return _reduce_dict
+    if issubclass(kind, type) or kind in (types.FunctionType, types.BuiltinFunctionType):
+        return _check_global
+    return None
+
+
+def _reduce_private_key(key: Any) -> Any:
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return _private_key, (der,)
+
+
+def _reduce_dict(mapping: Any) -> Any:
+    items = {key: dict.__getitem__(mapping, key) for key in dict.keys(mapping)}
+    return _rebuilt_dict, (type(mapping), items, dict(getattr(mapping, "__dict__", {})))
+
+
+def _check_global(named: Any) -> Any:
+    """A class or function the pickle refers to by name: refused now, rather than written into a
+    file that could not be read back."""
+    module, name = getattr(named, "__module__", ""), getattr(named, "__qualname__", "")
+    if not _allowed(module, name):
+        raise pickle.PicklingError(f"the emulator's state refers to {module}.{name}, which a snapshot may not hold")
+    return NotImplemented
 
 
 class _Unpickler(pickle.Unpickler):
