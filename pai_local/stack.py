@@ -85,9 +85,10 @@ class LocalApiKey:
 
 def ensure_local_api_key(api_keys: ApiKeys, user_id: str, path: Path = LOCAL_API_KEY_FILE) -> LocalApiKey:
     """The local user's API key. The one saved at `path` when there is one: its digest is registered
-    again, because the embedded emulator forgets everything when it stops (against an emulator that
-    remembers, that finds the key already there). Otherwise, or when the saved key is revoked or
-    another user's, a new key, saved at `path` readable by its owner only."""
+    again, for an emulator that starts empty (--fresh, a new state directory); against one that
+    remembers, registering finds the stored record as it is, revoked or not, and never reactivates
+    it. Otherwise, or when the saved key is revoked or another user's, a new key, saved at `path`
+    readable by its owner only."""
     saved = _read_private(path)
     if saved is not None:
         try:
