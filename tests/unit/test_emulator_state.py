@@ -128,9 +128,12 @@ def test_a_snapshot_refuses_what_could_not_be_read_back() -> None:
 
 
 def test_one_emulator_per_state_directory(tmp_path: Path) -> None:
-    with state.exclusive(tmp_path), pytest.raises(state.StateError, match="in use by another running emulator"):
-        with state.exclusive(tmp_path):
-            pass
+    with (
+        state.exclusive(tmp_path),
+        pytest.raises(state.StateError, match="in use by another running emulator"),
+        state.exclusive(tmp_path),
+    ):
+        pass
     with state.exclusive(tmp_path):  # released when the first one stopped
         pass
 
