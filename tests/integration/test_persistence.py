@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import boto3
@@ -117,17 +117,21 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+Start = Callable[..., LocalRun]
+
+
 @pytest.fixture
-def start(workdir: Path) -> Iterator[type[LocalRun]]:
-    """Starts runs in `workdir` and kills, at the end, any still going."""
+def start(workdir: Path) -> Iterator[Start]:
+    """Starts runs in `workdir` (all of a test's runs share its state directory) and kills, at the
+    end, any still going."""
     started: list[LocalRun] = []
 
-    class Tracked(LocalRun):
-        def __init__(self, *extra_args: str) -> None:
-            super().__init__(workdir, *extra_args)
-            started.append(self)
+    def start_one(*extra_args: str) -> LocalRun:
+        run = LocalRun(workdir, *extra_args)
+        started.append(run)
+        return run
 
-    yield Tracked  # type: ignore[misc]
+    yield start_one
     for run in started:
         run.kill()
 
@@ -142,7 +146,7 @@ def retrieve(api: ApiClient, memory_id: str) -> int:
     return api.post("/memory", {"action": "retrieve", "id": memory_id}).status
 
 
-def test_a_clean_stop_keeps_memories_readable_and_searchable(start: type[LocalRun]) -> None:
+def test_a_clean_stop_keeps_memories_readable_and_searchable(start: Start) -> None:
     first = start()
     api = first.wait_ready()
     assert f"state: {Path('state') / state.STATE_FILE_NAME}" in first.text()
@@ -162,7 +166,7 @@ def test_a_clean_stop_keeps_memories_readable_and_searchable(start: type[LocalRu
     assert second.stop() == 0
 
 
-def test_a_kill_9_loses_at_most_the_writes_of_the_last_moments(start: type[LocalRun]) -> None:
+def test_a_kill_9_loses_at_most_the_writes_of_the_last_moments(start: Start) -> None:
     run = start()
     api = run.wait_ready()
     acknowledged: list[tuple[float, str]] = []  # (monotonic time the answer arrived, memory id)
@@ -207,13 +211,13 @@ def test_a_kill_9_loses_at_most_the_writes_of_the_last_moments(start: type[Local
 
 
 # Every kind of damage is refused in tests/unit/test_emulator_state.py; here, that the start stops.
-DAMAGE = {
+DAMAGE: dict[str, Callable[[bytes], bytes]] = {
     "truncated": lambda data: data[: len(data) // 2],
     "another moto": lambda data: data.replace(f'"moto": "{state.moto_version()}"'.encode(), b'"moto": "4.0.0"', 1),
 }
 
 
-def test_a_damaged_or_incompatible_state_file_stops_the_start_and_is_left_as_it_is(start: type[LocalRun]) -> None:
+def test_a_damaged_or_incompatible_state_file_stops_the_start_and_is_left_as_it_is(start: Start) -> None:
     first = start()
     first.wait_ready()
     assert first.stop() == 0
@@ -241,7 +245,7 @@ def test_a_damaged_or_incompatible_state_file_stops_the_start_and_is_left_as_it_
     assert state_file.read_bytes() == damaged  # --fresh reads and writes nothing there
 
 
-def test_state_files_are_readable_by_their_owner_only(start: type[LocalRun], workdir: Path) -> None:
+def test_state_files_are_readable_by_their_owner_only(start: Start, workdir: Path) -> None:
     loose = workdir / "state"
     loose.mkdir(mode=0o755)
     os.chmod(loose, 0o755)  # as a copy or an unpacked backup might leave it
@@ -255,7 +259,7 @@ def test_state_files_are_readable_by_their_owner_only(start: type[LocalRun], wor
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
-def test_a_revoked_key_stays_revoked_after_a_restart(start: type[LocalRun]) -> None:
+def test_a_revoked_key_stays_revoked_after_a_restart(start: Start) -> None:
     first = start()
     api = first.wait_ready()
     old_key = api.api_key
