@@ -16,7 +16,7 @@ from pai_core.config import ConfigError, Settings
 from pai_core.errors import PaiError
 from pai_local import state
 from pai_local.emulator import ACCESS_LOG, DEFAULT_EMULATOR_PORT, endpoint_answers
-from pai_local.stack import LOCAL_API_KEY_FILE, ensure_local_api_key, start_stack
+from pai_local.stack import LOCAL_API_KEY_FILE, RunningStack, ensure_local_api_key, start_stack
 
 USAGE_ERROR = 2  # argparse's status for a bad option
 
@@ -50,6 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RuntimeError, OSError) as exc:
         print(f"pai: cannot start: {exc}", file=sys.stderr)
         return 1
+    stopped = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopped.set())
+    try:
+        return _serve(stack, settings, args, log_file, stopped)
+    finally:
+        # Whatever ends the run, the emulator writes what its last snapshot missed.
+        stack.stop()
+
+
+def _serve(
+    stack: RunningStack, settings: Settings, args: argparse.Namespace, log_file: Path | None, stopped: threading.Event
+) -> int:
     if stack.emulator is None:
         print(f"AWS emulator (external): {stack.endpoint_url}", flush=True)
         print("  state: kept (or not) by that emulator", flush=True)
@@ -66,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         api_key = ensure_local_api_key(stack.container.api_keys, settings.owner, args.api_key_file)
     except (PaiError, OSError) as exc:
-        stack.stop()
         print(f"pai: cannot set up the local API key: {exc}", file=sys.stderr)
         return 1
     key_file = _shown(api_key.path)
@@ -85,12 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         """-H 'content-type: application/json' -d '{"action":"store","content":"My cat is called Miso."}'""",
         flush=True,
     )
-    stopped = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopped.set())
     stopped.wait()
     print("stopping (saving what the emulator holds) ...", flush=True)
-    stack.stop()
     return 0
 
 
