@@ -148,7 +148,10 @@ class EmbeddedMoto:
         # final snapshot would miss.
         self._app.close()
         if self._saver is not None:
-            self._saver.stop()
+            try:
+                self._saver.stop()
+            except Exception as exc:  # a full disk, say: the last complete snapshot stays in place
+                _log.error("the emulator's last changes could not be saved to %s: %s", self.state_file, exc)
             self._saver = None
         self._server.server_close()
         self._server = None
@@ -223,7 +226,8 @@ class _Saver:
         self.path = path
         self.app = app
         self.interval = interval
-        self._dirty = threading.Event()
+        self._dirty = threading.Event()  # changes not in the file yet
+        self._wake = threading.Event()  # for the saver thread: a change, or stop
         self._stopping = threading.Event()
         self._one_save = threading.Lock()
         self._last_error: str | None = None
@@ -231,13 +235,14 @@ class _Saver:
 
     def changed(self) -> None:
         self._dirty.set()
+        self._wake.set()
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
         self._stopping.set()
-        self._dirty.set()
+        self._wake.set()
         self._thread.join()
         self.save(only_if_changed=True)
 
@@ -267,15 +272,20 @@ class _Saver:
         pause = self.interval
         last_start = time.monotonic() - pause
         while True:
-            self._dirty.wait()
+            self._wake.wait()
             if self._stopping.is_set():
                 return
             if self._stopping.wait(last_start + pause - time.monotonic()):
                 return
+            # Cleared before the save: a change during or after it wakes this loop again.
+            self._wake.clear()
+            if not self._dirty.is_set():
+                continue
             last_start = time.monotonic()
             try:
                 pause = max(self.interval, 2 * self.save())
             except Exception as exc:  # keep serving; say so once per kind of failure, and retry
+                self._wake.set()
                 message = f"{type(exc).__name__}: {exc}"
                 if message != self._last_error:
                     _log.error("cannot save the emulator's state to %s: %s", self.path, message)

@@ -10,6 +10,7 @@ import json
 import os
 import pickle
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +187,86 @@ def test_a_form_body_read_to_classify_it_is_still_there_for_the_emulator() -> No
     request_environ = environ(form=form)
     _may_change_state(request_environ)
     assert request_environ["wsgi.input"].read() == form.encode()
+
+
+class Recorder:
+    """A WSGI app standing in for moto."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        self.calls += 1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+
+def serve(app: Any, request_environ: dict[str, Any]) -> str:
+    statuses: list[str] = []
+    body = b"".join(app(request_environ, lambda status, headers: statuses.append(status)))
+    assert body
+    return statuses[0]
+
+
+def saver_on(tmp_path: Path, *, interval: float) -> tuple[Any, Any, Recorder]:
+    from pai_local.emulator import _OneAtATime, _Saver
+
+    moto = Recorder()
+    app = _OneAtATime(moto)
+    saver = _Saver(tmp_path / state.STATE_FILE_NAME, app, interval=interval)
+    app.on_change = saver.changed
+    saver.start()
+    return app, saver, moto
+
+
+def test_reads_alone_write_nothing(tmp_path: Path) -> None:
+    app, saver, moto = saver_on(tmp_path, interval=0.01)
+    assert serve(app, environ("GET")) == "200 OK"
+    assert serve(app, environ(target="DynamoDB_20120810.Query")) == "200 OK"
+    saver.stop()
+    assert moto.calls == 2
+    assert not (tmp_path / state.STATE_FILE_NAME).exists()
+
+
+def test_a_change_is_saved_while_serving_and_on_stop(tmp_path: Path) -> None:
+    app, saver, _ = saver_on(tmp_path, interval=0.01)
+    path = tmp_path / state.STATE_FILE_NAME
+    serve(app, environ(target="DynamoDB_20120810.PutItem"))
+    for _ in range(1000):  # the saver thread writes it without being asked
+        if path.exists():
+            break
+        threading.Event().wait(0.01)
+    assert state.read(path) is not None
+    path.unlink()
+    serve(app, environ(target="DynamoDB_20120810.DeleteItem"))
+    app.close()
+    saver.stop()  # whatever the saver thread had not written yet, stop writes
+    assert state.read(path) is not None
+
+
+def test_after_the_final_snapshot_requests_are_refused_not_lost(tmp_path: Path) -> None:
+    app, saver, moto = saver_on(tmp_path, interval=60)
+    app.close()
+    saver.stop()
+    assert serve(app, environ(target="DynamoDB_20120810.PutItem")) == "503 Service Unavailable"
+    assert moto.calls == 0
+
+
+def test_a_failed_save_is_retried_and_said_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / state.STATE_FILE_NAME
+    path.mkdir()  # in the way of the rename, as a full disk would be of the write
+    app, saver, _ = saver_on(tmp_path, interval=0.01)
+    serve(app, environ("PUT"))
+    for _ in range(1000):
+        if "cannot save the emulator's state" in caplog.text:
+            break
+        threading.Event().wait(0.01)
+    path.rmdir()
+    for _ in range(1000):  # retried without another change
+        if path.is_file():
+            break
+        threading.Event().wait(0.01)
+    saver.stop()
+    assert state.read(path) is not None
+    assert caplog.text.count("cannot save the emulator's state") == 1
+    assert [p.name for p in tmp_path.iterdir()] == [state.STATE_FILE_NAME]  # no partial file left
