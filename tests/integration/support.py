@@ -231,16 +231,30 @@ def find_plaintext(value: object, needles: Sequence[str], where: str = "") -> li
     return found
 
 
-def run_script(stack: RunningStack, script: str, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_script(
+    stack: RunningStack,
+    script: str,
+    command: str,
+    *args: str,
+    environment: Mapping[str, str | None] | None = None,
+    env_name: str | None = None,
+    endpoint_url: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """`python scripts/<script> <command> --env ... --endpoint-url ... <args>` against the stack's
-    emulator, as an operator runs it."""
+    emulator, as an operator runs it. `environment` changes the script's environment (None removes
+    a variable); `env_name` and `endpoint_url` replace the stack's."""
     env = {
         **os.environ,
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_DEFAULT_REGION": stack.settings.region,
     }
-    common = ["--env", stack.settings.env, "--endpoint-url", stack.endpoint_url]
+    for name, value in (environment or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    common = ["--env", env_name or stack.settings.env, "--endpoint-url", endpoint_url or stack.endpoint_url]
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / script), command, *common, *args],
         capture_output=True,
