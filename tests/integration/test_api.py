@@ -444,7 +444,8 @@ def test_chat_answers_with_the_stored_memory_in_its_prompt(
 
 
 def test_chat_without_memory_sends_no_memories(api: ApiClient, chat_model: RecordingChatModel) -> None:
-    body = chat(api, "How many cardamom pods go in my grandmother's apple pie?", useMemory=False)
+    with chat_model.answering("I do not know."):
+        body = chat(api, "How many cardamom pods go in my grandmother's apple pie?", useMemory=False)
     assert body["sources"] == []
     assert "cardamom pods." not in chat_model.last_prompt[0].content
     assert "<memory" not in chat_model.last_prompt[0].content
@@ -512,10 +513,12 @@ def test_session_history_carries_across_turns(
 
 
 def test_chat_without_session_id_starts_a_new_session_each_time(api: ApiClient, chat_model: RecordingChatModel) -> None:
-    first = chat(api, "My favourite number is 271828.", useMemory=False)
-    second = chat(api, "What is my favourite number?", useMemory=False)
+    with chat_model.answering("Noted: 271828.", "I do not know it."):
+        first = chat(api, "My favourite number is 271828.", useMemory=False)
+        second = chat(api, "What is my favourite number?", useMemory=False)
     assert first["sessionId"] != second["sessionId"]
     assert "271828" not in prompt_text(chat_model.last_prompt)
+    assert [(m.role, m.content) for m in chat_model.last_prompt[1:]] == [("user", "What is my favourite number?")]
 
 
 def test_failed_model_call_is_503_and_keeps_only_the_user_turn(
@@ -533,7 +536,8 @@ def test_failed_model_call_is_503_and_keeps_only_the_user_turn(
     assert [(turn.role, turn.content) for turn in turns] == [("user", message)]
 
     # The client retries: the user's turn is not stored, nor put in the prompt, a second time.
-    retried = api.post("/chat", {"message": message, "sessionId": session, "useMemory": False})
+    with chat_model.answering("Yes, it is."):
+        retried = api.post("/chat", {"message": message, "sessionId": session, "useMemory": False})
     assert retried.status == 200, retried
     turns = conversations.recent(stack.settings.owner, session, now=datetime.now(UTC), limit=10)
     assert [turn.role for turn in turns] == ["user", "assistant"]
@@ -648,11 +652,12 @@ def test_ciphertext_is_bound_to_its_record(
 
 
 def test_conversation_turn_is_bound_to_its_session(
-    api: ApiClient, aws: Callable[[str], Any], stack: RunningStack
+    api: ApiClient, aws: Callable[[str], Any], stack: RunningStack, chat_model: RecordingChatModel
 ) -> None:
     donor_session, victim_session = unique_session(), unique_session()
-    chat(api, f"My locker number is {token()}.", sessionId=donor_session, useMemory=False)
-    chat(api, "Hello there.", sessionId=victim_session, useMemory=False)
+    with chat_model.answering("Noted.", "Hello."):
+        chat(api, f"My locker number is {token()}.", sessionId=donor_session, useMemory=False)
+        chat(api, "Hello there.", sessionId=victim_session, useMemory=False)
     dynamodb = aws("dynamodb")
     table = stack.settings.conversations_table
     owner = stack.settings.owner
@@ -742,7 +747,8 @@ def test_turn_past_its_ttl_is_ignored_before_dynamodb_deletes_it(
     fresh = f"This one is fresh: Bilby{token()}."
     conversations.append(owner, session, Turn(role="user", content=fresh, at=datetime.now(UTC)))
 
-    chat(api, "Anything to add?", sessionId=session, useMemory=False)
+    with chat_model.answering("Nothing to add."):
+        chat(api, "Anything to add?", sessionId=session, useMemory=False)
 
     sent = prompt_text(chat_model.last_prompt)
     assert stale not in sent
