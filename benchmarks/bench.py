@@ -11,6 +11,11 @@ repository's item encoding (`to_item`: encrypted ~2 KB contents and metadata), w
 from real embeddings (benchmarks/corpus.py; embedding 100K texts would take minutes).
 
 Prints a table and writes it, with the date and the machine, to benchmarks/RESULTS.md.
+
+A request that fails (any status but 2xx: a 503 when a search ran out of its request's time on a
+loaded machine, say) is counted against its row and left out of the timings; the run goes on.
+`--fail-request N` makes the Nth request of the run fail that way on purpose (it gets a Lambda
+context with no time left), so the test suite can check that a failure is recorded, not raised.
 """
 
 from __future__ import annotations
@@ -84,6 +89,9 @@ class Options:
     ann_threshold: int = AnnSettings().threshold
     cold_starts: bool = True
     output: Path = RESULTS
+    # Requests (numbered from 1 in the order the run makes them) sent with no time left in their
+    # Lambda context, so that they fail as a search on an overloaded machine did: with a 503.
+    fail_requests: frozenset[int] = frozenset()
 
 
 SMOKE = Options(
@@ -107,7 +115,9 @@ SMOKE = Options(
 
 
 def percentiles(seconds: Sequence[float]) -> tuple[float, float]:
-    """p50 and p95 in milliseconds."""
+    """p50 and p95 in milliseconds; NaN when there is nothing to measure (every request failed)."""
+    if not seconds:
+        return math.nan, math.nan
     values = np.asarray(seconds, dtype=np.float64) * 1000
     return float(np.percentile(values, 50)), float(np.percentile(values, 95))
 
@@ -123,21 +133,63 @@ def log(message: str) -> None:
 
 
 @dataclass
+class Requests:
+    """Every request the run makes through a handler: how many, and the ones that failed."""
+
+    fail_at: frozenset[int] = frozenset()  # Options.fail_requests
+    made: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def failed_since(self, mark: int) -> list[str]:
+        return self.failures[mark:]
+
+
+@dataclass
 class Handler:
-    """A handler module called in-process with API Gateway v2 events, through a given container."""
+    """A handler module called in-process with API Gateway v2 events, through a given container.
+
+    A call answers (seconds, decoded body), or None when the request failed: the failure is in
+    `requests.failures`, for the row it belongs to, and the caller leaves it out of its timings."""
 
     container: Container
     module: Any
+    requests: Requests
 
-    def __call__(self, route: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    def __call__(self, route: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]] | None:
         set_container(self.container)
         event = api_event(route, body, user=self.container.settings.owner)
+        self.requests.made += 1
+        no_time_left = self.requests.made in self.requests.fail_at
+        context = FakeLambdaContext(remaining_millis=0) if no_time_left else FakeLambdaContext()
         started = time.perf_counter()
-        response = self.module.handler(event, FakeLambdaContext())
+        try:
+            response = self.module.handler(event, context)
+        except Exception as exc:  # the handler answers every error itself; this would be a bug in it
+            self._failed(f"{route}: {type(exc).__name__}: {exc}")
+            return None
         elapsed = time.perf_counter() - started
         if response["statusCode"] >= 300:
-            raise RuntimeError(f"{route} answered {response['statusCode']}: {response['body'][:300]}")
+            self._failed(f"{route}: {response['statusCode']} {_error_of(response.get('body'))}")
+            return None
         return elapsed, json.loads(response["body"])
+
+    def _failed(self, what: str) -> None:
+        self.requests.failures.append(what)
+        log(f"request {self.requests.made} failed (counted, not timed): {what}")
+
+
+def _error_of(body: Any) -> str:
+    """`code: message` of an API error body, else the start of the body as it is."""
+    try:
+        error = json.loads(body)["error"]
+        return f"{error['code']}: {error['message']}"
+    except (TypeError, ValueError, KeyError):
+        return str(body)[:300]
+
+
+def succeeded(answers: Sequence[tuple[float, Any] | None]) -> list[float]:
+    """The seconds of the requests that succeeded."""
+    return [answer[0] for answer in answers if answer is not None]
 
 
 # -- the stack and its data ------------------------------------------------------------------------
@@ -151,6 +203,7 @@ class Bench:
     lookup: Any  # an unmetered DynamoDB client
     s3: Any
     owner: str
+    requests: Requests = field(default_factory=Requests)
     sizes: dict[tuple[str, str, str], int] = field(default_factory=dict)  # item sizes, for the meters
     ids: list[str] = field(default_factory=list)  # bulk-loaded memories, in vector order
     categories: list[str] = field(default_factory=list)
@@ -315,6 +368,13 @@ def _import_sentence_transformers() -> tuple[Any, Path]:
 
 
 def bench_search_size(bench: Bench, size: int, vectors: npt.NDArray[np.float32], search_module: Any) -> dict[str, Any]:
+    failures_before = len(bench.requests.failures)
+    result = _bench_search_size(bench, size, vectors, search_module)
+    result["failures"] = bench.requests.failed_since(failures_before)
+    return result
+
+
+def _bench_search_size(bench: Bench, size: int, vectors: npt.NDArray[np.float32], search_module: Any) -> dict[str, Any]:
     options = bench.options
     result: dict[str, Any] = {"size": size}
     queries = bench.queries
@@ -323,11 +383,11 @@ def bench_search_size(bench: Bench, size: int, vectors: npt.NDArray[np.float32],
     full_load_possible = size <= options.scan_full_limit
     index_container, _ = bench.container()
     index_container.embedder.embed(["model loaded before the clock starts"])
-    search = Handler(index_container, search_module)
+    search = Handler(index_container, search_module, bench.requests)
     if full_load_possible:
         bench.drop_snapshot()
-        seconds, _ = search("POST /search", {"query": queries[0]})
-        result["cold_full_s"] = seconds
+        answer = search("POST /search", {"query": queries[0]})
+        result["cold_full_s"] = answer[0] if answer is not None else math.nan
         live: Any = index_container.search_index
         result["cold_full_events"] = dict(live.events)
     else:
@@ -336,10 +396,10 @@ def bench_search_size(bench: Bench, size: int, vectors: npt.NDArray[np.float32],
         seed_snapshot(bench, index_of_all(bench, vectors, size, ann), index_container)
     cold, cold_meter = bench.container()
     cold.embedder.embed(["model loaded before the clock starts"])
-    search = Handler(cold, search_module)
+    search = Handler(cold, search_module, bench.requests)
     with cold_meter.measure() as used:
-        seconds, _ = search("POST /search", {"query": queries[1]})
-    result["cold_snapshot_s"] = seconds
+        answer = search("POST /search", {"query": queries[1]})
+    result["cold_snapshot_s"] = answer[0] if answer is not None else math.nan
     result["cold_snapshot_units"] = dict(used)
     live = cold.search_index
     result["cold_snapshot_events"] = dict(live.events)
@@ -354,16 +414,18 @@ def bench_search_size(bench: Bench, size: int, vectors: npt.NDArray[np.float32],
             search("POST /search", {"query": queries[i % len(queries)], "topK": 5})
     result["index_warm_units"] = {k: v / counted for k, v in used.items()}
     cold_meter.enabled = False  # timed without the meter's own work
-    warm = [
-        search("POST /search", {"query": queries[i % len(queries)], "topK": 5})[0]
-        for i in range(options.warm_iterations)
-    ]
+    warm = succeeded(
+        [
+            search("POST /search", {"query": queries[i % len(queries)], "topK": 5})
+            for i in range(options.warm_iterations)
+        ]
+    )
     cold_meter.enabled = True
     result["index_warm"] = percentiles(warm)
 
     log(f"{size}: index, {options.change_iterations} x (a store by another container, then a search)")
     writer, writer_meter = bench.container()
-    store = Handler(writer, importlib_handler("memory"))
+    store = Handler(writer, importlib_handler("memory"), bench.requests)
     store("POST /memory", {"action": "store", "content": "The writer's first store (its data key from KMS)."})
     search("POST /search", {"query": queries[0], "topK": 5})
     # Counted once (the meters' own lookups would slow the timed passes), then timed.
@@ -374,29 +436,31 @@ def bench_search_size(bench: Bench, size: int, vectors: npt.NDArray[np.float32],
     result["store_units"] = dict(store_used)
     result["index_after_change_units"] = dict(change_used)
     writer_meter.enabled = cold_meter.enabled = False
-    store_times: list[float] = []
-    changed: list[float] = []
+    stores: list[tuple[float, Any] | None] = []
+    changed: list[tuple[float, Any] | None] = []
     for i in range(options.change_iterations):
-        store_times.append(store("POST /memory", {"action": "store", "content": f"A new memory {i}: {queries[i]}"})[0])
-        changed.append(search("POST /search", {"query": queries[i], "topK": 5})[0])
+        stores.append(store("POST /memory", {"action": "store", "content": f"A new memory {i}: {queries[i]}"}))
+        changed.append(search("POST /search", {"query": queries[i], "topK": 5}))
     writer_meter.enabled = cold_meter.enabled = True
-    result["index_after_change"] = percentiles(changed)
-    result["store"] = percentiles(store_times)
+    result["index_after_change"] = percentiles(succeeded(changed))
+    result["store"] = percentiles(succeeded(stores))
 
     # (a) the design's scan through the same handler.
     scan_container, scan_meter = bench.container(search_mode="design-scan")
     scan_container.embedder.embed(["model loaded before the clock starts"])
-    scan = Handler(scan_container, search_module)
+    scan = Handler(scan_container, search_module, bench.requests)
     if size <= options.scan_full_limit:
         scan("POST /search", {"query": queries[2]})  # clients and model warm, as for the index
-        runs: list[float] = []
+        answers: list[tuple[float, Any] | None] = []
         with scan_meter.measure() as used:
             budget_end = time.perf_counter() + options.scan_budget_seconds
-            while len(runs) < options.warm_iterations and (len(runs) < 2 or time.perf_counter() < budget_end):
-                runs.append(scan("POST /search", {"query": queries[(len(runs) + 3) % len(queries)], "topK": 5})[0])
+            while len(answers) < options.warm_iterations and (len(answers) < 2 or time.perf_counter() < budget_end):
+                query = queries[(len(answers) + 3) % len(queries)]
+                answers.append(scan("POST /search", {"query": query, "topK": 5}))
+        runs = succeeded(answers)
         result["scan"] = percentiles(runs)
         result["scan_runs"] = len(runs)
-        result["scan_units"] = {k: v / len(runs) for k, v in used.items()}
+        result["scan_units"] = {k: v / len(answers) for k, v in used.items()}
         result["scan_extrapolated"] = False
     else:
         result.update(extrapolate_scan(bench, scan_container))
@@ -524,10 +588,18 @@ def bench_cold_starts(bench: Bench) -> list[dict[str, Any]]:
             check=False,
         )
         wall = time.perf_counter() - started
-        if finished.returncode != 0:
-            raise RuntimeError(f"cold start of {name} failed: {finished.stderr[-2000:]}")
-        record = json.loads(finished.stdout.strip().splitlines()[-1])
+        try:
+            record = json.loads(finished.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):  # it died before printing its line
+            reason = (finished.stderr.strip().splitlines() or [f"exit status {finished.returncode}"])[-1]
+            log(f"cold start of {name} failed (counted, not timed): {finished.stderr[-2000:]}")
+            results.append({"handler": name, "failed": 2, "error": f"the process failed: {reason[:200]}"})
+            continue
         record["process_s"] = wall
+        failed = [status for status in record["statuses"] if status >= 300]
+        record["failed"] = len(failed)
+        if failed:
+            record["error"] = f"answered {', '.join(map(str, failed))}"
         results.append(record)
     return results
 
@@ -589,7 +661,23 @@ def machine() -> str:
 
 
 def ms(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
     return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def seconds_cell(value: float, digits: int = 2) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def ratio(numerator: float, denominator: float) -> str:
+    if math.isnan(numerator) or math.isnan(denominator) or denominator == 0:
+        return "n/a"
+    return f"{numerator / denominator:,.0f}x"
+
+
+def dollars(cost: float) -> str:
+    return "n/a" if math.isnan(cost) else f"${cost:,.2f}"
 
 
 def render(results: dict[str, Any]) -> str:
@@ -608,8 +696,8 @@ def render(results: dict[str, Any]) -> str:
         "## Search latency, warm (ms)",
         "",
         "| memories | design scan p50 | p95 | index p50 | p95 | speed-up (p50) | index kind"
-        " | after a change elsewhere, p50 |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|",
+        " | after a change elsewhere, p50 | failed requests |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for row in results["search"]:
         scan50, scan95 = row["scan"]
@@ -619,14 +707,18 @@ def render(results: dict[str, Any]) -> str:
         kind = "approximate (HNSW)" if row["approximate"] else "exact (numpy)"
         lines.append(
             f"| {row['size']:,} | {mark}{ms(scan50)}{note} | {mark}{ms(scan95)} | {ms(idx50)} | {ms(idx95)} | "
-            f"{mark}{scan50 / idx50:,.0f}x | {kind} | {ms(row['index_after_change'][0])} |"
+            f"{mark}{ratio(scan50, idx50)} | {kind} | {ms(row['index_after_change'][0])} | {len(row['failures'])} |"
         )
     extrapolated = [row for row in results["search"] if row["scan_extrapolated"]]
     lines += [
         "",
         f"Index: {options.warm_iterations} searches per size with distinct queries, topK 5. Design scan: whole runs"
         f" through the handler up to {options.scan_full_limit:,} memories.",
+        "Failed requests: every request of that size's runs (searches and stores) that did not answer 2xx; they"
+        " are left out of the timings.",
     ]
+    for row in results["search"]:
+        lines += [f"At {row['size']:,}, failed: {failure}" for failure in row["failures"]]
     for row in extrapolated:
         lines.append(
             f"At {row['size']:,} the design scan is extrapolated: moto re-reads the whole table for each 1 MB page"
@@ -709,7 +801,7 @@ def _cost_section(results: dict[str, Any]) -> list[str]:
                     **common,
                 )
             )
-        lines.append(f"| {level:,} | " + " | ".join(f"${cost:,.2f}" for cost in cells) + " |")
+        lines.append(f"| {level:,} | " + " | ".join(dollars(cost) for cost in cells) + " |")
     lines += [
         "",
         f"The design's estimate: ${prices.DESIGN_MONTHLY_TOTAL:.2f} a month at 100K requests, which does not count",
@@ -729,13 +821,18 @@ def _cold_section(results: dict[str, Any]) -> list[str]:
             f"Each handler in a fresh interpreter (its own process), against the {results['cold_start_memories']:,}"
             " memories of the largest size; as deployed, the search and chat functions read index snapshots.",
             "",
-            "| handler | process total (s) | import (s) | model load (s) | first request (s) | second request (ms) |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| handler | process total (s) | import (s) | model load (s) | first request (s) | second request (ms)"
+            " | failed requests |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for row in cold:
+            failed = f"{row['failed']} ({row['error']})" if "error" in row else str(row["failed"])
+            if "import_s" not in row:
+                lines.append(f"| {row['handler']} | n/a | n/a | n/a | n/a | n/a | {failed} |")
+                continue
             lines.append(
-                f"| {row['handler']} | {row['process_s']:.2f} | {row['import_s']:.2f} | {row['model_load_s']:.2f} | "
-                f"{row['first_request_s']:.2f} | {row['second_request_s'] * 1000:.1f} |"
+                f"| {row['handler']} | {row['process_s']:.2f} | {row['import_s']:.2f} | {row['model_load_s']:.2f} |"
+                f" {row['first_request_s']:.2f} | {row['second_request_s'] * 1000:.1f} | {failed} |"
             )
         lines += [
             "",
@@ -751,9 +848,9 @@ def _cold_section(results: dict[str, Any]) -> list[str]:
         "|---:|---:|---:|---:|",
     ]
     for row in results["search"]:
-        full = f"{row['cold_full_s']:.2f}" if "cold_full_s" in row else "n/a (moto: minutes)"
+        full = seconds_cell(row["cold_full_s"]) if "cold_full_s" in row else "n/a (moto: minutes)"
         read = row["cold_snapshot_events"].get("read_vectors", 0)
-        lines.append(f"| {row['size']:,} | {full} | {row['cold_snapshot_s']:.2f} | {read} |")
+        lines.append(f"| {row['size']:,} | {full} | {seconds_cell(row['cold_snapshot_s'])} | {read} |")
     return lines
 
 
@@ -821,6 +918,16 @@ def _ann_section(results: dict[str, Any]) -> list[str]:
 # -- main ------------------------------------------------------------------------------------------
 
 
+def handler_logs_to_stderr() -> None:
+    """The report is what this prints on stdout; the handlers' own log lines (Powertools writes
+    them to stdout: a failed request's warning, say) go to stderr, with the progress lines."""
+    from handlers._http import logger as api_logger
+
+    handler = api_logger.registered_handler
+    if isinstance(handler, logging.StreamHandler):
+        handler.setStream(sys.stderr)
+
+
 def run(options: Options) -> dict[str, Any]:
     from pai_local.emulator import free_port
     from pai_local.stack import start_stack
@@ -828,6 +935,7 @@ def run(options: Options) -> dict[str, Any]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     logging.getLogger("pai_core").setLevel(logging.ERROR)
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    handler_logs_to_stderr()
     started = time.perf_counter()
     results: dict[str, Any] = {
         "load_before": os.getloadavg()[0],
@@ -857,6 +965,7 @@ def run(options: Options) -> dict[str, Any]:
             lookup=session.client("dynamodb", endpoint_url=stack.endpoint_url),
             s3=session.client("s3", endpoint_url=stack.endpoint_url),
             owner=owner,
+            requests=Requests(fail_at=options.fail_requests),
         )
         log(f"embedding {options.base_texts} memory texts for the vector sets")
         embedder = stack.container.embedder
@@ -896,10 +1005,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds (for the test suite)")
     parser.add_argument("--output", type=Path, default=None, help=f"where to write the table (default {RESULTS})")
     parser.add_argument("--no-sentence-transformers", action="store_true", help="skip the torch comparison")
+    parser.add_argument(
+        "--fail-request",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="make the Nth request of the run fail (no time left in its Lambda context), to check that a failure"
+        " is counted and the run goes on; repeatable",
+    )
     args = parser.parse_args(argv)
     options = SMOKE if args.smoke else Options()
     if args.no_sentence_transformers:
         options = replace(options, sentence_transformers=False)
+    if args.fail_request:
+        options = replace(options, fail_requests=frozenset(args.fail_request))
     if args.output is not None:
         options = replace(options, output=args.output)
     results = run(options)

@@ -86,10 +86,12 @@ class CapacityMeter:
         """Counts what happens inside the block (RCU, WCU, calls per operation, KMS calls)."""
         before = Counter(self.totals)
         delta: Counter[str] = Counter()
-        yield delta
-        for name, value in self.totals.items():
-            if value != before.get(name, 0):
-                delta[name] = value - before.get(name, 0)
+        try:
+            yield delta
+        finally:  # what a failed request used counts too
+            for name, value in self.totals.items():
+                if value != before.get(name, 0):
+                    delta[name] = value - before.get(name, 0)
 
     def remember_item(self, table: str, item: dict[str, Any]) -> None:
         hash_name, range_name = self._keys(table)

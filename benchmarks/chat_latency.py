@@ -7,6 +7,7 @@ the ratio between them (the HTTP path against in-process as the baseline).
 
 from __future__ import annotations
 
+import math
 import statistics
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from pai_core.adapters.llm_local import LlamaCppChatModel
 from pai_core.adapters.llm_openai import OpenAiChatModel
 from pai_core.config import Settings
+from pai_core.errors import PaiError
 from pai_core.models import ChatMessage, Completion
 from pai_core.ports import ChatModel
 from pai_local.emulator import free_port
@@ -34,8 +36,11 @@ THREADS = 2
 
 
 def measure(model: ChatModel) -> dict[str, float]:
+    """Medians over the prompts that were answered; a prompt the model failed on (a 503's
+    UpstreamUnavailable: a timeout, a crashed model process) is counted in `failed` instead."""
     first_token: list[float] = []
     speeds: list[float] = []
+    failed = 0
     for prompt in PROMPTS:
         messages = [
             ChatMessage(role="system", content="You are a helpful assistant."),
@@ -44,17 +49,28 @@ def measure(model: ChatModel) -> dict[str, float]:
         started = time.perf_counter()
         first: float | None = None
         final: Completion | None = None
-        for item in model.stream(messages, max_tokens=MAX_TOKENS):
-            if first is None:
-                first = time.perf_counter()
-            if isinstance(item, Completion):
-                final = item
+        try:
+            for item in model.stream(messages, max_tokens=MAX_TOKENS):
+                if first is None:
+                    first = time.perf_counter()
+                if isinstance(item, Completion):
+                    final = item
+        except PaiError as exc:
+            print(f"[chat_latency] a prompt failed (counted, not timed): {exc.message}", file=sys.stderr)
+            failed += 1
+            continue
         ended = time.perf_counter()
-        assert first is not None and final is not None
+        if first is None or final is None:
+            failed += 1
+            continue
         first_token.append(first - started)
         if final.usage.output_tokens > 1 and ended > first:
             speeds.append((final.usage.output_tokens - 1) / (ended - first))
-    return {"ttft_p50_ms": statistics.median(first_token) * 1000, "tokens_per_s": statistics.median(speeds)}
+    return {
+        "ttft_p50_ms": statistics.median(first_token) * 1000 if first_token else math.nan,
+        "tokens_per_s": statistics.median(speeds) if speeds else math.nan,
+        "failed": failed,
+    }
 
 
 @contextmanager
@@ -119,15 +135,16 @@ def table(results: list[tuple[str, dict[str, float]]]) -> str:
         f"Chat: SmolLM2-135M-Instruct Q4_1, {THREADS} threads, up to {MAX_TOKENS} tokens, "
         f"median of {len(PROMPTS)} prompts",
         "",
-        "| path | time to first token (ms) | tokens/s | TTFT vs local | tokens/s vs local |",
-        "|---|---:|---:|---:|---:|",
+        "| path | time to first token (ms) | tokens/s | TTFT vs local | tokens/s vs local | failed prompts |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, numbers in results:
+        # NaN (every prompt failed) formats as "nan" and spreads through the ratios: no exception.
         ttft_ratio = numbers["ttft_p50_ms"] / base["ttft_p50_ms"]
         speed_ratio = numbers["tokens_per_s"] / base["tokens_per_s"]
         lines.append(
             f"| {name} | {numbers['ttft_p50_ms']:.0f} | {numbers['tokens_per_s']:.0f} | "
-            f"{ttft_ratio:.2f}x | {speed_ratio:.2f}x |"
+            f"{ttft_ratio:.2f}x | {speed_ratio:.2f}x | {numbers['failed']:.0f} |"
         )
     return "\n".join(lines)
 

@@ -40,9 +40,10 @@ class FakeLambdaContext:
     memory_limit_in_mb = 2048
     invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:pai-bench"
 
-    def __init__(self, function_name: str = "pai-bench") -> None:
+    def __init__(self, function_name: str = "pai-bench", *, remaining_millis: int = 60_000) -> None:
         self.function_name = function_name
         self.aws_request_id = str(uuid.uuid4())
+        self._remaining_millis = remaining_millis
 
     def get_remaining_time_in_millis(self) -> int:
-        return 60_000
+        return self._remaining_millis

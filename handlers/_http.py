@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any, NoReturn
@@ -194,11 +195,49 @@ def json_body(app: APIGatewayHttpResolver) -> JsonObject:
         raise InvalidInput("request body must be a JSON object", code="invalid_json") from None
     if not isinstance(body, dict):
         raise InvalidInput("request body must be a JSON object", code="invalid_json")
+    field = first_non_text(body)
+    if field is not None:
+        raise InvalidInput(f"'{field}' holds an unpaired surrogate: it is not Unicode text", field=field)
     return body
 
 
 def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
+
+
+# JSON lets a string escape half of a UTF-16 pair (`"\\ud800"`) on its own; json.loads joins real
+# pairs into one character, so any surrogate left after decoding is an unpaired one.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def first_non_text(body: JsonObject) -> str | None:
+    """The path (`content`, `metadata.tags[2]`) of the first string or object key in a decoded body
+    that holds an unpaired surrogate; None when every string is text.
+
+    Checked once for the whole body, before any route reads a field: such a string cannot be
+    encoded as UTF-8, so the tokenizer, the metadata size check or the storage would fail on it
+    deep inside a request. A key that is not text is named with its surrogate escaped."""
+    pending: list[tuple[str, object]] = [("", body)]
+    while pending:  # a loop, not recursion: json.loads accepts deeper nesting than the stack has room for
+        path, value = pending.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return path
+        elif isinstance(value, dict):
+            children: list[tuple[str, object]] = []
+            for key, inner in value.items():
+                name = _key_name(key) if not path else f"{path}.{_key_name(key)}"
+                if _SURROGATE.search(key):
+                    return name
+                children.append((name, inner))
+            pending.extend(reversed(children))
+        elif isinstance(value, list):
+            pending.extend(reversed([(f"{path}[{index}]", inner) for index, inner in enumerate(value)]))
+    return None
+
+
+def _key_name(key: str) -> str:
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def memory_json(memory: Memory) -> dict[str, Any]:

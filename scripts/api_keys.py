@@ -6,7 +6,8 @@
     revoke KEY_ID                 the key stops working within the stack's AuthCacheSeconds (60 s)
 
 Every command takes --env, --region and --endpoint-url (e.g. http://127.0.0.1:4566 for `make run`'s
-embedded emulator) and uses the standard AWS credential chain.
+embedded emulator) and uses the standard AWS credential chain; a loopback --endpoint-url uses the
+emulator's credentials instead, and the region `make run` uses.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from _aws import common_arguments, target_from
+from _aws import Target, common_arguments, explain, target_from
+from botocore.exceptions import BotoCoreError, ClientError
 
 from pai_core.adapters.dynamodb_api_keys import DynamoApiKeyStore
 from pai_core.auth import ApiKeyInfo, ApiKeys
@@ -47,9 +49,7 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-def service(args: argparse.Namespace) -> ApiKeys:
-    target = target_from(args)
-    table = Settings(env=args.env).api_keys_table
+def service(target: Target, table: str) -> ApiKeys:
     return ApiKeys(DynamoApiKeyStore(target.client("dynamodb"), table), SystemClock())
 
 
@@ -61,7 +61,15 @@ def describe(info: ApiKeyInfo) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        keys = service(args)
+        table = Settings(env=args.env).api_keys_table
+    except ConfigError as exc:
+        print(f"api_keys: {exc}", file=sys.stderr)
+        return 1
+    region = args.region
+    try:
+        target = target_from(args)
+        region = target.region
+        keys = service(target, table)
         if args.command == "create":
             issued = keys.issue(args.user, args.label)
             print(f"created key {issued.info.key_id} for user {issued.info.user_id}")
@@ -77,8 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             info = keys.revoke(args.key_id)
             print(f"revoked: {describe(info)}")
             print("API Gateway may accept it until its cached answer expires (AuthCacheSeconds, 60 s).")
-    except UpstreamUnavailable as exc:
-        print(f"api_keys: {exc.message}: is the stack pai-{args.env} deployed (or `make run` going)?", file=sys.stderr)
+    except (UpstreamUnavailable, ClientError, BotoCoreError) as exc:
+        reason = explain(exc, endpoint_url=args.endpoint_url, region=region, env=args.env, table=table)
+        print(f"api_keys: {reason}", file=sys.stderr)
         return 1
     except (PaiError, ConfigError) as exc:
         print(f"api_keys: {exc}", file=sys.stderr)

@@ -6,7 +6,8 @@
 
 The same use cases the API serves the user (POST /account), run with the operator's credentials
 (the standard AWS chain) for a request that arrives another way. `--endpoint-url` points at an
-emulator, e.g. the one `make run` starts on http://127.0.0.1:4566.
+emulator, e.g. the one `make run` starts on http://127.0.0.1:4566 (a loopback URL implies the
+emulator's credentials and `make run`'s region).
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import json
 import sys
 from pathlib import Path
 
-from _aws import Target, common_arguments, target_from
-from botocore.exceptions import ClientError
+from _aws import Target, common_arguments, explain, target_from
+from botocore.exceptions import BotoCoreError, ClientError
 
 from handlers.memory import export_json
 from pai_core.bootstrap import Container
-from pai_core.config import Settings
-from pai_core.errors import PaiError
+from pai_core.config import ConfigError, Settings
+from pai_core.errors import PaiError, UpstreamUnavailable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,16 +43,27 @@ def main(argv: list[str] | None = None) -> int:
         if name == "forget":
             command.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
     args = parser.parse_args(argv)
-    target = target_from(args)
-    container = Container(
-        Settings.from_env(
-            env=args.env, region=target.region, endpoint_url=args.endpoint_url, knowledge_bucket=bucket_of(target, args)
-        )
-    )
+    region = args.region
     try:
+        target = target_from(args)
+        region = target.region
+        container = Container(
+            Settings.from_env(
+                env=args.env,
+                region=target.region,
+                endpoint_url=args.endpoint_url,
+                knowledge_bucket=bucket_of(target, args),
+            )
+        )
         return run(args, container)
+    except (UpstreamUnavailable, ClientError, BotoCoreError) as exc:
+        print(f"users: {explain(exc, endpoint_url=args.endpoint_url, region=region, env=args.env)}", file=sys.stderr)
+        return 1
     except PaiError as exc:
         print(f"users: {exc.message}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print(f"users: {exc}", file=sys.stderr)
         return 1
 
 
@@ -85,8 +97,10 @@ def bucket_of(target: Target, args: argparse.Namespace) -> str | None:
     bucket = args.bucket or f"pai-knowledge-base-{target.account}-{target.env}"
     try:
         target.client("s3").head_bucket(Bucket=bucket)
-    except ClientError:
-        if args.bucket:
+    except ClientError as exc:
+        # Only a missing bucket is a deployment without snapshots; anything else (refused
+        # credentials, say) is the operator's to see.
+        if args.bucket or str(exc.response.get("Error", {}).get("Code")) not in {"404", "NoSuchBucket", "NotFound"}:
             raise
         print(f"users: no bucket {bucket}; index snapshots are not touched", file=sys.stderr)
         return None

@@ -24,8 +24,10 @@ import base64
 import binascii
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +39,7 @@ from pai_core.adapters.aws_errors import error_code, translated_aws_errors
 from pai_core.adapters.dynamodb_pages import batch_delete, query_items
 from pai_core.crypto import EnvelopeCipher, RecordContext
 from pai_core.errors import Conflict, InvalidInput, UpstreamUnavailable
-from pai_core.ids import MemoryIds
+from pai_core.ids import ID_HEX_CHARS, MemoryIds
 from pai_core.models import VECTOR_DTYPE, Deletion, Memory, MemoryPage, MemoryVector, Turn, iso_utc, parse_iso_utc
 
 if TYPE_CHECKING:
@@ -196,16 +198,20 @@ class DynamoMemoryRepository:
             query["ExpressionAttributeValues"] = {":oc": {"S": owner_category(owner, category)}}
         if cursor is not None:
             query["ExclusiveStartKey"] = self._start_key(owner, category, cursor)
-        with translated_aws_errors("DynamoDB"):
-            response = self._client.query(**query)
+        try:
+            with translated_aws_errors("DynamoDB"):
+                response = self._client.query(**query)
+        except ClientError as exc:
+            # Every other input of this Query is ours; a start key DynamoDB refuses came from the caller.
+            if cursor is not None and error_code(exc) == "ValidationException":
+                raise InvalidInput(_NOT_OURS, field="cursor") from exc
+            raise
         items = [self.from_item(owner, item) for item in response.get("Items", [])]
         last = response.get("LastEvaluatedKey")
         next_cursor = None
         if last:
-            position: dict[str, Any] = {"id": last["id"]["S"]}
-            if "timestamp" in last:
-                position["ts"] = int(last["timestamp"]["N"])
-            next_cursor = _encode_cursor(position)
+            ts = int(last["timestamp"]["N"]) if "timestamp" in last else None
+            next_cursor = encode_cursor(CursorPosition(id=last["id"]["S"], ts=ts))
         return MemoryPage(items=items, cursor=next_cursor)
 
     def delete(self, owner: str, memory_id: str) -> bool:
@@ -342,32 +348,63 @@ class DynamoMemoryRepository:
         return {"owner": {"S": owner}, "id": {"S": memory_id}}
 
     def _start_key(self, owner: str, category: str | None, cursor: str) -> Item:
-        position = _decode_cursor(cursor)
-        key = self._key(owner, position["id"])
+        position = decode_cursor(cursor, category_listing=category is not None)
+        key = self._key(owner, position.id)
         if category is not None:
-            if not isinstance(position.get("ts"), int):
-                raise InvalidInput("cursor does not belong to this listing", field="cursor")
             key["ownerCategory"] = {"S": owner_category(owner, category)}
-            key["timestamp"] = {"N": str(position["ts"])}
+            key["timestamp"] = {"N": str(position.ts)}
         return key
 
 
-def _encode_cursor(position: dict[str, Any]) -> str:
-    raw = json.dumps(position, separators=(",", ":")).encode("utf-8")
+# -- list cursors -------------------------------------------------------------------------------------
+#
+# A cursor is the last key a page read, without the owner (the start key is rebuilt around the
+# caller's own, so no cursor can reach into another partition): `{"id"}` for the owner's listing,
+# `{"id", "ts"}` for a category's (its index sorts by timestamp), as unpadded URL-safe base64 of
+# compact JSON. Anything else is refused before DynamoDB is called: a key of the wrong type or shape
+# would be DynamoDB's ValidationException (or an emulator's 500), not the caller's 400.
+
+_CURSOR_ID = re.compile(f"[0-9a-f]{{{ID_HEX_CHARS}}}")
+_MAX_CURSOR_TIMESTAMP = 2**48 - 1  # the milliseconds an id has room for (pai_core.ids)
+_NOT_OURS = "cursor is not one this API returned"
+
+
+@dataclass(frozen=True)
+class CursorPosition:
+    id: str
+    ts: int | None = None  # the item's `timestamp`: only in a category listing's cursor
+
+
+def encode_cursor(position: CursorPosition) -> str:
+    fields: dict[str, Any] = {"id": position.id}
+    if position.ts is not None:
+        fields["ts"] = position.ts
+    raw = json.dumps(fields, separators=(",", ":")).encode("utf-8")
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> dict[str, Any]:
-    """The owner never travels in a cursor: the start key is rebuilt around the caller's own."""
+def decode_cursor(cursor: str, *, category_listing: bool) -> CursorPosition:
+    """The position a cursor of ours holds; InvalidInput (field `cursor`) for anything else,
+    including a real cursor of the other kind of listing."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        position = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise InvalidInput("cursor is not one this API returned", field="cursor") from None
-    memory_id = position.get("id") if isinstance(position, dict) else None
-    if not isinstance(memory_id, str) or not 0 < len(memory_id) <= 128:
-        raise InvalidInput("cursor is not one this API returned", field="cursor")
-    return dict(position)
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        fields = json.loads(raw.decode("utf-8"))
+    except (binascii.Error, ValueError, RecursionError):  # not base64, not UTF-8, not JSON
+        raise InvalidInput(_NOT_OURS, field="cursor") from None
+    if not isinstance(fields, dict) or not isinstance(fields.get("id"), str) or not _CURSOR_ID.fullmatch(fields["id"]):
+        raise InvalidInput(_NOT_OURS, field="cursor")
+    ts = fields.get("ts")
+    if set(fields) not in ({"id"}, {"id", "ts"}) or (
+        ts is not None and (isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= _MAX_CURSOR_TIMESTAMP)
+    ):
+        raise InvalidInput(_NOT_OURS, field="cursor")
+    position = CursorPosition(id=fields["id"], ts=ts)
+    # Only the exact text encode_cursor makes: no padding, no whitespace, no duplicate keys.
+    if encode_cursor(position) != cursor:
+        raise InvalidInput(_NOT_OURS, field="cursor")
+    if category_listing != (ts is not None):
+        raise InvalidInput("cursor does not belong to this listing", field="cursor")
+    return position
 
 
 class DynamoConversationRepository:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from typing import Any, NamedTuple
 
 from pai_core.config import REPO_ROOT
 from pai_core.errors import UpstreamUnavailable
-from pai_core.models import ChatMessage, Completion, TextDelta
+from pai_core.models import ChatMessage, Completion, TextDelta, Usage
 from pai_core.ports import ChatModel
 from pai_local.stack import RunningStack
 
@@ -98,7 +99,9 @@ class RecordingChatModel:
     """The real model, with every message list it is asked to complete kept for inspection.
 
     `fail_next()` makes the next completions fail the way LlamaCppChatModel reports a llama.cpp
-    failure (UpstreamUnavailable), after the prompt has been recorded."""
+    failure (UpstreamUnavailable), after the prompt has been recorded. `answering()` makes the next
+    completions answer given texts instead of the model (the prompt is recorded all the same), for
+    tests of what PAI does with a reply (history, storage, streaming) rather than of the model's words."""
 
     def __init__(self, inner: ChatModel) -> None:
         self._inner = inner
@@ -106,31 +109,61 @@ class RecordingChatModel:
         self.context_tokens = inner.context_tokens
         self.prompts: list[list[ChatMessage]] = []
         self._failures_left = 0
+        self._scripted: list[str] = []
         self._lock = threading.Lock()
 
     def count_tokens(self, text: str) -> int:
         return self._inner.count_tokens(text)
 
-    def _record(self, messages: Sequence[ChatMessage]) -> None:
+    def _record(self, messages: Sequence[ChatMessage]) -> str | None:
+        """Records the prompt; the scripted answer to give, if one is due."""
         with self._lock:
             self.prompts.append(list(messages))
             fail = self._failures_left > 0
             if fail:
                 self._failures_left -= 1
+            scripted = self._scripted.pop(0) if self._scripted and not fail else None
         if fail:
             raise UpstreamUnavailable("the local model failed to answer")
+        return scripted
+
+    def _scripted_completion(self, messages: Sequence[ChatMessage], text: str) -> Completion:
+        usage = Usage(
+            input_tokens=sum(self._inner.count_tokens(message.content) for message in messages),
+            output_tokens=max(1, self._inner.count_tokens(text)),
+        )
+        return Completion(text=text, model=self.name, usage=usage)
 
     def complete(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Completion:
-        self._record(messages)
+        scripted = self._record(messages)
+        if scripted is not None:
+            return self._scripted_completion(messages, scripted)
         return self._inner.complete(messages, max_tokens=max_tokens)
 
     def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Iterator[TextDelta | Completion]:
-        self._record(messages)
-        yield from self._inner.stream(messages, max_tokens=max_tokens)
+        scripted = self._record(messages)
+        if scripted is None:
+            yield from self._inner.stream(messages, max_tokens=max_tokens)
+            return
+        for piece in scripted_pieces(scripted):
+            yield TextDelta(piece)
+        yield self._scripted_completion(messages, scripted)
 
     def fail_next(self, times: int = 1) -> None:
         with self._lock:
             self._failures_left = times
+
+    @contextmanager
+    def answering(self, *replies: str) -> Iterator[None]:
+        """Inside the block, the next completions answer `replies`, in order, instead of the model;
+        any left unused are dropped when it ends, so they cannot answer another test's chat."""
+        with self._lock:
+            self._scripted = list(replies)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._scripted = []
 
     @property
     def last_prompt(self) -> list[ChatMessage]:
@@ -141,6 +174,11 @@ class RecordingChatModel:
     def prompt_count(self) -> int:
         with self._lock:
             return len(self.prompts)
+
+
+def scripted_pieces(reply: str) -> list[str]:
+    """How a scripted reply is streamed: word by word, each piece with the space before it."""
+    return re.findall(r"\s*\S+", reply)
 
 
 def prompt_text(messages: Sequence[ChatMessage]) -> str:
@@ -231,16 +269,30 @@ def find_plaintext(value: object, needles: Sequence[str], where: str = "") -> li
     return found
 
 
-def run_script(stack: RunningStack, script: str, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_script(
+    stack: RunningStack,
+    script: str,
+    command: str,
+    *args: str,
+    environment: Mapping[str, str | None] | None = None,
+    env_name: str | None = None,
+    endpoint_url: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """`python scripts/<script> <command> --env ... --endpoint-url ... <args>` against the stack's
-    emulator, as an operator runs it."""
+    emulator, as an operator runs it. `environment` changes the script's environment (None removes
+    a variable); `env_name` and `endpoint_url` replace the stack's."""
     env = {
         **os.environ,
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_DEFAULT_REGION": stack.settings.region,
     }
-    common = ["--env", stack.settings.env, "--endpoint-url", stack.endpoint_url]
+    for name, value in (environment or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    common = ["--env", env_name or stack.settings.env, "--endpoint-url", endpoint_url or stack.endpoint_url]
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / script), command, *common, *args],
         capture_output=True,

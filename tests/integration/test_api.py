@@ -3,6 +3,7 @@ offline chat model; plus what lands in storage, read raw from the emulator."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
@@ -25,6 +26,7 @@ from tests.integration.support import (
     find_plaintext,
     prompt_text,
     scan_all,
+    scripted_pieces,
 )
 
 pytestmark = pytest.mark.integration
@@ -194,6 +196,70 @@ def test_bad_requests_are_400_naming_the_field(
 def test_body_over_256_kib_is_413(api: ApiClient) -> None:
     content = "x" * (256 * 1024 + 1)
     assert_error(api.post("/memory", {"action": "store", "content": content}), 413)
+
+
+# Raw bodies as a client's JSON encoder writes a lone surrogate: the escape text, in ASCII bytes.
+UNPAIRED_SURROGATES = [
+    ("/memory", rb'{"action": "store", "content": "My cat \ud800 is called Miso."}', "content"),
+    ("/memory", rb'{"action": "store", "content": "\udc00"}', "content"),
+    ("/memory", rb'{"action": "store", "content": "x", "category": "pets\ud800"}', "category"),
+    ("/memory", rb'{"action": "store", "content": "x", "metadata": {"note": "v\udfff"}}', "metadata.note"),
+    ("/memory", rb'{"action": "store", "content": "x", "metadata": {"k\ud800": "v"}}', "metadata.k\\ud800"),
+    ("/memory", rb'{"action": "store", "content": "x", "metadata": {"a": [1, {"b": "\udbff"}]}}', "metadata.a[1].b"),
+    ("/memory", rb'{"action": "retrieve", "id": "\ud800"}', "id"),
+    ("/memory", rb'{"action": "delete", "id": "abc\udc00"}', "id"),
+    ("/memory", rb'{"action": "list", "category": "\ud800"}', "category"),
+    ("/memory", rb'{"action": "list", "cursor": "eyJpZCI6\ud800"}', "cursor"),
+    ("/memory", rb'{"action": "\ud800store", "content": "x"}', "action"),
+    ("/search", rb'{"query": "what is my cat called? \ud800"}', "query"),
+    ("/search", rb'{"query": "x", "category": "\udc00"}', "category"),
+    ("/chat", rb'{"message": "Hello \ud800 there", "useMemory": false}', "message"),
+    ("/chat", rb'{"message": "hi", "sessionId": "s\udc00"}', "sessionId"),
+    ("/account", rb'{"action": "forget", "confirm": "forget everything\ud800"}', "confirm"),
+    ("/account", rb'{"action": "export", "unknown": "\ud800"}', "unknown"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "field"), [pytest.param(*case, id=f"{case[0]}-{case[2]}") for case in UNPAIRED_SURROGATES]
+)
+def test_an_unpaired_surrogate_is_400_naming_the_field(
+    api: ApiClient, aws: Callable[[str], Any], stack: RunningStack, path: str, raw: bytes, field: str
+) -> None:
+    before = count_memories(aws, stack)
+    error = assert_error(api.post(path, raw), 400, "invalid_request")
+    assert error["field"] == field, error
+    assert count_memories(aws, stack) == before
+
+
+def test_a_forged_cursor_is_400_naming_cursor(api: ApiClient) -> None:
+    category = unique_category("cursor")
+    for index in range(3):
+        store(api, f"Page filler {index} ({token()})", category=category)
+    first = api.post("/memory", {"action": "list", "category": category, "limit": 1})
+    assert first.status == 200, first
+    real = first.json["cursor"]
+    assert isinstance(real, str)
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+    forged = [
+        {"category": category, "cursor": b64(b'{"id":"x","ts":true}')},  # the shape that used to be a 503
+        {"category": category, "cursor": b64(b'{"id":"0192f1c2a3b40123456789abcdef0123","ts":true}')},
+        {"category": category, "cursor": b64(b'{"id":"0192f1c2a3b40123456789abcdef0123","ts":"1"}')},
+        {"cursor": real},  # a real cursor of a category listing, sent to the owner's listing
+        {"category": category, "cursor": real + "=="},
+        {"category": category, "cursor": "x" * 2048},
+    ]
+    for fields in forged:
+        result = api.post("/memory", {"action": "list", **fields})
+        error = assert_error(result, 400, "invalid_request")
+        assert error["field"] == "cursor", (fields, error)
+    # The real one still pages on.
+    second = api.post("/memory", {"action": "list", "category": category, "limit": 1, "cursor": real})
+    assert second.status == 200, second
+    assert second.json["items"][0]["id"] != first.json["items"][0]["id"]
 
 
 # -- memories ----------------------------------------------------------------------------------------
@@ -378,15 +444,18 @@ def test_chat_answers_with_the_stored_memory_in_its_prompt(
 
 
 def test_chat_without_memory_sends_no_memories(api: ApiClient, chat_model: RecordingChatModel) -> None:
-    body = chat(api, "How many cardamom pods go in my grandmother's apple pie?", useMemory=False)
+    with chat_model.answering("I do not know."):
+        body = chat(api, "How many cardamom pods go in my grandmother's apple pie?", useMemory=False)
     assert body["sources"] == []
     assert "cardamom pods." not in chat_model.last_prompt[0].content
     assert "<memory" not in chat_model.last_prompt[0].content
 
 
-def test_chat_stream_sends_server_sent_events(api: ApiClient) -> None:
+def test_chat_stream_sends_server_sent_events(api: ApiClient, chat_model: RecordingChatModel) -> None:
     session = unique_session()
-    result = api.post("/chat", {"message": "Say hello.", "sessionId": session, "stream": True, "useMemory": False})
+    reply = "Hello there, it is good to hear from you."
+    with chat_model.answering(reply):
+        result = api.post("/chat", {"message": "Say hello.", "sessionId": session, "stream": True, "useMemory": False})
 
     assert result.status == 200, result
     assert result.headers["content-type"].startswith("text/event-stream")
@@ -395,50 +464,61 @@ def test_chat_stream_sends_server_sent_events(api: ApiClient) -> None:
     for block in result.json.strip().split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines())
         events.append((fields["event"], json.loads(fields["data"])))
-    assert events[-1][0] == "done"
-    deltas = [data["text"] for name, data in events[:-1] if name == "delta"]
-    assert len(deltas) == len(events) - 1 > 1  # the reply came in pieces, then the summary
+    assert [name for name, _ in events] == ["delta"] * len(scripted_pieces(reply)) + ["done"]
+    # Each piece the model produced is one event, in order, then the summary.
+    assert [data for _, data in events[:-1]] == [{"text": piece} for piece in scripted_pieces(reply)]
     last = events[-1][1]
-    assert "".join(deltas).strip() == last["reply"]
     assert result.headers["transfer-encoding"] == "chunked"  # written as produced, not buffered
     assert set(last) == {"sessionId", "reply", "sources", "model", "usage"}
     assert last["sessionId"] == session
-    assert isinstance(last["reply"], str)
+    assert last["reply"] == reply
+    assert last["model"] == chat_model.name
     assert last["sources"] == []
     assert last["usage"]["inputTokens"] > 0
+    assert chat_model.last_prompt[-1].content == "Say hello."
 
 
-def test_session_history_carries_across_turns(api: ApiClient, chat_model: RecordingChatModel) -> None:
+def test_session_history_carries_across_turns(
+    api: ApiClient, chat_model: RecordingChatModel, conversations: DynamoConversationRepository, stack: RunningStack
+) -> None:
     session = unique_session()
     first_message = "My name is Zorblax."
-    first = chat(api, first_message, sessionId=session, useMemory=False)
+    replies = ["Nice to meet you, Zorblax.", "A houseboat sounds lovely.", "Your name is Zorblax."]
+    with chat_model.answering(*replies):
+        first = chat(api, first_message, sessionId=session, useMemory=False)
+        chat(api, "I live on a houseboat.", sessionId=session, useMemory=False)
+        third = chat(api, "What is my name?", sessionId=session, useMemory=False)
     assert first["sessionId"] == session
-    assert first["reply"], "the assistant's turn is only stored when it says something"
-    second = chat(api, "I live on a houseboat.", sessionId=session, useMemory=False)
-    third = chat(api, "What is my name?", sessionId=session, useMemory=False)
+    assert first["reply"] == replies[0]
     assert third["sessionId"] == session
 
     prompt = chat_model.last_prompt
-    expected = [("user", first_message), ("assistant", first["reply"]), ("user", "I live on a houseboat.")]
-    if second["reply"]:
-        expected.append(("assistant", second["reply"]))
-    expected.append(("user", "What is my name?"))
     assert prompt[0].role == "system"
-    assert [(m.role, m.content) for m in prompt[1:]] == expected
+    assert [(m.role, m.content) for m in prompt[1:]] == [
+        ("user", first_message),
+        ("assistant", replies[0]),
+        ("user", "I live on a houseboat."),
+        ("assistant", replies[1]),
+        ("user", "What is my name?"),
+    ]
+    stored = conversations.recent(stack.settings.owner, session, now=datetime.now(UTC), limit=10)
+    assert [(turn.role, turn.content) for turn in stored] == [(m.role, m.content) for m in prompt[1:]] + [
+        ("assistant", replies[2])
+    ]
 
     other = chat(api, "What is my name?", sessionId=unique_session(), useMemory=False)
     assert other["sessionId"] != session
-    other_prompt = prompt_text(chat_model.last_prompt)
-    assert "Zorblax" not in other_prompt
-    assert first["reply"] not in other_prompt
-    assert [m.role for m in chat_model.last_prompt] == ["system", "user"]
+    assert "Zorblax" not in prompt_text(chat_model.last_prompt)
+    assert [(m.role, m.content) for m in chat_model.last_prompt[1:]] == [("user", "What is my name?")]
 
 
 def test_chat_without_session_id_starts_a_new_session_each_time(api: ApiClient, chat_model: RecordingChatModel) -> None:
-    first = chat(api, "My favourite number is 271828.", useMemory=False)
-    second = chat(api, "What is my favourite number?", useMemory=False)
+    with chat_model.answering("Noted: 271828.", "I do not know it."):
+        first = chat(api, "My favourite number is 271828.", useMemory=False)
+        second = chat(api, "What is my favourite number?", useMemory=False)
     assert first["sessionId"] != second["sessionId"]
     assert "271828" not in prompt_text(chat_model.last_prompt)
+    assert [(m.role, m.content) for m in chat_model.last_prompt[1:]] == [("user", "What is my favourite number?")]
 
 
 def test_failed_model_call_is_503_and_keeps_only_the_user_turn(
@@ -456,7 +536,8 @@ def test_failed_model_call_is_503_and_keeps_only_the_user_turn(
     assert [(turn.role, turn.content) for turn in turns] == [("user", message)]
 
     # The client retries: the user's turn is not stored, nor put in the prompt, a second time.
-    retried = api.post("/chat", {"message": message, "sessionId": session, "useMemory": False})
+    with chat_model.answering("Yes, it is."):
+        retried = api.post("/chat", {"message": message, "sessionId": session, "useMemory": False})
     assert retried.status == 200, retried
     turns = conversations.recent(stack.settings.owner, session, now=datetime.now(UTC), limit=10)
     assert [turn.role for turn in turns] == ["user", "assistant"]
@@ -474,12 +555,14 @@ def test_no_plaintext_at_rest(
     metadata_key = f"hiddenKey{mark}"
     metadata_value = f"Straße-Geheimnis-{mark}"
     chat_message = f"Please remember the codeword Wombat{mark} for me."
+    reply = f"I will keep the codeword Kookaburra{mark} in mind."  # the assistant's turn is stored too
     memory_ids = [
         store(api, content, metadata={metadata_key: metadata_value, "plain": f"note{mark}"}),
         store(api, f"Second secret: Numbat{mark}", category=unique_category("secrets")),
     ]
-    reply = chat(api, chat_message, sessionId=unique_session())
-    assert "codeword" in chat_model.last_prompt[-1].content
+    with chat_model.answering(reply):
+        assert chat(api, chat_message, sessionId=unique_session())["reply"] == reply
+    assert chat_model.last_prompt[-1].content == chat_message
 
     needles = [
         f"Quokka{mark}",
@@ -490,9 +573,9 @@ def test_no_plaintext_at_rest(
         f"Numbat{mark}",
         f"Wombat{mark}",
         chat_message,
+        f"Kookaburra{mark}",
+        reply,
     ]
-    if len(reply["reply"]) >= 16:  # long enough that it cannot turn up by chance
-        needles.append(reply["reply"])
     dynamodb = aws("dynamodb")
     tables = [stack.settings.knowledge_table, stack.settings.conversations_table]
     leaks: list[str] = []
@@ -569,11 +652,12 @@ def test_ciphertext_is_bound_to_its_record(
 
 
 def test_conversation_turn_is_bound_to_its_session(
-    api: ApiClient, aws: Callable[[str], Any], stack: RunningStack
+    api: ApiClient, aws: Callable[[str], Any], stack: RunningStack, chat_model: RecordingChatModel
 ) -> None:
     donor_session, victim_session = unique_session(), unique_session()
-    chat(api, f"My locker number is {token()}.", sessionId=donor_session, useMemory=False)
-    chat(api, "Hello there.", sessionId=victim_session, useMemory=False)
+    with chat_model.answering("Noted.", "Hello."):
+        chat(api, f"My locker number is {token()}.", sessionId=donor_session, useMemory=False)
+        chat(api, "Hello there.", sessionId=victim_session, useMemory=False)
     dynamodb = aws("dynamodb")
     table = stack.settings.conversations_table
     owner = stack.settings.owner
@@ -629,7 +713,8 @@ def test_expired_turns_are_not_part_of_the_conversation(
     assert len(stored) == 2
     assert min(int(item["ttl"]["N"]) for item in stored) < time.time()
 
-    body = chat(api, "What did I tell you before?", sessionId=session, useMemory=False)
+    with chat_model.answering("You told me when your train leaves."):
+        chat(api, "What did I tell you before?", sessionId=session, useMemory=False)
 
     sent = prompt_text(chat_model.last_prompt)
     assert expired not in sent
@@ -637,10 +722,7 @@ def test_expired_turns_are_not_part_of_the_conversation(
     assert alive in sent
     turns = conversations.recent(owner, session, now=datetime.now(UTC), limit=10)
     contents = [turn.content for turn in turns]
-    assert expired not in contents
-    assert contents[:2] == [alive, "What did I tell you before?"]
-    if body["reply"]:
-        assert contents[2:] == [body["reply"]]
+    assert contents == [alive, "What did I tell you before?", "You told me when your train leaves."]
 
 
 def test_turn_past_its_ttl_is_ignored_before_dynamodb_deletes_it(
@@ -665,7 +747,8 @@ def test_turn_past_its_ttl_is_ignored_before_dynamodb_deletes_it(
     fresh = f"This one is fresh: Bilby{token()}."
     conversations.append(owner, session, Turn(role="user", content=fresh, at=datetime.now(UTC)))
 
-    chat(api, "Anything to add?", sessionId=session, useMemory=False)
+    with chat_model.answering("Nothing to add."):
+        chat(api, "Anything to add?", sessionId=session, useMemory=False)
 
     sent = prompt_text(chat_model.last_prompt)
     assert stale not in sent

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
+from botocore.exceptions import ReadTimeoutError
 
 from pai_core.adapters.llm_bedrock import BedrockChatModel, converse_messages
 from pai_core.bootstrap import Container
@@ -152,17 +153,30 @@ def test_garbage_is_a_bad_gateway(stack: RunningStack, converse: FakeConverse) -
         bedrock_container(stack, converse).chat_model.complete([ChatMessage(role="user", content="hi")], max_tokens=16)
 
 
-def test_a_hanging_provider_times_out_within_bounds(stack: RunningStack, converse: FakeConverse) -> None:
-    def slow() -> Reply:
-        time.sleep(2.5)
+def test_a_hanging_provider_times_out_by_itself(stack: RunningStack, converse: FakeConverse) -> None:
+    """The provider holds its answer back until the client has given up: the client must end the
+    call on its own read timeout, once (llm_max_attempts=1), before any answer exists. Checked by
+    the order of events, not by a stopwatch: had the client waited for the answer, it would have
+    got "too late" and returned normally."""
+    client_gave_up = threading.Event()
+    answered = threading.Event()
+
+    def held_back() -> Reply:
+        # The bound is a safety net for a broken client; the test releases the answer itself.
+        client_gave_up.wait(timeout=60)
+        answered.set()
         return converse_reply("too late")
 
-    converse.replies = [slow]
+    converse.replies = [held_back]
     container = bedrock_container(stack, converse, llm_timeout_seconds=1, llm_max_attempts=1)
-    started = time.monotonic()
-    with pytest.raises(UpstreamUnavailable):
-        container.chat_model.complete([ChatMessage(role="user", content="hi")], max_tokens=16)
-    assert time.monotonic() - started < 2.4
+    try:
+        with pytest.raises(UpstreamUnavailable) as raised:
+            container.chat_model.complete([ChatMessage(role="user", content="hi")], max_tokens=16)
+        assert not answered.is_set(), "the client waited for the provider's answer instead of timing out"
+    finally:
+        client_gave_up.set()
+    assert isinstance(raised.value.__cause__, ReadTimeoutError), repr(raised.value.__cause__)
+    assert len(converse.requests) == 1  # exactly llm_max_attempts tries, no retry after the timeout
 
 
 def test_a_failed_turn_is_merged_so_roles_alternate() -> None:
