@@ -67,6 +67,8 @@ class Settings:
     # Live memories at which search adds an approximate (HNSW) index; 0: always exact.
     search_ann_threshold: int = 50_000
     search_full_reload_seconds: int = 6 * 3600
+    # The local stack only: worker processes per function, each serving one request at a time.
+    local_concurrency: int = 2
 
     def __post_init__(self) -> None:
         if not _ENV_NAME.match(self.env):
@@ -129,6 +131,9 @@ class Settings:
             "search_ann_threshold": _int(env, "PAI_SEARCH_ANN_THRESHOLD", 50_000, low=0, high=100_000_000),
             "search_full_reload_seconds": 60
             * _int(env, "PAI_SEARCH_FULL_RELOAD_MINUTES", 360, low=1, high=7 * 24 * 60),
+            "local_concurrency": _int(
+                env, "PAI_LOCAL_CONCURRENCY", min(4, max(2, os.cpu_count() or 1)), low=1, high=32
+            ),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
