@@ -37,7 +37,13 @@ def main() -> int:
                 f"AWS_ENDPOINT_URL={settings.endpoint_url}: no emulator answers there "
                 "(start it, or unset AWS_ENDPOINT_URL to use the embedded one)"
             )
-        stack = start_stack(settings, emulator_port=args.emulator_port, gateway_port=args.port, gateway_host=args.host)
+        stack = start_stack(
+            settings,
+            emulator_port=args.emulator_port,
+            gateway_port=args.port,
+            gateway_host=args.host,
+            execution="process",
+        )
     except (ConfigError, RuntimeError, OSError) as exc:
         print(f"pai: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -45,6 +45,14 @@ log = logging.getLogger("pai_local.functions")
 
 # How long a new worker process may take to import the handlers and report ready.
 WORKER_BOOT_SECONDS = 180.0
+# What each function's first request would load (the container builds its parts on first use),
+# loaded while its worker starts instead: like Lambda's init phase, this is not part of any
+# invocation's timeout.
+WARM_UP: dict[str, tuple[str, ...]] = {
+    "chat": ("chat_model", "embedder"),
+    "memory": ("embedder",),
+    "search": ("embedder",),
+}
 # "spawn": the gateway process runs threads (the HTTP server, the embedded emulator), and a fork
 # would copy their locks mid-use.
 START_METHOD = "spawn"
@@ -281,11 +289,20 @@ def _worker_main(conn: Connection, settings: Settings, function: FunctionSpec, l
     try:
         from pai_core.bootstrap import Container, set_container
 
-        set_container(Container(settings))
+        container = Container(settings)
+        set_container(container)
         handler = load_handler(function.handler)
-        conn.send(_Ready(os.getpid()))
     except Exception:
         log.exception("function %s could not start", function.name)
+        return
+    for part in WARM_UP.get(function.name, ()):
+        try:
+            getattr(container, part)
+        except Exception as exc:  # its requests will say what is wrong, as they would without this
+            log.warning("function %s: %s not loaded ahead (%s)", function.name, part, type(exc).__name__)
+    try:
+        conn.send(_Ready(os.getpid()))
+    except OSError:
         return
     while True:
         try:
