@@ -75,8 +75,8 @@ def functions_from_template(template: Template, *, timeouts: Mapping[str, float]
     for properties in (spec.get("Properties", {}) for spec in template.of_type("AWS::Lambda::Function").values()):
         handler = str(properties["Handler"])
         name = handler.split(".")[-2]
-        timeout = float((timeouts or {}).get(name, properties.get("Timeout", 3)))
-        specs.append(FunctionSpec(name, handler, timeout, int(properties.get("MemorySize", 128))))
+        timeout = float((timeouts or {}).get(name, template.resolve(properties.get("Timeout", 3))))
+        specs.append(FunctionSpec(name, handler, timeout, int(template.resolve(properties.get("MemorySize", 128)))))
     return specs
 
 
@@ -256,18 +256,21 @@ class InlineFunctions:
         function = self._handler(handler)
 
         def run() -> None:
-            with OneInvocationAtATime() as turn:
-                stream = ResponseStream(invocation.messages.put, on_start=turn.release)
-                context = LocalLambdaContext(
-                    _function_name(handler), timeout_seconds=self._timeout_seconds, response_stream=stream
-                )
-                try:
-                    result = function(event, context)
-                except Exception:
-                    log.exception("handler %s failed", handler)
-                    invocation.messages.put(Failed("error"))
-                    return
-            invocation.messages.put(Returned(None if stream.started else result))
+            outcome: Message = Failed("error")  # whatever ends the thread, the reader hears of it
+            try:
+                with OneInvocationAtATime() as turn:
+                    stream = ResponseStream(invocation.messages.put, on_start=turn.release)
+                    context = LocalLambdaContext(
+                        _function_name(handler), timeout_seconds=self._timeout_seconds, response_stream=stream
+                    )
+                    try:
+                        result = function(event, context)
+                    except Exception:
+                        log.exception("handler %s failed", handler)
+                        return
+                outcome = Returned(None if stream.started else result)
+            finally:
+                invocation.messages.put(outcome)
 
         threading.Thread(target=run, name=f"pai-{_function_name(handler)}", daemon=True).start()
         return invocation
@@ -550,6 +553,9 @@ class _WorkerInvocation:
         except (EOFError, OSError):
             log.error("a worker of function %s died during a request", self._pool.function.name)
             return self._end(Failed("crashed"))
+        except Exception:  # a message that does not unpickle: the worker cannot be trusted further
+            log.exception("a worker of function %s sent something unreadable", self._pool.function.name)
+            return self._end(Failed("error"))
         if message is None:
             log.error(
                 "function %s ran past its %g s timeout: its worker is stopped",

@@ -325,6 +325,8 @@ class GatewayApp:
             log.exception("the local gateway failed on a request")
             reply = _json_error(500, "internal_error", INTERNAL_ERROR_MESSAGE)
         start_response(_status_line(reply.status), reply.headers)
+        if environ["REQUEST_METHOD"] == "HEAD" and isinstance(reply.body, list):  # no route streams to HEAD
+            return []
         return reply.body
 
     def _handle(self, environ: WSGIEnvironment) -> _Reply:

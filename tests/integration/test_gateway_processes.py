@@ -1,13 +1,15 @@
 """The local stack in process mode (what `make run` serves): each function runs in worker processes
 of its own, one request at a time each, so a slow chat holds up neither /health nor a search; a
-worker that dies or runs past its function's timeout costs its request a 503 with Retry-After, and
-the next request is served by its replacement.
+worker that dies mid-request, or runs past its function's timeout, costs that request a 503 with
+Retry-After, and its replacement serves the next one.
 
 The chat function talks to an OpenAI-compatible stub on loopback that the tests hold and release:
 every ordering below is read from events (the stub saw the request, an answer came back), never
 from elapsed time. While held, the stub keeps its connection busy with whitespace (or SSE comments
-when streaming), so the model client's own read timeout never fires: only the function's timeout can
-end a held chat."""
+when streaming), so the model client's own read timeout never fires. The chat handler keeps to its
+own deadline (it refuses a call it has no time left for), so the timeout test uses a function of
+its own that does not (tests/integration/gateway_functions.py), behind a gateway with a short
+timeout."""
 
 from __future__ import annotations
 
