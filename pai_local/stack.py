@@ -32,10 +32,14 @@ class RunningStack:
     gateway_url: str
     endpoint_url: str
     emulator: EmbeddedMoto | None
+    # Inline: this process's handlers serve from `container` (set_container). Process mode leaves
+    # the process-wide container alone: the workers build their own.
+    installed: bool = True
 
     def stop(self) -> None:
         self.gateway.stop()
-        set_container(None)
+        if self.installed:
+            set_container(None)
         if self.emulator is not None:
             self.emulator.stop()
 
@@ -71,7 +75,8 @@ def start_stack(
         resources = provision(Template.load(Env=settings.env), session, endpoint_url=endpoint_url)
         settings = replace(settings, endpoint_url=endpoint_url, knowledge_bucket=resources.bucket)
         container = Container(settings, chat_model=chat_model)
-        set_container(container)
+        if execution == "inline":
+            set_container(container)
         template = Template.load(Env=settings.env)
         functions: Functions = InlineFunctions()
         if execution == "process":
@@ -87,7 +92,9 @@ def start_stack(
         if emulator is not None:
             emulator.stop()
         raise
-    return RunningStack(settings, container, resources, gateway, gateway_url, endpoint_url, emulator)
+    return RunningStack(
+        settings, container, resources, gateway, gateway_url, endpoint_url, emulator, installed=execution == "inline"
+    )
 
 
 # .pai/ is git-ignored.
