@@ -74,6 +74,8 @@ class Settings:
     local_host: str = "127.0.0.1"
     local_port: int = 8080
     local_state_dir: Path = DEFAULT_LOCAL_STATE_DIR
+    # The local stack only: worker processes per function, each serving one request at a time.
+    local_concurrency: int = 2
 
     def __post_init__(self) -> None:
         if not _ENV_NAME.match(self.env):
@@ -141,6 +143,9 @@ class Settings:
             "local_state_dir": Path(env["PAI_STATE_DIR"]).expanduser()
             if env.get("PAI_STATE_DIR")
             else DEFAULT_LOCAL_STATE_DIR,
+            "local_concurrency": _int(
+                env, "PAI_LOCAL_CONCURRENCY", min(4, max(2, os.cpu_count() or 1)), low=1, high=32
+            ),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

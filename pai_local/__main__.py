@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             gateway_port=args.port,
             gateway_host=args.host,
             state_dir=state_dir,
+            execution="process",
         )
     except (ConfigError, RuntimeError, OSError) as exc:
         print(f"pai: cannot start: {exc}", file=sys.stderr)
@@ -87,9 +88,6 @@ def _serve(
         print(f"  {api_key.key}", flush=True)
     else:
         print(f"API key for user {api_key.user_id!r}: the one in {key_file}", flush=True)
-    print("loading the embedding model and the offline chat model ...", flush=True)
-    stack.container.embedder.embed(["warm up"])
-    stack.container.chat_model.count_tokens("warm up")
     print(f"PAI API: {stack.gateway_url}   (Ctrl-C stops it)", flush=True)
     print(
         f"  try: curl -s -X POST {stack.gateway_url}/memory "

@@ -1,143 +1,69 @@
 """A local stand-in for API Gateway's HTTP API: each request becomes a payload-v2.0 event for the
-handler that infra/template.yaml routes it to, like `sam local start-api`.
+function that infra/template.yaml routes it to, like `sam local start-api`.
 
-Routes with a Lambda REQUEST authorizer run it first, in-process, with the v2 authorizer event, and
-cache its answer per identity value (the Authorization header) for the template's TTL, as API
-Gateway does; the answer's context reaches the function as `requestContext.authorizer.lambda`. One
-difference: API Gateway answers a request without the identity header itself (401
-`{"message":"Unauthorized"}`); this gateway passes it on without authorizer context, and the
-function answers with PAI's own 401.
+HTTP itself is werkzeug's threaded WSGI server; what is ours is the translation of a request into
+API Gateway v2 events and of the function's answer back into HTTP. Every answer the gateway makes
+itself is JSON (`{"error": {"code", "message"}}`): a malformed request (a bad Content-Length, a body
+shorter than it says, headers or a URI too long, an HTTP version it does not speak), an unknown
+route or method, a body over Lambda's payload limit, and a function that failed, timed out or died.
+A request whose body did not arrive whole is never passed to a function. Where the functions run
+(processes like Lambda's execution environments, or threads of this process for the tests) is
+pai_local.functions.
+
+Routes with a Lambda REQUEST authorizer run it first, with the v2 authorizer event, and cache its
+answer per identity value (the Authorization header) for the template's TTL, as API Gateway does;
+the answer's context reaches the function as `requestContext.authorizer.lambda`. One difference:
+API Gateway answers a request without the identity header itself (401 `{"message":"Unauthorized"}`);
+this gateway passes it on without authorizer context, and the function answers with PAI's own 401.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
-import importlib
 import json
 import logging
+import re
+import selectors
+import socket
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from pai_local.functions import Failed, Functions, InlineFunctions, Invocation, Returned, Started, Wrote
 from pai_local.template import Authorizer, Route
 
-LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
 # Lambda's own limit on a synchronous invocation's request payload.
 MAX_INVOKE_PAYLOAD_BYTES = 6 * 1024 * 1024
+# How long a client may leave the connection idle while sending its request (or reading the answer).
+CLIENT_TIMEOUT_SECONDS = 10.0
+# What a client is told to wait before trying again after a 503 of the gateway's own.
+RETRY_AFTER_SECONDS = 1
+INTERNAL_ERROR_MESSAGE = "Something went wrong on our side."
 log = logging.getLogger("pai_local.gateway")
-
-
-class OneInvocationAtATime:
-    """Lambda gives each execution environment one request at a time, and the handlers rely on it:
-    Powertools keeps the event being resolved, and the Lambda context, in class-level state
-    (BaseRouter.current_event) that every resolver in the process shares. Two requests resolved at
-    once in one process read each other's event: one user's request could run as another user. So
-    the gateway invokes one function at a time, process-wide. A function that streams its response
-    lets the next one in once its status line is out: from then on it writes only to its own
-    stream."""
-
-    _lock = threading.Lock()
-
-    def __init__(self) -> None:
-        self._held = False
-
-    def __enter__(self) -> OneInvocationAtATime:
-        self._lock.acquire()
-        self._held = True
-        return self
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._lock.release()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-
-class ChunkedResponseStream:
-    """A response stream for handlers that can write as they go (chat with "stream": true): the
-    status and headers go out on start(), each write() as one HTTP/1.1 chunk, flushed at once."""
-
-    def __init__(self, request: BaseHTTPRequestHandler, *, on_start: Callable[[], None] = lambda: None) -> None:
-        self._request = request
-        self._on_start = on_start
-        self.started = False
-
-    def start(self, status: int, headers: dict[str, str]) -> None:
-        self._request.send_response(status)
-        for name, value in headers.items():
-            self._request.send_header(name, value)
-        self._request.send_header("transfer-encoding", "chunked")
-        self._request.end_headers()
-        self.started = True
-        self._on_start()
-
-    def write(self, text: str) -> None:
-        data = text.encode("utf-8")
-        if data:
-            self._request.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self._request.wfile.flush()
-
-    def close(self) -> None:
-        self._request.wfile.write(b"0\r\n\r\n")
-        self._request.wfile.flush()
-
-
-@dataclass
-class LocalLambdaContext:
-    """The parts of Lambda's context object that handlers and Powertools read, and a response
-    stream, like the one Lambda's response streaming gives a function."""
-
-    function_name: str
-    memory_limit_in_mb: int = 1024
-    timeout_seconds: float = 60.0
-    response_stream: ChunkedResponseStream | None = None
-
-    def __post_init__(self) -> None:
-        self.aws_request_id = str(uuid.uuid4())
-        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:000000000000:function:{self.function_name}"
-        self.function_version = "$LATEST"
-        self.log_group_name = f"/aws/lambda/{self.function_name}"
-        self.log_stream_name = "local"
-        self._deadline = time.monotonic() + self.timeout_seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
-def load_handler(dotted: str) -> LambdaHandler:
-    module_name, function_name = dotted.rsplit(".", 1)
-    handler: LambdaHandler = getattr(importlib.import_module(module_name), function_name)
-    return handler
 
 
 class RouteTable:
     def __init__(self, routes: Iterable[Route]) -> None:
         self._by_key = {(route.method, route.path): route for route in routes}
-        self._handlers: dict[str, LambdaHandler] = {}
 
     def find(self, method: str, path: str) -> Route | None:
         return self._by_key.get((method, path))
 
     def methods_for(self, path: str) -> list[str]:
         return sorted(method for method, route_path in self._by_key if route_path == path)
-
-    def handler(self, route: Route) -> LambdaHandler:
-        return self.function(route.handler)
-
-    def function(self, dotted: str) -> LambdaHandler:
-        if dotted not in self._handlers:
-            self._handlers[dotted] = load_handler(dotted)
-        return self._handlers[dotted]
 
 
 class AuthorizerCache:
@@ -263,170 +189,447 @@ def build_authorizer_event(
     return event
 
 
+# -- answers ------------------------------------------------------------------------------------------
+
+
 def _error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
-def make_request_handler(routes: RouteTable, authorizer_cache: AuthorizerCache) -> type[BaseHTTPRequestHandler]:
-    class GatewayRequestHandler(BaseHTTPRequestHandler):
-        server_version = "pai-local-gateway"
-        protocol_version = "HTTP/1.1"
+@dataclass
+class _Reply:
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: Iterable[bytes] = ()
 
-        def __getattr__(self, name: str) -> Any:
-            # http.server looks up do_<METHOD>; every method goes through the route table, so an
-            # unknown one gets a JSON 404 or 405 rather than http.server's 501 HTML page.
-            if name.startswith("do_"):
-                return self._dispatch
-            raise AttributeError(name)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            log.info("%s %s", self.address_string(), format % args)
+def _json_error(status: int, code: str, message: str, *, headers: Iterable[tuple[str, str]] = ()) -> _Reply:
+    body = _error_body(code, message)
+    return _Reply(
+        status,
+        [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers],
+        [body],
+    )
 
-        def _dispatch(self) -> None:
-            path = urlsplit(self.path).path
-            route = routes.find(self.command, path)
-            length = int(self.headers.get("content-length") or 0)
-            if route is None:
-                self._drain(length)
-                allowed = routes.methods_for(path)
-                if allowed:
-                    self._send(
-                        HTTPStatus.METHOD_NOT_ALLOWED,
-                        {"content-type": "application/json", "allow": ", ".join(allowed)},
-                        _error_body("method_not_allowed", f"{path} takes {', '.join(allowed)}"),
-                    )
+
+# What the client is told when a function did not answer; a 503 is worth retrying.
+_FAILURES: dict[str, tuple[int, str, str]] = {
+    "error": (500, "internal_error", INTERNAL_ERROR_MESSAGE),
+    "timeout": (503, "function_timeout", "the request did not finish within the function's timeout"),
+    "crashed": (503, "function_crashed", "the function stopped while handling the request"),
+    "busy": (503, "function_busy", "every instance of the function is busy"),
+    "unavailable": (503, "function_unavailable", "the function cannot run right now"),
+}
+
+
+def _failure(failed: Failed) -> _Reply:
+    status, code, message = _FAILURES[failed.reason]
+    retry = [("Retry-After", str(RETRY_AFTER_SECONDS))] if status == 503 else []
+    return _json_error(status, code, message, headers=retry)
+
+
+# Hop-by-hop headers are the server's to set, never the function's.
+_NOT_FROM_FUNCTIONS = {"content-length", "connection", "transfer-encoding", "keep-alive", "upgrade"}
+
+
+def _proxy_reply(result: dict[str, Any]) -> _Reply:
+    """A function's payload-2.0 result as HTTP (statusCode, headers, multiValueHeaders, cookies, body)."""
+    raw_body = result.get("body") or ""
+    payload = base64.b64decode(raw_body) if result.get("isBase64Encoded") else str(raw_body).encode("utf-8")
+    headers = {str(k).lower(): str(v) for k, v in (result.get("headers") or {}).items()}
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        headers[str(name).lower()] = ", ".join(str(v) for v in values)
+    listed = [(name, value) for name, value in headers.items() if name not in _NOT_FROM_FUNCTIONS]
+    listed += [("set-cookie", str(cookie)) for cookie in result.get("cookies") or []]
+    listed.append(("content-length", str(len(payload))))
+    return _Reply(int(result.get("statusCode", 200)), listed, [payload])
+
+
+class _StreamCut(ConnectionAbortedError):
+    """Raised into the server to end a streamed answer without its last chunk, so the client sees
+    it broke off: werkzeug drops the connection quietly on a ConnectionError."""
+
+
+def _streamed(started: Started, invocation: Invocation) -> _Reply:
+    event_stream = any(
+        name.lower() == "content-type" and value.startswith("text/event-stream")
+        for name, value in started.headers.items()
+    )
+
+    def body() -> Iterator[bytes]:
+        over = False
+        try:
+            yield b""  # the status line and headers go out now, before the function's first write
+            while True:
+                message = invocation.next()
+                if isinstance(message, Wrote):
+                    yield message.text.encode("utf-8")
+                elif isinstance(message, Returned):
+                    over = True
                     return
-                self._send(
-                    HTTPStatus.NOT_FOUND,
-                    {"content-type": "application/json"},
-                    _error_body("route_not_found", "no such route"),
-                )
-                return
-            if length > MAX_INVOKE_PAYLOAD_BYTES:
-                self.close_connection = True
-                self._send(
-                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                    {"content-type": "application/json"},
-                    _error_body("payload_too_large", "request body is too large"),
-                )
-                return
-            body = self.rfile.read(length) if length else b""
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            authorizer_context = None
-            if route.authorizer is not None and headers.get(route.authorizer.identity_header):
-                authorizer_context = self._authorize(route, route.authorizer, headers)
-                if authorizer_context is None:
+                elif isinstance(message, Failed):
+                    over = True
+                    if not event_stream:
+                        raise _StreamCut(message.reason)
+                    # The status is out already; an event stream ends with an error event instead,
+                    # as the chat handler ends its own failures.
+                    _, code, text = _FAILURES[message.reason]
+                    error = json.dumps({"error": {"code": code, "message": text}})
+                    yield f"event: error\ndata: {error}\n\n".encode()
                     return
-            event = build_event(
-                route,
-                method=self.command,
-                target=self.path,
-                headers=headers,
-                body=body,
-                source_ip=self.client_address[0],
-                authorizer_context=authorizer_context,
+        finally:
+            if not over:  # the client went away
+                invocation.abandon()
+
+    headers = [(name, value) for name, value in started.headers.items() if name.lower() not in _NOT_FROM_FUNCTIONS]
+    return _Reply(started.status, headers, body())
+
+
+def _status_line(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Unknown"
+
+
+# -- the WSGI application: HTTP request -> event -> function -> HTTP answer ------------------------
+
+
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
+class _IncompleteBody(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _Request:
+    route: Route
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes
+    source_ip: str
+
+
+class GatewayApp:
+    def __init__(self, routes: RouteTable, functions: Functions, authorizer_cache: AuthorizerCache) -> None:
+        self._routes = routes
+        self._functions = functions
+        self._authorizer_cache = authorizer_cache
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            reply = self._handle(environ)
+        except Exception:
+            log.exception("the local gateway failed on a request")
+            reply = _json_error(500, "internal_error", INTERNAL_ERROR_MESSAGE)
+        start_response(_status_line(reply.status), reply.headers)
+        if environ["REQUEST_METHOD"] == "HEAD" and isinstance(reply.body, list):  # no route streams to HEAD
+            return []
+        return reply.body
+
+    def _handle(self, environ: WSGIEnvironment) -> _Reply:
+        length = self._declared_length(environ)
+        if isinstance(length, _Reply):
+            return length
+        method: str = environ["REQUEST_METHOD"]
+        target: str = environ["pai.target"]
+        route = self._route(method, urlsplit(target).path)
+        if isinstance(route, _Reply):
+            self._body(environ, length)  # read and dropped: werkzeug would wait for the client to close
+            return route
+        body = self._body(environ, length)
+        if isinstance(body, _Reply):
+            return body
+        headers: dict[str, str] = {}
+        for name, value in environ["pai.headers"]:
+            key = name.lower()
+            # API Gateway joins repeated headers with commas.
+            headers[key] = f"{headers[key]},{value}" if key in headers else value
+        request = _Request(route, method, target, headers, body, environ.get("REMOTE_ADDR", ""))
+        authorizer_context = None
+        if route.authorizer is not None and headers.get(route.authorizer.identity_header):
+            authorized = self._authorize(request, route.authorizer)
+            if isinstance(authorized, _Reply):
+                return authorized
+            authorizer_context = authorized
+        event = build_event(
+            route,
+            method=method,
+            target=target,
+            headers=headers,
+            body=body,
+            source_ip=request.source_ip,
+            authorizer_context=authorizer_context,
+        )
+        return self._answer(route, self._functions.invoke(route.handler, event))
+
+    def _route(self, method: str, path: str) -> Route | _Reply:
+        route = self._routes.find(method, path)
+        if route is not None:
+            return route
+        allowed = self._routes.methods_for(path)
+        if allowed:
+            return _json_error(
+                405, "method_not_allowed", f"{path} takes {', '.join(allowed)}", headers=[("Allow", ", ".join(allowed))]
             )
-            with OneInvocationAtATime() as invocation:
-                stream = ChunkedResponseStream(self, on_start=invocation.release)
-                context = LocalLambdaContext(function_name=route.handler.split(".")[1], response_stream=stream)
-                try:
-                    result = routes.handler(route)(event, context)
-                except Exception as exc:
-                    failure: Exception | None = exc
-                else:
-                    failure = None
-            if failure is not None:
-                log.error("handler %s failed", route.handler, exc_info=failure)
-                if stream.started:
-                    self.close_connection = True  # a chunked body cut short: the client sees it end
-                    return
-                # What API Gateway does when the function itself fails.
-                self._send(
-                    HTTPStatus.INTERNAL_SERVER_ERROR,
-                    {"content-type": "application/json"},
-                    _error_body("internal_error", "Something went wrong on our side."),
-                )
-                return
-            if stream.started:
-                stream.close()
-            else:
-                self._send_proxy_result(result)
+        return _json_error(404, "route_not_found", "no such route")
 
-        def _authorize(self, route: Route, authorizer: Authorizer, headers: dict[str, str]) -> dict[str, Any] | None:
-            """The authorizer's context for the request; None when the request was answered here
-            instead (403 for a denial, 500 when the authorizer failed), as API Gateway does."""
-            identity = headers[authorizer.identity_header]
-            answer = authorizer_cache.get(authorizer, identity)
-            if answer is None:
-                event = build_authorizer_event(
-                    route,
-                    method=self.command,
-                    target=self.path,
-                    headers=headers,
-                    identity=identity,
-                    source_ip=self.client_address[0],
-                )
-                context = LocalLambdaContext(function_name=authorizer.handler.split(".")[1], timeout_seconds=10.0)
-                try:
-                    with OneInvocationAtATime():
-                        answer = routes.function(authorizer.handler)(event, context)
-                    if not isinstance(answer, dict) or not isinstance(answer.get("isAuthorized"), bool):
-                        raise TypeError("an authorizer's simple response needs a boolean isAuthorized")
-                except Exception:
-                    log.exception("authorizer %s failed", authorizer.handler)
-                    self._send(
-                        HTTPStatus.INTERNAL_SERVER_ERROR,
-                        {"content-type": "application/json"},
-                        json.dumps({"message": "Internal Server Error"}).encode(),
-                    )
-                    return None
-                authorizer_cache.put(authorizer, identity, answer)
-            if not answer["isAuthorized"]:
-                self._send(
-                    HTTPStatus.FORBIDDEN,
-                    {"content-type": "application/json"},
-                    json.dumps({"message": "Forbidden"}).encode(),
-                )
-                return None
-            return dict(answer.get("context") or {})
+    @staticmethod
+    def _answer(route: Route, invocation: Invocation) -> _Reply:
+        first = invocation.next()
+        if isinstance(first, Started):
+            return _streamed(first, invocation)
+        if isinstance(first, Wrote):  # a write before start(): the stream's status defaults to 200
+            return _streamed(Started(200, {}), _Replayed(first, invocation))
+        if isinstance(first, Failed):
+            return _failure(first)
+        try:
+            return _proxy_reply(first.result or {})
+        except (AttributeError, TypeError, ValueError, binascii.Error):
+            log.error("function %s answered with something that is not a proxy result", route.handler)
+            return _json_error(500, "internal_error", INTERNAL_ERROR_MESSAGE)
 
-        def _drain(self, length: int) -> None:
-            if 0 < length <= MAX_INVOKE_PAYLOAD_BYTES:
-                self.rfile.read(length)
-            elif length:
-                self.close_connection = True
+    @staticmethod
+    def _declared_length(environ: WSGIEnvironment) -> int | _Reply | None:
+        """The body's length from Content-Length (None: chunked, or no body), or the 4xx when the
+        framing cannot be trusted: a body read with a wrong length would run into the next bytes."""
+        lengths: list[str] = environ["pai.content_lengths"]
+        encoding = environ.get("HTTP_TRANSFER_ENCODING")
+        if encoding is not None:
+            if encoding.strip().lower() != "chunked":
+                return _json_error(501, "unsupported_transfer_encoding", "only chunked transfer encoding is supported")
+            if lengths:
+                return _json_error(400, "invalid_content_length", "Content-Length cannot come with Transfer-Encoding")
+            return None
+        values = {value.strip() for value in lengths}
+        if not values:
+            return 0
+        if len(values) > 1 or not _DIGITS.fullmatch(next(iter(values))):
+            return _json_error(400, "invalid_content_length", "Content-Length must be one non-negative integer")
+        return int(next(iter(values)))
 
-        def _send_proxy_result(self, result: dict[str, Any]) -> None:
-            raw_body = result.get("body") or ""
-            payload = base64.b64decode(raw_body) if result.get("isBase64Encoded") else str(raw_body).encode("utf-8")
-            headers = {str(k).lower(): str(v) for k, v in (result.get("headers") or {}).items()}
-            for name, values in (result.get("multiValueHeaders") or {}).items():
-                headers[str(name).lower()] = ", ".join(str(v) for v in values)
-            self._send(int(result.get("statusCode", 200)), headers, payload, cookies=result.get("cookies") or [])
+    @classmethod
+    def _body(cls, environ: WSGIEnvironment, length: int | None) -> bytes | _Reply:
+        """The whole body, or the 4xx that ends the request: it never reaches a function in part."""
+        if length is not None and length > MAX_INVOKE_PAYLOAD_BYTES:
+            return _json_error(413, "payload_too_large", "request body is too large")
+        try:
+            body = cls._read_body(environ, length)
+        except TimeoutError:
+            return _json_error(408, "request_timeout", "the request body did not arrive in time")
+        except (_IncompleteBody, OSError, ValueError):
+            return _json_error(400, "incomplete_body", "the request body ended before its declared length")
+        if len(body) > MAX_INVOKE_PAYLOAD_BYTES:
+            return _json_error(413, "payload_too_large", "request body is too large")
+        return body
 
-        def _send(self, status: int, headers: dict[str, str], body: bytes, cookies: Iterable[str] = ()) -> None:
-            self.send_response(status)
-            for name, value in headers.items():
-                if name not in {"content-length", "connection", "transfer-encoding"}:
-                    self.send_header(name, value)
-            for cookie in cookies:
-                self.send_header("set-cookie", cookie)
-            self.send_header("content-length", str(len(body)))
-            if self.close_connection:
-                self.send_header("connection", "close")
-            self.end_headers()
+    @staticmethod
+    def _read_body(environ: WSGIEnvironment, length: int | None) -> bytes:
+        stream: IO[bytes] = environ["wsgi.input"]
+        if length is None:  # chunked: up to one byte past the limit, to know it is over
+            pieces, size = [], 0
+            while size <= MAX_INVOKE_PAYLOAD_BYTES:
+                piece = stream.read(MAX_INVOKE_PAYLOAD_BYTES + 1 - size)
+                if not piece:
+                    break
+                pieces.append(piece)
+                size += len(piece)
+            return b"".join(pieces)
+        pieces, left = [], length
+        while left > 0:
+            piece = stream.read(left)
+            if not piece:
+                raise _IncompleteBody
+            pieces.append(piece)
+            left -= len(piece)
+        return b"".join(pieces)
+
+    def _authorize(self, request: _Request, authorizer: Authorizer) -> dict[str, Any] | _Reply:
+        """The authorizer's context for the request, or the answer when the request ends here: 403
+        for a denial, as API Gateway answers one; 500 or 503 when the authorizer failed."""
+        identity = request.headers[authorizer.identity_header]
+        answer = self._authorizer_cache.get(authorizer, identity)
+        if answer is None:
+            event = build_authorizer_event(
+                request.route,
+                method=request.method,
+                target=request.target,
+                headers=request.headers,
+                identity=identity,
+                source_ip=request.source_ip,
+            )
+            invocation = self._functions.invoke(authorizer.handler, event)
+            message = invocation.next()
+            if isinstance(message, Failed):
+                return _failure(message)
+            result = message.result if isinstance(message, Returned) else None
+            if not isinstance(result, dict) or not isinstance(result.get("isAuthorized"), bool):
+                if not isinstance(message, Returned):
+                    invocation.abandon()
+                log.error("authorizer %s answered without a boolean isAuthorized", authorizer.handler)
+                return _json_error(500, "internal_error", INTERNAL_ERROR_MESSAGE)
+            answer = result
+            self._authorizer_cache.put(authorizer, identity, answer)
+        if not answer["isAuthorized"]:
+            return _json_error(403, "forbidden", "the authorizer denied the request")
+        return dict(answer.get("context") or {})
+
+
+class _Replayed:
+    """An invocation with one message put back in front."""
+
+    def __init__(self, first: Wrote, rest: Invocation) -> None:
+        self._first: Wrote | None = first
+        self._rest = rest
+
+    def next(self) -> Started | Wrote | Returned | Failed:
+        first, self._first = self._first, None
+        return first if first is not None else self._rest.next()
+
+    def abandon(self) -> None:
+        self._rest.abandon()
+
+
+# -- HTTP: werkzeug's server, with JSON for the errors it answers itself ------------------------------
+
+
+class _Input:
+    """The connection's input stream. After a read has timed out the socket cannot be read any
+    more, so every later read comes back empty: werkzeug's draining of a finished request ends,
+    instead of failing on it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.timed_out = False
+
+    def _guarded(self, read: Callable[..., bytes], *args: Any) -> bytes:
+        if self.timed_out:
+            return b""
+        try:
+            return read(*args)
+        except TimeoutError:
+            self.timed_out = True
+            raise
+
+    def read(self, size: int = -1) -> bytes:
+        return self._guarded(self._raw.read, size)
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._guarded(self._raw.read1, size)  # type: ignore[attr-defined]
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._guarded(self._raw.readline, size)
+
+    def close(self) -> None:
+        self._raw.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._raw.closed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+def _error_code(status: HTTPStatus) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", status.phrase.lower()).strip("_")
+
+
+class GatewayRequestHandler(WSGIRequestHandler):
+    """werkzeug's request handler, with JSON for the errors http.server answers before the
+    application runs (414, 431, 505, a malformed request line) and the gateway's own log."""
+
+    timeout = CLIENT_TIMEOUT_SECONDS  # socketserver sets it on the connection
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = _Input(cast(IO[bytes], self.rfile))  # type: ignore[assignment]
+
+    def make_environ(self) -> WSGIEnvironment:
+        environ = super().make_environ()
+        # As the client sent them: werkzeug's environ drops names with "_" and keeps one Content-Length.
+        environ["pai.target"] = self.path
+        environ["pai.headers"] = list(self.headers.items())
+        environ["pai.content_lengths"] = self.headers.get_all("content-length") or []
+        return environ
+
+    def parse_request(self) -> bool:
+        try:
+            return super().parse_request()
+        except TimeoutError:
+            self.send_error(HTTPStatus.REQUEST_TIMEOUT, "the request's headers did not arrive in time")
+            return False
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        status = HTTPStatus(code)
+        # http.server has not taken the request's version yet when it refuses it (505): without
+        # this the answer would go out as HTTP/0.9, with no status line.
+        if self.request_version == "HTTP/0.9":
+            self.request_version = self.protocol_version
+        body = _error_body(_error_code(status), message or status.description)
+        self.send_response(code, status.phrase)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
             self.wfile.write(body)
+        self.wfile.flush()
+        self._discard_unread()
 
-    return GatewayRequestHandler
+    def _discard_unread(self) -> None:
+        """Reads what the client has sent past the point of refusal, so that closing the socket
+        does not reset the connection before the client has read the answer."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.connection, selectors.EVENT_READ)
+            for _ in range(1000):
+                if not selector.select(timeout=0.05):
+                    break
+                try:
+                    if not self.connection.recv(1 << 16):
+                        break
+                except OSError:
+                    break
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        log.info('%s "%s" %s', self.address_string(), self.requestline, code)
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        # werkzeug's own messages: timeouts and dropped connections are the clients' doing.
+        log.info("%s %s", self.address_string(), message % args if args else message)
+
+
+# -- the gateway ---------------------------------------------------------------------------------------
 
 
 class LocalGateway:
-    def __init__(self, routes: Iterable[Route], *, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """The HTTP API on `host:port`. `functions` runs the template's functions: InlineFunctions()
+    (the default: threads of this process) or ProcessFunctions (worker processes, like Lambda)."""
+
+    def __init__(
+        self,
+        routes: Iterable[Route],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        functions: Functions | None = None,
+        client_timeout_seconds: float = CLIENT_TIMEOUT_SECONDS,
+    ) -> None:
         self.authorizer_cache = AuthorizerCache()
-        self._server = ThreadingHTTPServer(
-            (host, port), make_request_handler(RouteTable(routes), self.authorizer_cache)
-        )
-        self._server.daemon_threads = True
+        self.functions: Functions = functions if functions is not None else InlineFunctions()
+        app = GatewayApp(RouteTable(routes), self.functions, self.authorizer_cache)
+        handler = type("LocalGatewayRequestHandler", (GatewayRequestHandler,), {"timeout": client_timeout_seconds})
+        # Bound here, not by werkzeug, so that a port in use is an OSError (werkzeug exits the process).
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.create_server((host, port), family=family)
+        try:
+            self._server: BaseWSGIServer = make_server(
+                host, port, app, threaded=True, request_handler=handler, fd=listener.fileno()
+            )
+        finally:
+            listener.close()
         self._thread: threading.Thread | None = None
 
     @property
@@ -439,13 +642,19 @@ class LocalGateway:
         self.authorizer_cache.clear()
 
     def start(self) -> str:
+        """Starts the functions' environments, then serves in a background thread."""
+        self.functions.start()
         self._thread = threading.Thread(target=self._server.serve_forever, name="pai-gateway", daemon=True)
         self._thread.start()
         return self.url
 
     def serve_forever(self) -> None:
+        self.functions.start()
         self._server.serve_forever()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
         self._server.server_close()
+        self.functions.stop()

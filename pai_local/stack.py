@@ -4,8 +4,10 @@ template, the composition root pointed at the emulator, and the gateway in front
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import boto3
 
@@ -15,6 +17,7 @@ from pai_core.config import REPO_ROOT, Settings
 from pai_core.errors import Conflict, InvalidInput
 from pai_core.ports import ChatModel
 from pai_local.emulator import EmbeddedMoto, use_emulator_credentials
+from pai_local.functions import Functions, InlineFunctions, ProcessFunctions, functions_from_template
 from pai_local.gateway import LocalGateway
 from pai_local.provision import Provisioned, provision
 from pai_local.template import Template
@@ -29,10 +32,14 @@ class RunningStack:
     gateway_url: str
     endpoint_url: str
     emulator: EmbeddedMoto | None
+    # Inline: this process's handlers serve from `container` (set_container). Process mode leaves
+    # the process-wide container alone: the workers build their own.
+    installed: bool = True
 
     def stop(self) -> None:
         self.gateway.stop()
-        set_container(None)
+        if self.installed:
+            set_container(None)
         if self.emulator is not None:
             self.emulator.stop()
 
@@ -45,10 +52,20 @@ def start_stack(
     gateway_host: str = "127.0.0.1",
     chat_model: ChatModel | None = None,
     state_dir: Path | None = None,
+    execution: Literal["inline", "process"] = "inline",
+    function_timeouts: Mapping[str, float] | None = None,
 ) -> RunningStack:
     """Uses settings.endpoint_url when it is set (LocalStack, a moto container, anything that speaks
     AWS), else starts moto in this process on `emulator_port`, keeping its state in `state_dir`
-    (None: in memory only)."""
+    (None: in memory only).
+
+    execution="process" runs each function as Lambda does (pai_local.functions.ProcessFunctions:
+    worker processes, up to settings.local_concurrency per function, each stopped past the
+    function's timeout; `function_timeouts`, by function name, replaces the template's). "inline"
+    runs the handlers in this process, one at a time, with this process's composition root: what a
+    test needs to hand them a `chat_model` of its own or to swap the container (set_container)."""
+    if execution == "process" and chat_model is not None:
+        raise ValueError("a chat model object cannot reach worker processes: use execution='inline'")
     use_emulator_credentials()
     emulator = None
     endpoint_url = settings.endpoint_url
@@ -60,14 +77,26 @@ def start_stack(
         resources = provision(Template.load(Env=settings.env), session, endpoint_url=endpoint_url)
         settings = replace(settings, endpoint_url=endpoint_url, knowledge_bucket=resources.bucket)
         container = Container(settings, chat_model=chat_model)
-        set_container(container)
-        gateway = LocalGateway(Template.load(Env=settings.env).routes(), host=gateway_host, port=gateway_port)
-        gateway_url = gateway.start()
+        if execution == "inline":
+            set_container(container)
+        template = Template.load(Env=settings.env)
+        functions: Functions = InlineFunctions()
+        if execution == "process":
+            specs = functions_from_template(template, timeouts=function_timeouts)
+            functions = ProcessFunctions(settings, specs, max_workers=settings.local_concurrency)
+        gateway = LocalGateway(template.routes(), host=gateway_host, port=gateway_port, functions=functions)
+        try:
+            gateway_url = gateway.start()
+        except BaseException:
+            gateway.stop()
+            raise
     except BaseException:
         if emulator is not None:
             emulator.stop()
         raise
-    return RunningStack(settings, container, resources, gateway, gateway_url, endpoint_url, emulator)
+    return RunningStack(
+        settings, container, resources, gateway, gateway_url, endpoint_url, emulator, installed=execution == "inline"
+    )
 
 
 # .pai/ is git-ignored.
