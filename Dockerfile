@@ -22,6 +22,9 @@ COPY handlers handlers
 COPY pai_local pai_local
 COPY infra infra
 COPY models models
+# .pai/ (the local API key, and the state that PAI_STATE_DIR names) is the volume at /data, so the
+# container keeps both across restarts, as `make run` keeps .pai/.
+RUN mkdir -p /data && ln -s /data /app/.pai
 
 # Inside the container the API must listen on all interfaces; compose publishes it on 127.0.0.1 only.
 ENV PYTHONPATH=/app \

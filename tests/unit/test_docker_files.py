@@ -47,6 +47,7 @@ def test_state_survives_restarts_on_a_named_volume() -> None:
     assert "pai-state:/data" in pai["volumes"]
     assert "pai-state" in COMPOSE["volumes"]
     assert "PAI_STATE_DIR=/data/state" in DOCKERFILE
+    assert "ln -s /data /app/.pai" in DOCKERFILE  # the API key file stays beside the state
 
 
 def test_an_external_emulator_is_chosen_by_botocores_own_variable() -> None:
