@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check
+# uv installs the lock files (hash-checked, downloads in parallel, from its own cache on later runs);
+# pip only bootstraps uv and builds llama.cpp's wheel.
+INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes
 RUNTIME := $(VENV)/.installed-runtime
 EXPORT := $(VENV)/.installed-export
 PYTEST_ARGS ?=
@@ -13,17 +16,18 @@ PYTEST_ARGS ?=
 # llama-cpp-python comes first, as a wheel built once with portable CPU flags (scripts/llama_wheel.py),
 # so the lock's install finds it in place and never compiles it with pip's own flags. The project itself
 # goes on the venv's path with a .pth file, as an editable install would, without building anything.
-$(RUNTIME): requirements/dev.txt scripts/llama_wheel.py
+$(RUNTIME): requirements/dev.txt requirements/uv.txt scripts/llama_wheel.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --require-hashes --no-deps -r requirements/uv.txt
 	$(BIN)/python scripts/llama_wheel.py --lock requirements/dev.txt
-	$(PIP) install --require-hashes -r requirements/dev.txt
+	$(INSTALL) -r requirements/dev.txt
 	$(BIN)/python -c 'import sys, sysconfig, pathlib; pathlib.Path(sysconfig.get_path("purelib"), "pai.pth").write_text(sys.argv[1] + "\n")' "$(CURDIR)"
 	touch $@
 
 # Export-only tools (torch, sentence-transformers, optimum): for `make model` and the rebuild test.
 # requirements/export.txt holds everything in dev.txt at the same versions, plus these.
 $(EXPORT): $(RUNTIME) requirements/export.txt
-	$(PIP) install --require-hashes -r requirements/export.txt
+	$(INSTALL) -r requirements/export.txt
 	touch $@
 
 setup: $(RUNTIME)
@@ -35,16 +39,19 @@ setup: $(RUNTIME)
 #   dev.txt     runtime + local + dev (`make setup`, `make run`, `make lint`, `make unit`)
 #   local.txt   runtime + local (the Dockerfile)
 #   lambda.txt  what the Lambda bundle ships (`make bundle`): runtime less boto3 and huggingface-hub
+#   uv.txt      uv alone, which pip installs first
 # All resolve for Python 3.11 and newer on every platform (3.12/arm64 for Lambda).
 UV ?= $(BIN)/uv
-LOCK := $(UV) pip compile pyproject.toml --quiet --universal --python-version 3.11 --generate-hashes \
+LOCK := $(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
 lock: $(if $(filter $(BIN)/uv,$(UV)),$(RUNTIME))
-	$(LOCK) --extra local --extra dev --extra export --override requirements/torch-cpu.txt \
+	$(LOCK) pyproject.toml --extra local --extra dev --extra export --override requirements/torch-cpu.txt \
 		--find-links /opt/wheels --emit-find-links -o requirements/export.txt
-	$(LOCK) --extra local --extra dev -c requirements/export.txt -o requirements/dev.txt
-	$(LOCK) --extra local -c requirements/export.txt -o requirements/local.txt
-	$(LOCK) -c requirements/export.txt --override requirements/lambda-exclude.txt -o requirements/lambda.txt
+	$(LOCK) pyproject.toml --extra local --extra dev -c requirements/export.txt -o requirements/dev.txt
+	$(LOCK) pyproject.toml --extra local -c requirements/export.txt -o requirements/local.txt
+	$(LOCK) pyproject.toml -c requirements/export.txt --override requirements/lambda-exclude.txt \
+		-o requirements/lambda.txt
+	echo uv | $(LOCK) - -c requirements/export.txt -o requirements/uv.txt
 
 run: $(RUNTIME)
 	$(BIN)/python -m pai_local

@@ -52,7 +52,7 @@ def test_every_direct_dependency_is_pinned_and_locked_at_its_pin(lock: str, extr
 
 
 def test_every_lock_entry_carries_hashes() -> None:
-    for lock in ("export.txt", "dev.txt", "local.txt", "lambda.txt"):
+    for lock in ("export.txt", "dev.txt", "local.txt", "lambda.txt", "uv.txt"):
         text = (REQUIREMENTS / lock).read_text()
         entries = re.findall(r"^[a-z0-9._-]+==\S+.*\\\n((?:\s+--hash=sha256:[0-9a-f]{64}.*\n)+)", text, flags=re.M)
         assert len(entries) == len(re.findall(r"^[a-z0-9._-]+==", text, flags=re.M)) > 0, lock
