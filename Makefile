@@ -25,9 +25,11 @@ $(RUNTIME): requirements/dev.txt requirements/uv.txt scripts/llama_wheel.py
 	touch $@
 
 # Export-only tools (torch, sentence-transformers, optimum): for `make model` and the rebuild test.
-# requirements/export.txt holds everything in dev.txt at the same versions, plus these.
+# requirements/export.txt holds everything in dev.txt at the same versions, plus these. On x86_64 it
+# locks torch's CPU build, which is not on PyPI: this machine type keeps that wheel in /opt/wheels.
+TORCH_WHEELS ?= /opt/wheels
 $(EXPORT): $(RUNTIME) requirements/export.txt
-	$(INSTALL) -r requirements/export.txt
+	$(INSTALL) $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS)) -r requirements/export.txt
 	touch $@
 
 setup: $(RUNTIME)
@@ -46,7 +48,7 @@ LOCK := $(UV) pip compile --quiet --universal --python-version 3.11 --generate-h
 	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
 lock: $(if $(filter $(BIN)/uv,$(UV)),$(RUNTIME))
 	$(LOCK) pyproject.toml --extra local --extra dev --extra export --override requirements/torch-cpu.txt \
-		--find-links /opt/wheels --emit-find-links -o requirements/export.txt
+		--find-links $(TORCH_WHEELS) -o requirements/export.txt
 	$(LOCK) pyproject.toml --extra local --extra dev -c requirements/export.txt -o requirements/dev.txt
 	$(LOCK) pyproject.toml --extra local -c requirements/export.txt -o requirements/local.txt
 	$(LOCK) pyproject.toml -c requirements/export.txt --override requirements/lambda-exclude.txt \
