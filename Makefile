@@ -1,25 +1,59 @@
 # Every target does its own set-up: a fresh clone needs only `make run` or `make test`.
+# Everything installed comes from the hashed lock files in requirements/ (see `make lock`).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check
+# uv installs the lock files (hash-checked, downloads in parallel, from its own cache on later runs);
+# pip only bootstraps uv and builds llama.cpp's wheel.
+INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes
 RUNTIME := $(VENV)/.installed-runtime
 EXPORT := $(VENV)/.installed-export
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint unit integration integration-test fuzz bench model bundle deploy destroy clean keys
+.PHONY: setup lock run test lint unit integration integration-test fuzz bench model bundle deploy destroy clean keys
 
-$(RUNTIME): pyproject.toml
+# llama-cpp-python comes first, as a wheel built once with portable CPU flags (scripts/llama_wheel.py),
+# so the lock's install finds it in place and never compiles it with pip's own flags. The project itself
+# goes on the venv's path with a .pth file, as an editable install would, without building anything.
+$(RUNTIME): requirements/dev.txt requirements/uv.txt scripts/llama_wheel.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[local,dev]"
+	$(PIP) install --require-hashes --no-deps -r requirements/uv.txt
+	$(BIN)/python scripts/llama_wheel.py --lock requirements/dev.txt
+	$(INSTALL) -r requirements/dev.txt
+	$(BIN)/python -c 'import sys, sysconfig, pathlib; pathlib.Path(sysconfig.get_path("purelib"), "pai.pth").write_text(sys.argv[1] + "\n")' "$(CURDIR)"
 	touch $@
 
 # Export-only tools (torch, sentence-transformers, optimum): for `make model` and the rebuild test.
-$(EXPORT): $(RUNTIME)
-	$(BIN)/pip install --quiet -e ".[local,dev,export]"
+# requirements/export.txt holds everything in dev.txt at the same versions, plus these. On x86_64 it
+# locks torch's CPU build, which is not on PyPI: this machine type keeps that wheel in /opt/wheels.
+TORCH_WHEELS ?= /opt/wheels
+$(EXPORT): $(RUNTIME) requirements/export.txt
+	$(INSTALL) $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS)) -r requirements/export.txt
 	touch $@
 
 setup: $(RUNTIME)
+
+# The one command that updates the lock files after a change to pyproject.toml (UPGRADE=1: newest
+# releases the pins allow, else the current locked versions are kept where they still fit). export.txt
+# is resolved first, for every extra at once; the others are its subsets, at its versions:
+#   export.txt  everything, torch's CPU build included (`make test`, `make model`, `make bench`)
+#   dev.txt     runtime + local + dev (`make setup`, `make run`, `make lint`, `make unit`)
+#   local.txt   runtime + local (the Dockerfile)
+#   lambda.txt  what the Lambda bundle ships (`make bundle`): runtime less boto3 and huggingface-hub
+#   uv.txt      uv alone, which pip installs first
+# All resolve for Python 3.11 and newer on every platform (3.12/arm64 for Lambda).
+UV ?= $(BIN)/uv
+LOCK := $(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
+lock: $(if $(filter $(BIN)/uv,$(UV)),$(RUNTIME))
+	$(LOCK) pyproject.toml --extra local --extra dev --extra export --override requirements/torch-cpu.txt \
+		--find-links $(TORCH_WHEELS) -o requirements/export.txt
+	$(LOCK) pyproject.toml --extra local --extra dev -c requirements/export.txt -o requirements/dev.txt
+	$(LOCK) pyproject.toml --extra local -c requirements/export.txt -o requirements/local.txt
+	$(LOCK) pyproject.toml -c requirements/export.txt --override requirements/lambda-exclude.txt \
+		-o requirements/lambda.txt
+	echo uv | $(LOCK) - -c requirements/export.txt -o requirements/uv.txt
 
 run: $(RUNTIME)
 	$(BIN)/python -m pai_local

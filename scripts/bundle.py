@@ -8,9 +8,11 @@ Three zips in build/bundle/, because they change at very different rates:
     model-layer.zip model/all-MiniLM-L6-v2/...: the int8 embedding model (PAI_EMBEDDING_MODEL_DIR
                     = /opt/model/all-MiniLM-L6-v2): heavy, changes only when rebuilt
 
-A code change then uploads a few hundred kilobytes instead of ~80 MB. boto3 is not bundled: the
-Lambda Python runtime provides it. Never bundled: torch, sentence-transformers, llama-cpp-python,
-moto, the local harness, scripts, tests.
+A code change then uploads a few hundred kilobytes instead of ~80 MB. The dependencies are exactly
+the hash-checked pins of requirements/lambda.txt (`make lock` writes it) that apply to Python 3.12 on
+Linux arm64, each a wheel, none resolved here, so the same lock gives the same layer. boto3 is not
+bundled: the Lambda Python runtime provides it. Never bundled: torch, sentence-transformers,
+llama-cpp-python, moto, the local harness, scripts, tests.
 """
 
 from __future__ import annotations
@@ -21,54 +23,81 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
+
+from packaging.markers import Marker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "build" / "bundle"
 PYTHON_VERSION = "3.12"
 PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64")
-# What the handlers import at run time (pyproject's core dependencies, less boto3).
-RUNTIME_REQUIREMENTS = (
-    "cryptography>=42",
-    "numpy>=1.26",
-    "onnxruntime>=1.20",
-    "aws-lambda-powertools>=3.0",
-    "openai>=1.40",
-    "usearch>=2.20",
-    "threadpoolctl>=3.1",
-)
-# tokenizers' own dependencies (huggingface-hub, hf-xet) only serve from_pretrained; we load
-# tokenizer.json from a file, so it goes in alone.
-NO_DEPS_REQUIREMENTS = ("tokenizers>=0.19",)
+LOCK = REPO_ROOT / "requirements" / "lambda.txt"
+# The environment markers of the Lambda Python 3.12 runtime on arm64 (the lock covers every platform).
+LAMBDA_ENVIRONMENT = {
+    "implementation_name": "cpython",
+    "implementation_version": "3.12.0",
+    "os_name": "posix",
+    "platform_machine": "aarch64",
+    "platform_python_implementation": "CPython",
+    "platform_system": "Linux",
+    "python_full_version": "3.12.0",
+    "python_version": PYTHON_VERSION,
+    "sys_platform": "linux",
+}
 FUNCTION_PACKAGES = ("handlers", "pai_core")
 MODEL_DIR = REPO_ROOT / "models" / "all-MiniLM-L6-v2"
 LAMBDA_MODEL_DIR = "/opt/model/all-MiniLM-L6-v2"
 PRUNE = ("__pycache__", "*.pyc", "tests", "bin")
 
 
-def pip_install_aarch64(target: Path, requirements: tuple[str, ...], *, no_deps: bool) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--target",
-        str(target),
-        "--implementation",
-        "cp",
-        "--python-version",
-        PYTHON_VERSION,
-        "--only-binary=:all:",
-        "--upgrade",
-    ]
-    for platform in PLATFORMS:
-        command += ["--platform", platform]
-    if no_deps:
-        command.append("--no-deps")
-    subprocess.run([*command, *requirements], check=True)
+def lambda_requirements(lock: Path) -> str:
+    """The lock's pins that apply on Lambda, each with its hashes, as a requirements file's text."""
+    entries = []
+    for raw in lock.read_text(encoding="utf-8").replace("\\\n", " ").splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        requirement, *hashes = line.split(" --hash=")
+        pin, _, marker = requirement.partition(";")
+        if not hashes:
+            raise SystemExit(f"{lock}: {pin.strip()} has no hash: run `make lock`")
+        if not marker.strip() or Marker(marker).evaluate(LAMBDA_ENVIRONMENT):
+            entries.append(" ".join([pin.strip(), *(f"--hash={digest.strip()}" for digest in hashes)]))
+    if not entries:
+        raise SystemExit(f"{lock} pins nothing: run `make lock`")
+    return "\n".join(entries) + "\n"
+
+
+def pip_install_aarch64(target: Path, lock: Path) -> None:
+    """Every pinned wheel for Python 3.12 on manylinux aarch64, hash-checked, with nothing resolved here."""
+    with tempfile.TemporaryDirectory() as scratch:
+        requirements = Path(scratch) / "lambda-requirements.txt"
+        requirements.write_text(lambda_requirements(lock), encoding="utf-8")
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            "--implementation",
+            "cp",
+            "--python-version",
+            PYTHON_VERSION,
+            "--only-binary=:all:",
+            "--upgrade",
+            "--no-deps",
+            "--require-hashes",
+            "-r",
+            str(requirements),
+        ]
+        for platform in PLATFORMS:
+            command += ["--platform", platform]
+        subprocess.run(command, check=True)
 
 
 def prune(root: Path) -> None:
@@ -98,7 +127,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build(output: Path) -> dict[str, dict[str, object]]:
+def build(output: Path, lock: Path = LOCK) -> dict[str, dict[str, object]]:
     staging = output / "staging"
     shutil.rmtree(staging, ignore_errors=True)
     output.mkdir(parents=True, exist_ok=True)
@@ -109,8 +138,7 @@ def build(output: Path) -> dict[str, dict[str, object]]:
     prune(function_root)
 
     deps_root = staging / "deps-layer"
-    pip_install_aarch64(deps_root / "python", RUNTIME_REQUIREMENTS, no_deps=False)
-    pip_install_aarch64(deps_root / "python", NO_DEPS_REQUIREMENTS, no_deps=True)
+    pip_install_aarch64(deps_root / "python", lock)
     prune(deps_root)
 
     model_root = staging / "model-layer"
@@ -133,8 +161,9 @@ def build(output: Path) -> dict[str, dict[str, object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--lock", type=Path, default=LOCK, help="the hashed lock file of the deps layer")
     args = parser.parse_args()
-    artifacts = build(args.output)
+    artifacts = build(args.output, args.lock)
     total = sum(int(str(a["unzipped_bytes"])) for a in artifacts.values())
     for name, facts in artifacts.items():
         zipped, unzipped = int(str(facts["zipped_bytes"])), int(str(facts["unzipped_bytes"]))

@@ -1,8 +1,10 @@
-"""The ARM64 Lambda bundle: built for real (manylinux aarch64 wheels from PyPI), then inspected."""
+"""The ARM64 Lambda bundle: built for real (manylinux aarch64 wheels from PyPI, exactly the pins of
+requirements/lambda.txt), then inspected."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import zipfile
@@ -68,6 +70,23 @@ def test_layers_hold_no_export_only_or_local_packages(built_bundle: Path) -> Non
     with zipfile.ZipFile(built_bundle / "function.zip") as function:
         packages = {name.split("/")[0] for name in function.namelist()}
     assert packages == {"handlers", "pai_core"}
+
+
+def test_the_deps_layer_holds_exactly_the_locked_pins(built_bundle: Path) -> None:
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    with zipfile.ZipFile(built_bundle / "deps-layer.zip") as deps:
+        dist_infos = {name.split("/")[1] for name in deps.namelist() if name.split("/")[1].endswith(".dist-info")}
+    installed = {
+        (canonical(d.removesuffix(".dist-info").rsplit("-", 1)[0]), d.removesuffix(".dist-info").rsplit("-", 1)[1])
+        for d in dist_infos
+    }
+    locked = {
+        (canonical(line.split("==")[0]), line.split("==")[1].split()[0])
+        for line in bundle.lambda_requirements(bundle.LOCK).splitlines()
+    }
+    assert installed == locked
 
 
 def test_model_layer_puts_the_model_where_the_template_says(built_bundle: Path) -> None:
