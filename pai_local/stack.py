@@ -14,8 +14,9 @@ from pai_core.bootstrap import Container, set_container
 from pai_core.config import REPO_ROOT, Settings
 from pai_core.errors import Conflict, InvalidInput
 from pai_core.ports import ChatModel
-from pai_local.emulator import EmbeddedMoto, use_emulator_credentials
+from pai_local.emulator import EmbeddedMoto, free_port, use_emulator_credentials
 from pai_local.gateway import LocalGateway
+from pai_local.model_server import ModelServer
 from pai_local.provision import Provisioned, provision
 from pai_local.template import Template
 
@@ -29,10 +30,13 @@ class RunningStack:
     gateway_url: str
     endpoint_url: str
     emulator: EmbeddedMoto | None
+    model_server: ModelServer | None = None
 
     def stop(self) -> None:
         self.gateway.stop()
         set_container(None)
+        if self.model_server is not None:
+            self.model_server.stop()
         if self.emulator is not None:
             self.emulator.stop()
 
@@ -46,26 +50,38 @@ def start_stack(
     chat_model: ChatModel | None = None,
 ) -> RunningStack:
     """Uses settings.endpoint_url when it is set (LocalStack, a moto container, anything that speaks
-    AWS), else starts moto in this process on `emulator_port`."""
+    AWS), else starts moto in this process on `emulator_port`. The `local` chat model is served by a
+    supervised child process (pai_local.model_server), unless a chat model is given or
+    settings.local_llm_url names a server already running."""
     use_emulator_credentials()
     emulator = None
     endpoint_url = settings.endpoint_url
     if endpoint_url is None:
         emulator = EmbeddedMoto(port=emulator_port)
         endpoint_url = emulator.start()
+    model_server = None
     try:
+        if chat_model is None and settings.llm_provider == "local" and settings.local_llm_url is None:
+            # Loads the model while the emulator is provisioned; waited for below.
+            model_server = ModelServer.for_settings(settings, port=free_port())
+            model_server.start()
+            settings = replace(settings, local_llm_url=model_server.url)
         session = boto3.session.Session(region_name=settings.region)
         resources = provision(Template.load(Env=settings.env), session, endpoint_url=endpoint_url)
         settings = replace(settings, endpoint_url=endpoint_url, knowledge_bucket=resources.bucket)
         container = Container(settings, chat_model=chat_model)
         set_container(container)
+        if model_server is not None:
+            model_server.wait_ready()
         gateway = LocalGateway(Template.load(Env=settings.env).routes(), host=gateway_host, port=gateway_port)
         gateway_url = gateway.start()
     except BaseException:
+        if model_server is not None:
+            model_server.stop()
         if emulator is not None:
             emulator.stop()
         raise
-    return RunningStack(settings, container, resources, gateway, gateway_url, endpoint_url, emulator)
+    return RunningStack(settings, container, resources, gateway, gateway_url, endpoint_url, emulator, model_server)
 
 
 # .pai/ is git-ignored.

@@ -38,3 +38,22 @@ def test_bad_configuration_fails_fast_naming_the_variable(environ: dict[str, str
 def test_the_offline_model_is_found_in_its_package() -> None:
     path = Settings.from_env({}).resolve_local_llm_path()
     assert path.name.endswith(".gguf") and path.stat().st_size > 50_000_000
+
+
+def test_the_offline_models_server_is_a_setting() -> None:
+    assert Settings.from_env({}).local_llm_url is None
+    settings = Settings.from_env({"PAI_LOCAL_LLM_URL": "http://127.0.0.1:8765/v1"})
+    assert settings.local_llm_url == "http://127.0.0.1:8765/v1"
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8765", "ftp://127.0.0.1/v1", "http://", "http://host name/v1"])
+def test_a_bad_offline_model_url_fails_fast_naming_the_variable(url: str) -> None:
+    with pytest.raises(ConfigError, match="PAI_LOCAL_LLM_URL"):
+        Settings.from_env({"PAI_LOCAL_LLM_URL": url})
+
+
+def test_the_local_provider_without_its_server_says_what_to_set() -> None:
+    from pai_core.bootstrap import Container
+
+    with pytest.raises(ConfigError, match="PAI_LOCAL_LLM_URL"):
+        _ = Container(Settings.from_env({})).chat_model
