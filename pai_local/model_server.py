@@ -10,7 +10,7 @@ one meets a fresh server.
 Restarts follow a `RestartPolicy`: a short backoff that doubles while children keep dying soon
 after they start, and at most a few restarts in any minute (a child that cannot stay up is not
 restarted in a tight loop). The child's own output goes to a log file, never the console; the
-supervisor logs each restart through `logging` ("pai.model_server").
+supervisor logs each restart through `logging` ("pai_local.model_server").
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from typing import Protocol
 from pai_core.adapters.llm_local import local_model_name
 from pai_core.config import REPO_ROOT, Settings
 
-logger = logging.getLogger("pai.model_server")
+# Not under "pai": that is the handlers' logger, whose records carry the request being served.
+logger = logging.getLogger(__name__)
 
 # .pai/ is git-ignored.
 DEFAULT_LOG_FILE = REPO_ROOT / ".pai" / "model-server.log"

@@ -16,7 +16,7 @@ from pai_core.errors import Conflict, InvalidInput
 from pai_core.ports import ChatModel
 from pai_local.emulator import EmbeddedMoto, free_port, use_emulator_credentials
 from pai_local.gateway import LocalGateway
-from pai_local.model_server import ModelServer
+from pai_local.model_server import DEFAULT_LOG_FILE, ModelServer
 from pai_local.provision import Provisioned, provision
 from pai_local.template import Template
 
@@ -48,6 +48,7 @@ def start_stack(
     gateway_port: int,
     gateway_host: str = "127.0.0.1",
     chat_model: ChatModel | None = None,
+    model_server_log: Path = DEFAULT_LOG_FILE,
 ) -> RunningStack:
     """Uses settings.endpoint_url when it is set (LocalStack, a moto container, anything that speaks
     AWS), else starts moto in this process on `emulator_port`. The `local` chat model is served by a
@@ -63,7 +64,7 @@ def start_stack(
     try:
         if chat_model is None and settings.llm_provider == "local" and settings.local_llm_url is None:
             # Loads the model while the emulator is provisioned; waited for below.
-            model_server = ModelServer.for_settings(settings, port=free_port())
+            model_server = ModelServer.for_settings(settings, port=free_port(), log_path=model_server_log)
             model_server.start()
             settings = replace(settings, local_llm_url=model_server.url)
         session = boto3.session.Session(region_name=settings.region)

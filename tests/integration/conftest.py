@@ -80,7 +80,9 @@ def emulator() -> Iterator[Emulator]:
 def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
     """The offline model as `make run` serves it: llama.cpp in a supervised child process, so no
     test runs llama.cpp's compute in the pytest process (where a crash would end the whole run)."""
-    settings = Settings.from_env(llm_context_tokens=SESSION_CONTEXT_TOKENS, llm_threads=2)
+    # One thread: llama.cpp's threads spin while they wait for each other, and on a machine as busy
+    # as a test run's, two of them make a reply tens of times slower than one.
+    settings = Settings.from_env(llm_context_tokens=SESSION_CONTEXT_TOKENS, llm_threads=1)
     log = tmp_path_factory.mktemp("model-server") / "model-server.log"
     server = ModelServer.for_settings(settings, port=free_port(), log_path=log)
     server.start()
@@ -97,8 +99,9 @@ def chat_model(model_server: ModelServer) -> RecordingChatModel:
         url=model_server.url,
         model_path=model_server.command.model_path,
         context_tokens=SESSION_CONTEXT_TOKENS,
-        # Generous: two cores are shared with everything else the suite runs.
-        timeout_seconds=120,
+        # As long as the chat function's 30 s allow (a model call is only started when it fits):
+        # two cores are shared with everything else the suite runs.
+        timeout_seconds=25,
         max_attempts=2,
     )
     return RecordingChatModel(model)
@@ -113,7 +116,7 @@ def stack(emulator: Emulator, chat_model: RecordingChatModel, model_server: Mode
         # A container built from these settings (tests that install their own) reaches the same server.
         local_llm_url=model_server.url,
         llm_context_tokens=SESSION_CONTEXT_TOKENS,
-        llm_threads=2,
+        llm_threads=1,
         # One user sends hundreds of requests a minute here: limits far above that keep every
         # request counted in the real usage table without ever refusing one (test_limits.py
         # installs small ones where it means to).

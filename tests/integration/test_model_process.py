@@ -40,21 +40,25 @@ FROZEN_TIMEOUT_SECONDS = 4
 
 
 @pytest.fixture(scope="module")
-def supervised(stack: RunningStack) -> Iterator[tuple[RunningStack, ApiClient]]:
+def supervised(
+    stack: RunningStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RunningStack, ApiClient]]:
     """A second stack on the session's emulator, whose chat model start_stack serves itself."""
     settings = Settings(
         env=new_env(),
         region=REGION,
         endpoint_url=stack.endpoint_url,
         llm_context_tokens=2048,
-        llm_threads=2,
+        llm_threads=1,  # as the session's model (tests/integration/conftest.py says why)
         # One attempt: a retry could land on the restarted model and hide the failure under test.
         llm_max_attempts=1,
-        llm_timeout_seconds=120,
+        # As long as the chat function's 30 s allow (a model call is only started when it fits).
+        llm_timeout_seconds=25,
         rate_limit_per_minute=1_000_000,
         daily_token_budget=10**12,
     )
-    running = start_stack(settings, emulator_port=free_port(), gateway_port=free_port())
+    log = tmp_path_factory.mktemp("supervised-model") / "model-server.log"
+    running = start_stack(settings, emulator_port=free_port(), gateway_port=free_port(), model_server_log=log)
     server = running.model_server
     try:
         assert server is not None, "start_stack serves the local provider's model itself"
@@ -160,8 +164,8 @@ def interrupted_stream(
     session = unique_session()
     pid = current_pid(model_server(running))
     with streamed_chat(api, {"message": LONG_ASK, "sessionId": session, "useMemory": False}) as stream:
-        name, _ = next(stream)
-        assert name == "delta"
+        name, first = next(stream)
+        assert name == "delta", first
         interrupt(pid)
         rest = list(stream)
     return session, rest

@@ -326,7 +326,7 @@ def contract_container(stack: RunningStack, owner: str, model_server: ModelServe
         url=model_server.url,
         model_path=model_server.command.model_path,
         context_tokens=CHAT_CONTEXT_TOKENS,
-        timeout_seconds=120,
+        timeout_seconds=25,  # as long as the chat function's 30 s allow
         max_attempts=1,
     )
     container = Container(settings, chat_model=WindowWatchingChatModel(model))
