@@ -95,13 +95,13 @@ def current_pid(server: ModelServer) -> int:
     return pid
 
 
-def wait_for_restart(server: ModelServer, *, after: int) -> float:
-    """Seconds until a new child answered, once the supervisor has restarted one after `after` restarts."""
-    started = time.monotonic()
+def wait_for_restart(server: ModelServer, *, after: int, since: float) -> float:
+    """Once the supervisor has restarted a child (after `after` restarts) and it answers: the
+    seconds from `since` (time.monotonic) until then."""
     while not (server.restarts > after and server.state is State.RUNNING):
-        assert time.monotonic() - started < RESTART_WAIT_SECONDS, f"no restart: {server.state}"
+        assert time.monotonic() - since < RESTART_WAIT_SECONDS, f"no restart: {server.state}"
         time.sleep(0.05)
-    return time.monotonic() - started
+    return time.monotonic() - since
 
 
 def report(what: str, seconds: float) -> None:
@@ -158,17 +158,18 @@ def assert_unavailable(result: HttpResult) -> None:
 
 def interrupted_stream(
     api: ApiClient, running: RunningStack, interrupt: Callable[[int], None]
-) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+) -> tuple[str, list[tuple[str, dict[str, Any]]], float]:
     """A streamed chat, `interrupt`ed (given the model's pid) right after its first piece; its
-    session and the events that came after that piece."""
+    session, the events that came after that piece, and when (time.monotonic) it was interrupted."""
     session = unique_session()
     pid = current_pid(model_server(running))
     with streamed_chat(api, {"message": LONG_ASK, "sessionId": session, "useMemory": False}) as stream:
         name, first = next(stream)
         assert name == "delta", first
+        interrupted_at = time.monotonic()
         interrupt(pid)
         rest = list(stream)
-    return session, rest
+    return session, rest, interrupted_at
 
 
 def assert_ended_with_unavailable(rest: list[tuple[str, dict[str, Any]]]) -> None:
@@ -212,11 +213,14 @@ def test_a_model_killed_mid_stream_ends_that_stream_with_an_error_and_is_restart
     server = model_server(running)
     restarts = server.restarts
 
-    session, rest = interrupted_stream(api, running, lambda pid: os.kill(pid, signal.SIGKILL))
+    session, rest, killed_at = interrupted_stream(api, running, lambda pid: os.kill(pid, signal.SIGKILL))
 
     assert_ended_with_unavailable(rest)
     assert stored_roles(running, session) == ["user"]  # no assistant turn from a broken reply
-    report("model server killed mid-stream: answering again after", wait_for_restart(server, after=restarts))
+    report(
+        "model server killed mid-stream: a new one answering after",
+        wait_for_restart(server, after=restarts, since=killed_at),
+    )
     assert_everything_else_is_up(running, api, memory_id)
     assert_chat_works(api, memory_id)
 
@@ -241,12 +245,16 @@ def test_a_model_killed_mid_request_is_a_503_with_retry_after_and_is_restarted(
     while http_answers(f"{server.url}/models", 0.5):
         assert asking.is_alive(), f"the chat was answered before it could be interrupted: {answers}"
         time.sleep(0.02)
+    killed_at = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     asking.join(timeout=180)
 
     assert_unavailable(answers[0])
     assert stored_roles(running, session) == ["user"]
-    report("model server killed mid-request: answering again after", wait_for_restart(server, after=restarts))
+    report(
+        "model server killed mid-request: a new one answering after",
+        wait_for_restart(server, after=restarts, since=killed_at),
+    )
     assert_everything_else_is_up(running, api, memory_id)
     assert_chat_works(api, memory_id)
 
@@ -260,33 +268,35 @@ def test_a_frozen_model_costs_requests_a_503_within_the_timeout_and_is_replaced(
     running, api = supervised
     server = model_server(running)
     restarts = server.restarts
-    # The same stack with a short model timeout (the 503 comes when it runs out, not at some
-    # later point): its own composition root, sharing the loaded models.
+    # For the chat that meets the frozen model: the same stack with a short model timeout (shorter
+    # than the supervisor takes to give up on the model), its own composition root.
     impatient = Container(replace(running.settings, llm_timeout_seconds=FROZEN_TIMEOUT_SECONDS))
     impatient.embedder = running.container.embedder
-    set_container(impatient)
-    frozen: list[int] = []
+    session = unique_session()
+    frozen = current_pid(server)
     try:
+        with streamed_chat(api, {"message": LONG_ASK, "sessionId": session, "useMemory": False}) as stream:
+            name, first = next(stream)
+            assert name == "delta", first
+            frozen_at = time.monotonic()
+            os.kill(frozen, signal.SIGSTOP)
+            set_container(impatient)
+            try:
+                asked_at = time.monotonic()
+                plain = api.post("/chat", {"message": "Hello?", "sessionId": unique_session(), "useMemory": False})
+                report("chat to a frozen model: 503 after", time.monotonic() - asked_at)
+            finally:
+                set_container(running.container)
+            rest = list(stream)  # the frozen model's reply, until the supervisor replaces it
 
-        def freeze(pid: int) -> None:
-            os.kill(pid, signal.SIGSTOP)
-            frozen.append(pid)
-
-        session, rest = interrupted_stream(api, running, freeze)
+        assert_unavailable(plain)
         assert_ended_with_unavailable(rest)
         assert stored_roles(running, session) == ["user"]
-
-        asked_at = time.monotonic()
-        plain = api.post("/chat", {"message": "Hello?", "sessionId": unique_session(), "useMemory": False})
-        report("chat to a frozen model: 503 after", time.monotonic() - asked_at)
-        assert_unavailable(plain)
-
-        report("frozen model server: replaced and answering after", wait_for_restart(server, after=restarts))
-        assert not alive(frozen[0]), "the frozen child was killed, not left behind"
+        replaced = wait_for_restart(server, after=restarts, since=frozen_at)
+        report("model server frozen: a new one answering after", replaced)
+        assert not alive(frozen), "the frozen child was killed, not left behind"
     finally:
-        set_container(running.container)
-        for pid in frozen:
-            if alive(pid):
-                os.kill(pid, signal.SIGCONT)
+        if alive(frozen):
+            os.kill(frozen, signal.SIGCONT)
     assert_everything_else_is_up(running, api, memory_id)
     assert_chat_works(api, memory_id)
