@@ -92,7 +92,7 @@ def table(results: list[tuple[str, dict[str, float]]]) -> str:
         f"Chat: SmolLM2-135M-Instruct Q4_1, {THREADS} threads, up to {MAX_TOKENS} tokens, "
         f"median of {len(PROMPTS)} prompts",
         "",
-        "| path | time to first token (ms) | tokens/s | TTFT vs local | tokens/s vs local |",
+        "| path | time to first token (ms) | tokens/s | TTFT vs in-process | tokens/s vs in-process |",
         "|---|---:|---:|---:|---:|",
     ]
     for name, numbers in results:
