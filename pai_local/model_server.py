@@ -10,7 +10,7 @@ one meets a fresh server.
 Restarts follow a `RestartPolicy`: a short backoff that doubles while children keep dying soon
 after they start, and at most a few restarts in any minute (a child that cannot stay up is not
 restarted in a tight loop). The child's own output goes to a log file, never the console; the
-supervisor logs each restart through `logging` ("pai_local.model_server").
+supervisor logs each restart through `logging` ("model-server").
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ from typing import Protocol
 from pai_core.adapters.llm_local import local_model_name
 from pai_core.config import REPO_ROOT, Settings
 
-# Not under "pai": that is the handlers' logger, whose records carry the request being served.
-logger = logging.getLogger(__name__)
+# No "pai" in its name: Powertools' Logger(service="pai") keeps the root logger's handlers from
+# emitting any record whose logger name contains "pai" (its de-duplication), which would silence
+# every restart from the first request on.
+logger = logging.getLogger("model-server")
 
 # .pai/ is git-ignored.
 DEFAULT_LOG_FILE = REPO_ROOT / ".pai" / "model-server.log"

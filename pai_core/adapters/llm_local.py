@@ -9,10 +9,12 @@ OpenAI-compatible adapter, with the model's own tokenizer for the prompt budget.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pai_core.adapters.llm_openai import OpenAiChatModel
+from pai_core.models import ChatMessage, Completion
 
 # Sampling as the model has always been run here: it repeats itself without a penalty.
 SAMPLING = {"repeat_penalty": 1.1}
@@ -59,11 +61,22 @@ def _vocabulary(llama_cpp: Any, model_path: Path) -> Any:
     return LlamaModel(path_model=str(model_path), params=params, verbose=False)
 
 
+class LocalServerChatModel(OpenAiChatModel):
+    """The OpenAI-compatible client, but a plain reply is asked for as a stream and put together
+    here. The server stops writing a streamed reply as soon as its reader leaves (a timeout, say),
+    while a plain one is finished whoever still waits for it, and, one reply at a time, every
+    request after it would wait too."""
+
+    def complete(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Completion:
+        # stream() ends with exactly one Completion, or raises.
+        return next(item for item in self.stream(messages, max_tokens=max_tokens) if isinstance(item, Completion))
+
+
 def local_server_chat_model(
     *, url: str, model_path: Path, context_tokens: int, timeout_seconds: float, max_attempts: int
-) -> OpenAiChatModel:
+) -> LocalServerChatModel:
     """The `local` provider: a client of the offline model's server at `url` (its /v1 base)."""
-    return OpenAiChatModel(
+    return LocalServerChatModel(
         base_url=url,
         api_key="no-key",  # the server is on loopback and asks for none; the client insists on one
         model=local_model_name(model_path),

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
+from pai_core.adapters.llm_local import SAMPLING, LocalServerChatModel
 from pai_core.adapters.llm_openai import OpenAiChatModel, StreamDeadlineExceeded, within_deadline
 from pai_core.errors import UpstreamUnavailable
 from pai_core.models import ChatMessage, Completion, TextDelta
@@ -144,3 +145,42 @@ def test_a_reader_that_leaves_early_gets_the_stream_closed() -> None:
     assert next(reading) == 0
     reading.close()
     assert source.closed.wait(5)
+
+
+def test_the_local_model_asks_for_a_plain_reply_as_a_stream_and_is_bounded_the_same(
+    released: threading.Event,
+) -> None:
+    """So that the server stops writing a reply nobody waits for any more."""
+    asked: list[dict[str, object]] = []
+
+    def stall() -> Iterator[bytes]:
+        released.wait()
+        yield b"data: [DONE]\n\n"
+
+    bodies = iter(
+        [
+            ScriptedStream([chunk("Hel"), chunk("lo."), b"data: [DONE]\n\n"], iter([])),
+            ScriptedStream([chunk("Hel")], stall()),
+        ]
+    )
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        asked.append(json.loads(request.content))
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, stream=next(bodies))
+
+    model = LocalServerChatModel(
+        base_url="http://127.0.0.1:1/v1",
+        api_key="no-key",
+        model="m",
+        context_tokens=2048,
+        timeout_seconds=0.3,
+        max_attempts=1,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(answer)),
+        token_counter=len,
+        extra_body=SAMPLING,
+    )
+    assert model.complete(MESSAGES, max_tokens=8).text == "Hello."
+    assert asked[0]["stream"] is True
+    assert asked[0]["repeat_penalty"] == SAMPLING["repeat_penalty"]
+    with pytest.raises(UpstreamUnavailable, match="in time"):
+        model.complete(MESSAGES, max_tokens=8)

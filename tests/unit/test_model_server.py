@@ -156,7 +156,7 @@ def test_a_crashed_child_is_restarted_on_the_same_port(tmp_path: Path, caplog: p
     harness = Harness(tmp_path)
     server = harness.running()
     first = harness.child
-    with caplog.at_level(logging.WARNING, logger="pai_local.model_server"):
+    with caplog.at_level(logging.WARNING, logger="model-server"):
         harness.restart_after_crash()
     assert len(harness.children) == 2
     assert harness.child.argv == first.argv
