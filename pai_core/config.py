@@ -127,7 +127,7 @@ class Settings:
             "llm_max_attempts": _int(env, "PAI_LLM_MAX_ATTEMPTS", 2, low=1, high=10),
             "llm_max_output_tokens": _int(env, "PAI_LLM_MAX_OUTPUT_TOKENS", 256, low=1, high=8192),
             "llm_context_tokens": _int(env, "PAI_LLM_CONTEXT_TOKENS", 2048, low=256, high=131072),
-            "llm_threads": _int(env, "PAI_LLM_THREADS", min(os.cpu_count() or 1, 4), low=1, high=64),
+            "llm_threads": _int(env, "PAI_LLM_THREADS", default_llm_threads(), low=1, high=64),
             "history_max_turns": _int(env, "PAI_HISTORY_MAX_TURNS", 40, low=0, high=1000),
             "key_cache_max_age_seconds": float(_int(env, "PAI_KEY_CACHE_MAX_AGE_SECONDS", 300, low=1, high=86400)),
             "rate_limit_per_minute": _int(env, "PAI_RATE_LIMIT_PER_MINUTE", 120, low=0, high=1_000_000),
@@ -156,6 +156,13 @@ class Settings:
         if not path.is_file():
             raise ConfigError(f"PAI_LOCAL_LLM_PATH: no model file at {path}")
         return path
+
+
+def default_llm_threads(cores: int | None = None) -> int:
+    """A core left to the API and the emulator, up to 4 threads. llama.cpp's threads spin while they
+    wait for each other: one that shares its core with anything busy slows every token down."""
+    available = cores if cores is not None else (os.cpu_count() or 1)
+    return max(1, min(available - 1, 4))
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pai_core.config import ConfigError, Settings
+from pai_core.config import ConfigError, Settings, default_llm_threads
 
 
 def test_defaults_follow_the_design() -> None:
@@ -57,3 +57,9 @@ def test_the_local_provider_without_its_server_says_what_to_set() -> None:
 
     with pytest.raises(ConfigError, match="PAI_LOCAL_LLM_URL"):
         _ = Container(Settings.from_env({})).chat_model
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (4, 3), (64, 4)])
+def test_the_offline_model_leaves_a_core_to_the_rest(cores: int, threads: int) -> None:
+    assert default_llm_threads(cores) == threads
+    assert Settings.from_env({"PAI_LLM_THREADS": "2"}).llm_threads == 2
