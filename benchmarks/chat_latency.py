@@ -1,5 +1,5 @@
-"""Chat latency of the offline model: in-process (llama.cpp) and through the OpenAI-compatible path
-(llama-cpp-python's server on loopback, the same GGUF), measured in one run.
+"""Chat latency of the offline model: in-process (llama.cpp, the baseline) and as PAI serves it
+(llama-cpp-python's server in a supervised child process, on loopback, the same GGUF), in one run.
 
 Prints time to first token (p50 over a few prompts) and generation speed (tokens/s) for each, and
 the ratio between them (the HTTP path against in-process as the baseline).
@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import math
 import statistics
-import subprocess
 import sys
+import tempfile
+import threading
 import time
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
-from pai_core.adapters.llm_local import LlamaCppChatModel
-from pai_core.adapters.llm_openai import OpenAiChatModel
+from pai_core.adapters.llm_local import local_server_chat_model
 from pai_core.config import Settings
-from pai_core.errors import PaiError
-from pai_core.models import ChatMessage, Completion
+from pai_core.errors import PaiError, UpstreamUnavailable
+from pai_core.models import ChatMessage, Completion, TextDelta, Usage
 from pai_core.ports import ChatModel
 from pai_local.emulator import free_port
+from pai_local.model_server import ModelServer, ModelServerCommand
 
 PROMPTS = [
     "Name three things to pack for a rainy weekend.",
@@ -74,58 +76,29 @@ def measure(model: ChatModel) -> dict[str, float]:
 
 
 @contextmanager
-def openai_compatible_server(gguf: str) -> Iterator[str]:
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            gguf,
-            "--model_alias",
-            "smollm2",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "2048",
-            "--n_threads",
-            str(THREADS),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
+def supervised_server(gguf: Path, log: Path) -> Iterator[ModelServer]:
+    """The offline model as PAI serves it: llama-cpp-python's server in a supervised child."""
+    server = ModelServer(ModelServerCommand(gguf, 2048, THREADS), port=free_port(), log_path=log)
+    server.start()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=1)  # noqa: S310 (loopback)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("llama-cpp-python's server did not start") from None
-                time.sleep(0.2)
-        yield url
+        server.wait_ready()
+        yield server
     finally:
-        server.kill()
-        server.wait(timeout=10)
+        server.stop()
 
 
 def run() -> list[tuple[str, dict[str, float]]]:
     gguf = Settings.from_env({}).resolve_local_llm_path()
     local = LlamaCppChatModel(gguf, context_tokens=2048, threads=THREADS)
     measure(local)  # warm-up: first-load effects are cold start, not chat latency
-    results = [("local (llama.cpp in-process)", measure(local))]
+    results = [("in-process llama.cpp (the baseline; PAI no longer runs this)", measure(local))]
     del local
-    with openai_compatible_server(str(gguf)) as url:
-        remote = OpenAiChatModel(
-            base_url=url, api_key="any", model="smollm2", context_tokens=2048, timeout_seconds=60, max_attempts=1
+    with tempfile.TemporaryDirectory() as scratch, supervised_server(gguf, Path(scratch) / "model.log") as server:
+        served = local_server_chat_model(
+            url=server.url, model_path=gguf, context_tokens=2048, timeout_seconds=60, max_attempts=1
         )
-        measure(remote)
-        results.append(("openai-compatible (llama.cpp server, HTTP)", measure(remote)))
+        measure(served)
+        results.append(("`local`: llama.cpp server in a supervised child, HTTP on loopback", measure(served)))
     return results
 
 
@@ -135,7 +108,7 @@ def table(results: list[tuple[str, dict[str, float]]]) -> str:
         f"Chat: SmolLM2-135M-Instruct Q4_1, {THREADS} threads, up to {MAX_TOKENS} tokens, "
         f"median of {len(PROMPTS)} prompts",
         "",
-        "| path | time to first token (ms) | tokens/s | TTFT vs local | tokens/s vs local | failed prompts |",
+        "| path | time to first token (ms) | tokens/s | TTFT vs in-process | tokens/s vs in-process | failed prompts |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, numbers in results:
@@ -147,6 +120,80 @@ def table(results: list[tuple[str, dict[str, float]]]) -> str:
             f"{ttft_ratio:.2f}x | {speed_ratio:.2f}x | {numbers['failed']:.0f} |"
         )
     return "\n".join(lines)
+
+
+class LlamaCppChatModel:
+    """The offline model run in this process, as PAI once did: the baseline the server path is
+    measured against. PAI itself never runs llama.cpp in the API's process (pai_local.model_server)."""
+
+    def __init__(self, model_path: Path, *, context_tokens: int, threads: int, temperature: float = 0.3) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:  # an optional dependency: say what to install
+            raise RuntimeError("the offline model needs llama-cpp-python: pip install -e '.[local]'") from exc
+        self.name = model_path.stem
+        self.context_tokens = context_tokens
+        self._temperature = temperature
+        self._llm: Any = Llama(
+            model_path=str(model_path), n_ctx=context_tokens, n_threads=threads, verbose=False, seed=7
+        )
+        # One llama.cpp context serves one generation at a time.
+        self._lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        with self._lock:
+            return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Iterator[TextDelta | Completion]:
+        pieces: list[str] = []
+        generated = 0
+        # The lock is held while the caller consumes the stream, and released if it stops early.
+        with self._lock:
+            try:
+                chunks = self._llm.create_chat_completion(
+                    messages=_payload(messages),
+                    max_tokens=max_tokens,
+                    temperature=self._temperature,
+                    repeat_penalty=1.1,
+                    stream=True,
+                )
+                for chunk in chunks:
+                    text = chunk["choices"][0]["delta"].get("content") or ""
+                    if text:
+                        generated += 1  # llama.cpp streams one token per chunk
+                        pieces.append(text)
+                        yield TextDelta(text)
+                context_used = int(self._llm.n_tokens)
+            except (RuntimeError, ValueError) as exc:
+                raise UpstreamUnavailable("the local model failed to answer") from exc
+        yield Completion(
+            text="".join(pieces).strip(),
+            model=self.name,
+            usage=Usage(input_tokens=max(context_used - generated, 0), output_tokens=generated),
+        )
+
+    def complete(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Completion:
+        payload = _payload(messages)
+        try:
+            with self._lock:
+                result = self._llm.create_chat_completion(
+                    messages=payload, max_tokens=max_tokens, temperature=self._temperature, repeat_penalty=1.1
+                )
+        except (RuntimeError, ValueError) as exc:
+            raise UpstreamUnavailable("the local model failed to answer") from exc
+        text = (result["choices"][0]["message"].get("content") or "").strip()
+        usage = result.get("usage") or {}
+        return Completion(
+            text=text,
+            model=self.name,
+            usage=Usage(
+                input_tokens=int(usage.get("prompt_tokens", 0)), output_tokens=int(usage.get("completion_tokens", 0))
+            ),
+        )
+
+
+def _payload(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    return [{"role": message.role, "content": message.content} for message in messages]
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pai_core.adapters.dynamodb_usage import DynamoUsageCounters
 from pai_core.adapters.kms import KmsKeyService
 from pai_core.adapters.s3 import S3SnapshotStore
 from pai_core.auth import ApiKeys
-from pai_core.config import Settings
+from pai_core.config import ConfigError, Settings
 from pai_core.crypto import BranchKeyring, EnvelopeCipher, KeyringPolicy
 from pai_core.limits import UsageLimits
 from pai_core.search import AnnSettings, DesignScanSearch, IndexPolicy, LiveMemoryIndex
@@ -158,12 +158,19 @@ class Container:
                 timeout_seconds=self.settings.llm_timeout_seconds,
                 max_attempts=self.settings.llm_max_attempts,
             )
-        from pai_core.adapters.llm_local import LlamaCppChatModel
+        from pai_core.adapters.llm_local import local_server_chat_model
 
-        return LlamaCppChatModel(
-            self.settings.resolve_local_llm_path(),
+        if self.settings.local_llm_url is None:
+            raise ConfigError(
+                "PAI_LOCAL_LLM_URL is not set: the offline model runs in its own process, which "
+                "`python -m pai_local` starts and supervises (or point it at a llama-cpp-python server)"
+            )
+        return local_server_chat_model(
+            url=self.settings.local_llm_url,
+            model_path=self.settings.resolve_local_llm_path(),
             context_tokens=self.settings.llm_context_tokens,
-            threads=self.settings.llm_threads,
+            timeout_seconds=self.settings.llm_timeout_seconds,
+            max_attempts=self.settings.llm_max_attempts,
         )
 
     def _openai_api_key(self) -> str:

@@ -22,6 +22,7 @@ SEARCH_MODES = ("index", "design-scan")
 # Owners are part of storage keys ("{owner}#{sessionId}"), so '#' is never part of one.
 _OWNER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 _ENV_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+_HTTP_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 
 
 class ConfigError(ValueError):
@@ -45,6 +46,9 @@ class Settings:
     embedding_model_dir: Path = DEFAULT_EMBEDDING_MODEL_DIR
     llm_provider: str = "local"
     local_llm_path: Path | None = None
+    # The offline model's server (llama-cpp-python's, OpenAI-compatible): the local harness starts one
+    # and sets this; the `local` provider is its client and never runs the model in its own process.
+    local_llm_url: str | None = None
     # Where the LLM provider's API is, when not its public one (a test server, a proxy, a VPC endpoint).
     llm_endpoint_url: str | None = None
     bedrock_model_id: str = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -84,6 +88,8 @@ class Settings:
             raise ConfigError(f"PAI_OWNER must match {_OWNER.pattern}, got {self.owner!r}")
         if self.llm_provider not in LLM_PROVIDERS:
             raise ConfigError(f"PAI_LLM_PROVIDER must be one of {', '.join(LLM_PROVIDERS)}")
+        if self.local_llm_url is not None and not _HTTP_URL.match(self.local_llm_url):
+            raise ConfigError(f"PAI_LOCAL_LLM_URL must be an http:// or https:// URL, got {self.local_llm_url!r}")
         if self.search_mode not in SEARCH_MODES:
             raise ConfigError(f"PAI_SEARCH_MODE must be one of {', '.join(SEARCH_MODES)}")
         # Names the design derives from the environment, unless given explicitly.
@@ -119,6 +125,7 @@ class Settings:
             "embedding_model_dir": Path(env.get("PAI_EMBEDDING_MODEL_DIR", str(DEFAULT_EMBEDDING_MODEL_DIR))),
             "llm_provider": env.get("PAI_LLM_PROVIDER", "local"),
             "local_llm_path": Path(env["PAI_LOCAL_LLM_PATH"]) if env.get("PAI_LOCAL_LLM_PATH") else None,
+            "local_llm_url": env.get("PAI_LOCAL_LLM_URL") or None,
             "llm_endpoint_url": env.get("PAI_LLM_ENDPOINT_URL") or None,
             "bedrock_model_id": env.get("PAI_BEDROCK_MODEL_ID", "anthropic.claude-3-haiku-20240307-v1:0"),
             "openai_base_url": env.get("PAI_OPENAI_BASE_URL", "https://api.openai.com/v1"),
@@ -129,7 +136,7 @@ class Settings:
             "llm_max_attempts": _int(env, "PAI_LLM_MAX_ATTEMPTS", 2, low=1, high=10),
             "llm_max_output_tokens": _int(env, "PAI_LLM_MAX_OUTPUT_TOKENS", 256, low=1, high=8192),
             "llm_context_tokens": _int(env, "PAI_LLM_CONTEXT_TOKENS", 2048, low=256, high=131072),
-            "llm_threads": _int(env, "PAI_LLM_THREADS", min(os.cpu_count() or 1, 4), low=1, high=64),
+            "llm_threads": _int(env, "PAI_LLM_THREADS", default_llm_threads(), low=1, high=64),
             "history_max_turns": _int(env, "PAI_HISTORY_MAX_TURNS", 40, low=0, high=1000),
             "key_cache_max_age_seconds": float(_int(env, "PAI_KEY_CACHE_MAX_AGE_SECONDS", 300, low=1, high=86400)),
             "rate_limit_per_minute": _int(env, "PAI_RATE_LIMIT_PER_MINUTE", 120, low=0, high=1_000_000),
@@ -166,6 +173,13 @@ class Settings:
         if not path.is_file():
             raise ConfigError(f"PAI_LOCAL_LLM_PATH: no model file at {path}")
         return path
+
+
+def default_llm_threads(cores: int | None = None) -> int:
+    """A core left to the API and the emulator, up to 4 threads. llama.cpp's threads spin while they
+    wait for each other: one that shares its core with anything busy slows every token down."""
+    available = cores if cores is not None else (os.cpu_count() or 1)
+    return max(1, min(available - 1, 4))
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:

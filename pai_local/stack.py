@@ -16,9 +16,10 @@ from pai_core.bootstrap import Container, set_container
 from pai_core.config import REPO_ROOT, Settings
 from pai_core.errors import Conflict, InvalidInput
 from pai_core.ports import ChatModel
-from pai_local.emulator import EmbeddedMoto, use_emulator_credentials
+from pai_local.emulator import EmbeddedMoto, free_port, use_emulator_credentials
 from pai_local.functions import Functions, InlineFunctions, ProcessFunctions, functions_from_template
 from pai_local.gateway import LocalGateway
+from pai_local.model_server import DEFAULT_LOG_FILE, ModelServer
 from pai_local.provision import Provisioned, provision
 from pai_local.template import Template
 
@@ -32,6 +33,7 @@ class RunningStack:
     gateway_url: str
     endpoint_url: str
     emulator: EmbeddedMoto | None
+    model_server: ModelServer | None = None
     # Inline: this process's handlers serve from `container` (set_container). Process mode leaves
     # the process-wide container alone: the workers build their own.
     installed: bool = True
@@ -40,6 +42,8 @@ class RunningStack:
         self.gateway.stop()
         if self.installed:
             set_container(None)
+        if self.model_server is not None:
+            self.model_server.stop()
         if self.emulator is not None:
             self.emulator.stop()
 
@@ -54,10 +58,13 @@ def start_stack(
     state_dir: Path | None = None,
     execution: Literal["inline", "process"] = "inline",
     function_timeouts: Mapping[str, float] | None = None,
+    model_server_log: Path = DEFAULT_LOG_FILE,
 ) -> RunningStack:
     """Uses settings.endpoint_url when it is set (LocalStack, a moto container, anything that speaks
     AWS), else starts moto in this process on `emulator_port`, keeping its state in `state_dir`
-    (None: in memory only).
+    (None: in memory only). The `local` chat model is served by a supervised child process
+    (pai_local.model_server), unless a chat model is given or settings.local_llm_url names a server
+    already running.
 
     execution="process" runs each function as Lambda does (pai_local.functions.ProcessFunctions:
     worker processes, up to settings.local_concurrency per function, each stopped past the
@@ -72,13 +79,21 @@ def start_stack(
     if endpoint_url is None:
         emulator = EmbeddedMoto(port=emulator_port, state_dir=state_dir)
         endpoint_url = emulator.start()
+    model_server = None
     try:
+        if chat_model is None and settings.llm_provider == "local" and settings.local_llm_url is None:
+            # Loads the model while the emulator is provisioned; waited for below.
+            model_server = ModelServer.for_settings(settings, port=free_port(), log_path=model_server_log)
+            model_server.start()
+            settings = replace(settings, local_llm_url=model_server.url)
         session = boto3.session.Session(region_name=settings.region)
         resources = provision(Template.load(Env=settings.env), session, endpoint_url=endpoint_url)
         settings = replace(settings, endpoint_url=endpoint_url, knowledge_bucket=resources.bucket)
         container = Container(settings, chat_model=chat_model)
         if execution == "inline":
             set_container(container)
+        if model_server is not None:
+            model_server.wait_ready()
         template = Template.load(Env=settings.env)
         functions: Functions = InlineFunctions()
         if execution == "process":
@@ -91,11 +106,21 @@ def start_stack(
             gateway.stop()
             raise
     except BaseException:
+        if model_server is not None:
+            model_server.stop()
         if emulator is not None:
             emulator.stop()
         raise
     return RunningStack(
-        settings, container, resources, gateway, gateway_url, endpoint_url, emulator, installed=execution == "inline"
+        settings,
+        container,
+        resources,
+        gateway,
+        gateway_url,
+        endpoint_url,
+        emulator,
+        model_server,
+        installed=execution == "inline",
     )
 
 

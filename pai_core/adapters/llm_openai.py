@@ -4,10 +4,13 @@ Studio) as the chat model, through the official `openai` client."""
 from __future__ import annotations
 
 import math
+import queue
 import random
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from time import monotonic
 from typing import Any
 
 import openai
@@ -37,7 +40,12 @@ class OpenAiChatModel:
         max_attempts: int,
         temperature: float = 0.3,
         http_client: Any = None,
+        token_counter: Callable[[str], int] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> None:
+        """`token_counter`: the model's own tokenizer when the caller has it (the offline model),
+        else the documented estimate. `extra_body`: sampling options the endpoint accepts beyond
+        OpenAI's own (llama.cpp's repeat_penalty, say)."""
         # Retries are made here, not by the client: the client would honour a Retry-After of up to
         # two minutes, far past any function's timeout (see _create).
         self._max_attempts = max(max_attempts, 1)
@@ -48,20 +56,24 @@ class OpenAiChatModel:
         self.name = model
         self.context_tokens = context_tokens
         self._temperature = temperature
+        self._count_tokens = token_counter or estimate_tokens
+        self._extra_body = dict(extra_body) if extra_body else None
 
     def count_tokens(self, text: str) -> int:
-        return estimate_tokens(text)
+        return self._count_tokens(text)
 
-    def _create(self, **request: Any) -> Any:
-        """One chat completions call. Connection errors, timeouts, 408/409/429 and 5xx are retried
-        after an exponential backoff with jitter (or the Retry-After asked for), up to the configured
-        attempts, and only while the wait and a whole attempt fit the request's deadline
-        (pai_core.deadline); otherwise the last failure stands, with its Retry-After."""
+    def _create(self, **request: Any) -> tuple[Any, float]:
+        """One chat completions call, and when (monotonic time) its successful attempt began.
+        Connection errors, timeouts, 408/409/429 and 5xx are retried after an exponential backoff
+        with jitter (or the Retry-After asked for), up to the configured attempts, and only while the
+        wait and a whole attempt fit the request's deadline (pai_core.deadline); otherwise the last
+        failure stands, with its Retry-After."""
         attempt = 1
         while True:
             ensure_time_for(self._timeout_seconds, "a model call")
+            started = monotonic()
             try:
-                return self._client.chat.completions.create(**request)
+                return self._client.chat.completions.create(**request), started
             except openai.APIError as exc:
                 if attempt >= self._max_attempts or not _retryable(exc):
                     raise
@@ -72,16 +84,21 @@ class OpenAiChatModel:
             attempt += 1
 
     def _request(self, messages: Sequence[ChatMessage], max_tokens: int) -> dict[str, Any]:
-        return {
+        request: dict[str, Any] = {
             "model": self.name,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "max_tokens": max_tokens,
             "temperature": self._temperature,
         }
+        if self._extra_body:
+            request["extra_body"] = self._extra_body
+        return request
 
     def complete(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Completion:
+        # The timeout is per read, and the endpoint sends nothing until the reply is complete:
+        # each attempt is bounded by it as a whole.
         with _translated_errors():
-            response = self._create(**self._request(messages, max_tokens))
+            response, _ = self._create(**self._request(messages, max_tokens))
         try:
             text = (response.choices[0].message.content or "").strip()
         except (AttributeError, IndexError, TypeError) as exc:
@@ -98,10 +115,12 @@ class OpenAiChatModel:
         model = self.name
         with _translated_errors():
             # Only opening the stream is retried: once a piece of the reply is out, it stands.
-            chunks = self._create(
+            chunks, started = self._create(
                 **self._request(messages, max_tokens), stream=True, stream_options={"include_usage": True}
             )
-            for chunk in chunks:
+            # The client's timeout bounds each read, not a reply trickling in for minutes: the
+            # attempt that opened the stream has the timeout for all of it.
+            for chunk in within_deadline(chunks, started + self._timeout_seconds):
                 model = chunk.model or model
                 usage = chunk.usage or usage
                 for choice in chunk.choices or []:
@@ -118,6 +137,54 @@ class OpenAiChatModel:
             return Usage(input_tokens=int(reported.prompt_tokens), output_tokens=int(reported.completion_tokens or 0))
         prompt = sum(self.count_tokens(m.content) for m in messages)
         return Usage(input_tokens=prompt, output_tokens=self.count_tokens(reply))
+
+
+class StreamDeadlineExceeded(UpstreamUnavailable):
+    """A streamed reply that did not end within the model call's timeout."""
+
+
+def within_deadline(chunks: Iterable[Any], deadline: float, *, clock: Callable[[], float] = monotonic) -> Iterator[Any]:
+    """The chunks of a stream, until `deadline` (by `clock`), then StreamDeadlineExceeded.
+
+    A helper thread reads them, so that waiting can stop at the deadline even while a read is
+    blocked (a stalled or frozen server). That thread closes the stream once its read returns (the
+    client's per-read timeout bounds that wait), read to the end or left. The stream's own errors
+    are raised here, in the reader's thread."""
+    handoff: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+    abandoned = threading.Event()
+    end = object()
+
+    def pump() -> None:
+        try:
+            for chunk in chunks:
+                if abandoned.is_set():
+                    break
+                handoff.put((True, chunk))
+            handoff.put((True, end))
+        except BaseException as exc:  # handed to the reader, who raises it
+            handoff.put((False, exc))
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    threading.Thread(target=pump, name="model-stream", daemon=True).start()
+    try:
+        while True:
+            remaining = deadline - clock()
+            try:
+                if remaining <= 0:
+                    raise queue.Empty
+                ok, item = handoff.get(timeout=remaining)
+            except queue.Empty:
+                raise StreamDeadlineExceeded("the model did not finish its reply in time") from None
+            if not ok:
+                raise item
+            if item is end:
+                return
+            yield item
+    finally:
+        abandoned.set()
 
 
 @contextmanager

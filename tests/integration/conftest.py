@@ -1,5 +1,6 @@
 """Integration fixtures: one PAI stack per session (emulator, provisioned resources, the real
-handlers behind the local gateway, the real offline chat model), reached over HTTP on loopback.
+handlers behind the local gateway, the real offline chat model in its supervised server), reached
+over HTTP on loopback.
 
 AWS_EMULATOR picks the AWS emulator:
   auto (default)  LocalStack in Docker when a Docker engine answers, else embedded moto
@@ -20,9 +21,11 @@ import boto3
 import pytest
 
 from pai_core.adapters.dynamodb import DynamoConversationRepository
+from pai_core.adapters.llm_local import local_server_chat_model
 from pai_core.bootstrap import Container, set_container
 from pai_core.config import Settings
 from pai_local.emulator import endpoint_answers, free_port
+from pai_local.model_server import ModelServer
 from pai_local.stack import RunningStack, start_stack
 from tests.integration.support import (
     REGION,
@@ -35,6 +38,7 @@ from tests.integration.support import (
 )
 
 EMULATOR_CHOICES = ("auto", "moto", "localstack", "external")
+SESSION_CONTEXT_TOKENS = 2048
 
 
 @pytest.fixture(scope="session")
@@ -73,21 +77,46 @@ def emulator() -> Iterator[Emulator]:
 
 
 @pytest.fixture(scope="session")
-def chat_model() -> RecordingChatModel:
-    from pai_core.adapters.llm_local import LlamaCppChatModel
-
-    path = Settings.from_env().resolve_local_llm_path()
-    return RecordingChatModel(LlamaCppChatModel(path, context_tokens=2048, threads=2))
+def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    """The offline model as `make run` serves it: llama.cpp in a supervised child process, so no
+    test runs llama.cpp's compute in the pytest process (where a crash would end the whole run)."""
+    # One thread: llama.cpp's threads spin while they wait for each other, and on a machine as busy
+    # as a test run's, two of them make a reply tens of times slower than one.
+    settings = Settings.from_env(llm_context_tokens=SESSION_CONTEXT_TOKENS, llm_threads=1)
+    log = tmp_path_factory.mktemp("model-server") / "model-server.log"
+    server = ModelServer.for_settings(settings, port=free_port(), log_path=log)
+    server.start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
-def stack(emulator: Emulator, chat_model: RecordingChatModel) -> Iterator[RunningStack]:
+def chat_model(model_server: ModelServer) -> RecordingChatModel:
+    model = local_server_chat_model(
+        url=model_server.url,
+        model_path=model_server.command.model_path,
+        context_tokens=SESSION_CONTEXT_TOKENS,
+        # As long as the chat function's 30 s allow (a model call is only started when it fits):
+        # two cores are shared with everything else the suite runs.
+        timeout_seconds=25,
+        max_attempts=2,
+    )
+    return RecordingChatModel(model)
+
+
+@pytest.fixture(scope="session")
+def stack(emulator: Emulator, chat_model: RecordingChatModel, model_server: ModelServer) -> Iterator[RunningStack]:
     settings = Settings(
         env=new_env(),
         region=REGION,
         endpoint_url=emulator.endpoint_url,
-        llm_context_tokens=2048,
-        llm_threads=2,
+        # A container built from these settings (tests that install their own) reaches the same server.
+        local_llm_url=model_server.url,
+        llm_context_tokens=SESSION_CONTEXT_TOKENS,
+        llm_threads=1,
         # One user sends hundreds of requests a minute here: limits far above that keep every
         # request counted in the real usage table without ever refusing one (test_limits.py
         # installs small ones where it means to).

@@ -38,12 +38,15 @@ from schemathesis.core import NotSet
 from schemathesis.core.failures import FailureGroup
 
 from pai_core import requests as limits
-from pai_core.adapters.llm_local import LlamaCppChatModel
+from pai_core.adapters.llm_local import local_server_chat_model
 from pai_core.bootstrap import Container, get_container, set_container
-from pai_core.errors import UpstreamUnavailable
+from pai_core.config import Settings
+from pai_core.errors import UpstreamInvalidResponse, UpstreamUnavailable
 from pai_core.models import ChatMessage, Completion, TextDelta
 from pai_core.ports import ChatModel
 from pai_core.requests import FORGET_CONFIRMATION
+from pai_local.emulator import free_port
+from pai_local.model_server import ModelServer
 from pai_local.stack import RunningStack
 from pai_local.template import Template
 
@@ -286,19 +289,19 @@ class WindowWatchingChatModel:
     def complete(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Completion:
         try:
             return self._inner.complete(messages, max_tokens=max_tokens)
-        except UpstreamUnavailable as exc:
+        except (UpstreamUnavailable, UpstreamInvalidResponse) as exc:
             self._note(exc)
             raise
 
     def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Iterator[TextDelta | Completion]:
         try:
             yield from self._inner.stream(messages, max_tokens=max_tokens)
-        except UpstreamUnavailable as exc:
+        except (UpstreamUnavailable, UpstreamInvalidResponse) as exc:
             self._note(exc)
             raise
 
-    def _note(self, exc: UpstreamUnavailable) -> None:
-        if "exceed context window" in str(exc.__cause__):  # llama.cpp's ValueError
+    def _note(self, exc: Exception) -> None:
+        if "maximum context length" in str(exc.__cause__):  # the model server's 400
             self.overflows += 1
 
 
@@ -310,16 +313,21 @@ class Contract:
     throwaway_headers: Callable[[], dict[str, str]]  # a new user's key, for a case that forgets its user
 
 
-def contract_container(stack: RunningStack, owner: str) -> Container:
+def contract_container(stack: RunningStack, owner: str, model_server: ModelServer) -> Container:
     """The session's settings, emulator and embedding model, with its own owner and chat model."""
     settings = replace(
         stack.settings,
         owner=owner,
+        local_llm_url=model_server.url,
         llm_context_tokens=CHAT_CONTEXT_TOKENS,
         llm_max_output_tokens=CHAT_MAX_OUTPUT_TOKENS,
     )
-    model = LlamaCppChatModel(
-        settings.resolve_local_llm_path(), context_tokens=CHAT_CONTEXT_TOKENS, threads=CHAT_THREADS
+    model = local_server_chat_model(
+        url=model_server.url,
+        model_path=model_server.command.model_path,
+        context_tokens=CHAT_CONTEXT_TOKENS,
+        timeout_seconds=25,  # as long as the chat function's 30 s allow
+        max_attempts=1,
     )
     container = Container(settings, chat_model=WindowWatchingChatModel(model))
     container.embedder = stack.container.embedder  # share the loaded model
@@ -339,8 +347,22 @@ def session_container(stack: RunningStack, owner: str) -> Container:
 
 
 @pytest.fixture(scope="module")
-def contract(stack: RunningStack) -> Iterator[Contract]:
-    container = contract_container(stack, owner="openapi-contract")
+def contract_model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    """The offline model with the run's window and threads, in its own process like the session's."""
+    settings = Settings.from_env(llm_context_tokens=CHAT_CONTEXT_TOKENS, llm_threads=CHAT_THREADS)
+    log = tmp_path_factory.mktemp("contract-model") / "model-server.log"
+    server = ModelServer.for_settings(settings, port=free_port(), log_path=log)
+    server.start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def contract(stack: RunningStack, contract_model_server: ModelServer) -> Iterator[Contract]:
+    container = contract_container(stack, owner="openapi-contract", model_server=contract_model_server)
     assert isinstance(container.chat_model, WindowWatchingChatModel)
     with serving(container):
         throwaways = itertools.count()

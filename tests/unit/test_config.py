@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pai_core.config import DEFAULT_LOCAL_STATE_DIR, REPO_ROOT, ConfigError, Settings
+from pai_core.config import DEFAULT_LOCAL_STATE_DIR, REPO_ROOT, ConfigError, Settings, default_llm_threads
 
 
 def test_defaults_follow_the_design() -> None:
@@ -56,3 +56,28 @@ def test_the_local_api_address_comes_from_pai_host_and_pai_port() -> None:
     assert (settings.local_host, settings.local_port) == ("127.0.0.1", 8080)
     settings = Settings.from_env({"PAI_HOST": "0.0.0.0", "PAI_PORT": "9090"})
     assert (settings.local_host, settings.local_port) == ("0.0.0.0", 9090)
+
+
+def test_the_offline_models_server_is_a_setting() -> None:
+    assert Settings.from_env({}).local_llm_url is None
+    settings = Settings.from_env({"PAI_LOCAL_LLM_URL": "http://127.0.0.1:8765/v1"})
+    assert settings.local_llm_url == "http://127.0.0.1:8765/v1"
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8765", "ftp://127.0.0.1/v1", "http://", "http://host name/v1"])
+def test_a_bad_offline_model_url_fails_fast_naming_the_variable(url: str) -> None:
+    with pytest.raises(ConfigError, match="PAI_LOCAL_LLM_URL"):
+        Settings.from_env({"PAI_LOCAL_LLM_URL": url})
+
+
+def test_the_local_provider_without_its_server_says_what_to_set() -> None:
+    from pai_core.bootstrap import Container
+
+    with pytest.raises(ConfigError, match="PAI_LOCAL_LLM_URL"):
+        _ = Container(Settings.from_env({})).chat_model
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (4, 3), (64, 4)])
+def test_the_offline_model_leaves_a_core_to_the_rest(cores: int, threads: int) -> None:
+    assert default_llm_threads(cores) == threads
+    assert Settings.from_env({"PAI_LLM_THREADS": "2"}).llm_threads == 2
