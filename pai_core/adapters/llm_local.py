@@ -36,7 +36,7 @@ class LocalTokenizer:
         try:
             import llama_cpp
         except ImportError as exc:  # an optional dependency: say what to install
-            raise RuntimeError("the offline model needs llama-cpp-python: pip install -e '.[local]'") from exc
+            raise RuntimeError("the offline model needs llama-cpp-python: make setup installs it") from exc
         self._vocab = _vocabulary(llama_cpp, model_path)
         self._lock = threading.Lock()
 
