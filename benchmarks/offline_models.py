@@ -323,6 +323,7 @@ def _memory_status() -> dict[str, int]:
 def worker(model_path: Path, *, threads: int, protocol: IO[str]) -> None:
     """Answers requests (JSON lines on stdin) with JSON lines on `protocol`."""
     import llama_cpp
+    from llama_cpp.llama_grammar import LlamaGrammar
 
     from pai_core.adapters.llm_local import LlamaCppChatModel
 
@@ -363,7 +364,7 @@ def worker(model_path: Path, *, threads: int, protocol: IO[str]) -> None:
             question=request["item"]["question"],
             accept=(),
             reject=(),
-            memories=tuple(tuple(m) for m in request["item"]["memories"]),  # type: ignore[misc]
+            memories=tuple((m[0], m[1]) for m in request["item"]["memories"]),
         )
         variant = VARIANTS[request["variant"]]
         messages = variant_messages(item, variant, model.count_tokens, budget)
@@ -398,7 +399,7 @@ def worker(model_path: Path, *, threads: int, protocol: IO[str]) -> None:
             )
         else:
             if variant.grammar not in grammars:
-                grammars[variant.grammar] = llama_cpp.LlamaGrammar.from_string(variant.grammar, verbose=False)
+                grammars[variant.grammar] = LlamaGrammar.from_string(variant.grammar, verbose=False)
             result = llm.create_chat_completion(
                 messages=[{"role": m.role, "content": m.content} for m in messages],
                 max_tokens=MAX_TOKENS,
@@ -433,7 +434,8 @@ def _render(llm: Any, messages: Sequence[ChatMessage]) -> str:
         eos_token=llm._model.token_get_text(llm.token_eos()),
         bos_token=llm._model.token_get_text(llm.token_bos()),
     )
-    return str(formatter(messages=[{"role": m.role, "content": m.content} for m in messages]).prompt)
+    payload: Any = [{"role": m.role, "content": m.content} for m in messages]
+    return str(formatter(messages=payload).prompt)
 
 
 class Worker:
@@ -507,7 +509,9 @@ def run(
     *,
     threads: int,
     show_prompts: bool,
+    full_length_runs: int,
     log: IO[str],
+    answers_file: Path | None = None,
 ) -> list[ModelRun]:
     runs: list[ModelRun] = []
     workers: list[Worker] = []
@@ -543,8 +547,11 @@ def run(
                         strict=is_strictly_correct(result["text"], item),
                     )
                     r.answers.setdefault(variant, []).append(answer)
-            print(f"  {index + 1}/{len(items)} {item.id}", file=log, flush=True)
-        for index in range(FULL_LENGTH_RUNS):
+            print(f"  {index + 1}/{len(items)} {item.id} {datetime.now(UTC):%H:%M:%S}", file=log, flush=True)
+            if answers_file is not None:
+                # Kept current, so a run stopped early still leaves what it measured.
+                write_answers(answers_file, runs)
+        for index in range(full_length_runs):
             item = items[index % len(items)]
             for w, r in zip(workers, runs, strict=True):
                 result = w.ask("full_length", item=_wire(item), variant="pai")
@@ -557,6 +564,11 @@ def run(
         for w in workers:
             w.close()
     return runs
+
+
+def write_answers(path: Path, runs: Sequence[ModelRun]) -> None:
+    document = {r.name: {v: [a.__dict__ for a in answers] for v, answers in r.answers.items()} for r in runs}
+    path.write_text(json.dumps(document, indent=1), encoding="utf-8")
 
 
 def _wire(item: Item) -> dict[str, Any]:
@@ -594,7 +606,7 @@ def main_table(runs: Sequence[ModelRun], variant: str) -> str:
             f"| {strict}/{n} ({100 * strict / n:.0f}%) | {_pct(seconds, 50):.2f} | {_pct(seconds, 95):.2f} "
             f"| {statistics.mean(a.output_tokens for a in answers):.0f} "
             f"| {_pct([a.cpu_seconds for a in answers], 50):.2f} "
-            f"| {_pct(r.full_length_seconds, 50):.2f} | {min(r.full_length_seconds):.2f} "
+            f"| {_pct(r.full_length_seconds, 50):.2f} | {min(r.full_length_seconds, default=float('nan')):.2f} "
             f"| {_pct(r.full_length_cpu_seconds, 50):.2f} | {r.peak_rss / MB:,.0f} | {r.hello['load_seconds']:.2f} "
             f"| {template} |"
         )
@@ -651,6 +663,7 @@ def machine_line(before: float, after: float, runs: Sequence[ModelRun]) -> str:
 
 def section(runs: Sequence[ModelRun], items: Sequence[Item], variants: Sequence[str], machine: str) -> str:
     primary = variants[0]
+    forced = len(runs[0].full_length_seconds) if runs else 0
     digests = "\n".join(f"- {r.name}: `{r.path.name}`, sha256 `{r.digest}`" for r in runs)
     candidates = "\n".join(
         f"- {c.name}: `{c.requirement}`: {c.model}; instruction-tuned: {'yes' if c.instruct else 'no'}; "
@@ -670,7 +683,7 @@ def section(runs: Sequence[ModelRun], items: Sequence[Item], variants: Sequence[
         "accepted word; 'strict': and no distractor memory's answer. 'answer' latency: the whole reply "
         f"(prompt + tokens until the model stops, at most {MAX_TOKENS}); '64 tokens': replies forced to {MAX_TOKENS} "
         "tokens (end-of-sequence forbidden), the constraint's case: p50 and best of "
-        f"{FULL_LENGTH_RUNS}, and the CPU seconds they took (all threads; on an idle machine the wall time is "
+        f"{forced}, and the CPU seconds they took (all threads; on an idle machine the wall time is "
         f"about that divided by {THREADS}). Peak RSS: the high-water mark of the "
         "process that holds the model (Python, llama.cpp and the mapped GGUF).",
         "",
@@ -736,6 +749,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=["pai"], choices=list(VARIANTS))
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
     parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument(
+        "--full-length-runs", type=int, default=FULL_LENGTH_RUNS, help=f"replies forced to {MAX_TOKENS} tokens"
+    )
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "pai-offline-models")
     parser.add_argument("--fixture", type=Path, default=FIXTURE)
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -758,15 +774,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: the baseline {BASELINE} is not in this run", file=log)
     items = list(_iterate_fixture(load_fixture(options.fixture), options.limit))
     before = os.getloadavg()[0]
-    runs = run(models, items, options.variants, threads=options.threads, show_prompts=options.show_prompts, log=log)
+    runs = run(
+        models,
+        items,
+        options.variants,
+        threads=options.threads,
+        show_prompts=options.show_prompts,
+        full_length_runs=options.full_length_runs,
+        log=log,
+        answers_file=options.answers,
+    )
     after = os.getloadavg()[0]
     body = section(runs, items, options.variants, machine_line(before, after, runs))
     print(body)
     if options.answers is not None:
-        options.answers.write_text(
-            json.dumps({r.name: {v: [a.__dict__ for a in a_list] for v, a_list in r.answers.items()} for r in runs}),
-            encoding="utf-8",
-        )
+        write_answers(options.answers, runs)
     if not options.no_write:
         existing = options.output.read_text(encoding="utf-8") if options.output.exists() else "# Benchmark results\n"
         options.output.write_text(replace_section(existing, SECTION, body), encoding="utf-8")
