@@ -644,7 +644,7 @@ def wrong_answers(runs: Sequence[ModelRun], variant: str, items: Sequence[Item],
     return "| model | question | reply |\n|---|---|---|\n" + "\n".join(lines) + "\n"
 
 
-def machine_line(before: float, after: float, runs: Sequence[ModelRun]) -> str:
+def machine_line(before: float, after: float, runs: Sequence[ModelRun], threads: int) -> str:
     cpu = "unknown CPU"
     with open("/proc/cpuinfo", encoding="utf-8") as info:
         for line in info:
@@ -655,13 +655,15 @@ def machine_line(before: float, after: float, runs: Sequence[ModelRun]) -> str:
     return (
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `python -m benchmarks.offline_models`, on {cpu}, "
         f"{os.cpu_count()} cores; Python {platform.python_version()}, llama-cpp-python {llama}. One-minute load "
-        f"average {before:.2f} before the run and {after:.2f} after (the run itself keeps up to {THREADS} cores "
+        f"average {before:.2f} before the run and {after:.2f} after (the run itself keeps up to {threads} cores "
         "busy; more means other work shared the machine, so latencies are noisy: the models were asked "
         "interleaved, question by question, so they share that noise alike)."
     )
 
 
-def section(runs: Sequence[ModelRun], items: Sequence[Item], variants: Sequence[str], machine: str) -> str:
+def section(
+    runs: Sequence[ModelRun], items: Sequence[Item], variants: Sequence[str], machine: str, *, threads: int
+) -> str:
     primary = variants[0]
     forced = len(runs[0].full_length_seconds) if runs else 0
     digests = "\n".join(f"- {r.name}: `{r.path.name}`, sha256 `{r.digest}`" for r in runs)
@@ -679,12 +681,12 @@ def section(runs: Sequence[ModelRun], items: Sequence[Item], variants: Sequence[
         f"{len(items)} memory-grounded questions (benchmarks/data/memory_questions.json), each with four memories "
         "of which one holds the answer; the prompt is PAI's (`build_messages`: system prompt and the fenced "
         "memory block), sent through `LlamaCppChatModel.complete` with the model's own chat template, "
-        f"temperature 0.3, seed 7, {MAX_TOKENS} output tokens, {THREADS} threads. 'correct': the reply contains an "
+        f"temperature 0.3, seed 7, {MAX_TOKENS} output tokens, {threads} thread(s). 'correct': the reply contains an "
         "accepted word; 'strict': and no distractor memory's answer. 'answer' latency: the whole reply "
         f"(prompt + tokens until the model stops, at most {MAX_TOKENS}); '64 tokens': replies forced to {MAX_TOKENS} "
         "tokens (end-of-sequence forbidden), the constraint's case: p50 and best of "
         f"{forced}, and the CPU seconds they took (all threads; on an idle machine the wall time is "
-        f"about that divided by {THREADS}). Peak RSS: the high-water mark of the "
+        f"about that divided by the threads). Peak RSS: the high-water mark of the "
         "process that holds the model (Python, llama.cpp and the mapped GGUF).",
         "",
         f"### Variant `{primary}`",
@@ -785,7 +787,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         answers_file=options.answers,
     )
     after = os.getloadavg()[0]
-    body = section(runs, items, options.variants, machine_line(before, after, runs))
+    machine = machine_line(before, after, runs, options.threads)
+    body = section(runs, items, options.variants, machine, threads=options.threads)
     print(body)
     if options.answers is not None:
         write_answers(options.answers, runs)
