@@ -47,6 +47,8 @@ from benchmarks import prices
 from benchmarks.capacity import CapacityMeter, item_size
 from benchmarks.corpus import embed_all, memory_texts, mixed_vectors, query_texts, random_unit_vectors
 from benchmarks.events import FakeLambdaContext, api_event
+from benchmarks.offline_models import SECTION as OFFLINE_MODEL_SECTION
+from benchmarks.offline_models import replace_section, section_of
 from pai_core.adapters.dynamodb import CHANGES_SUFFIX, HEAD_ID
 from pai_core.adapters.s3 import S3SnapshotStore
 from pai_core.bootstrap import Container, set_container
@@ -1024,10 +1026,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = replace(options, output=args.output)
     results = run(options)
     report = render(results)
-    options.output.write_text(report, encoding="utf-8")
+    options.output.write_text(_with_kept_sections(report, options.output), encoding="utf-8")
     print(report)
     log(f"wrote {options.output}")
     return 0
+
+
+# Sections other benchmarks write into the same file (they take too long to run with this one).
+KEPT_SECTIONS = (OFFLINE_MODEL_SECTION,)
+
+
+def _with_kept_sections(report: str, output: Path) -> str:
+    """`report`, followed by the sections of the file it replaces that another benchmark wrote."""
+    try:
+        previous = output.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return report
+    for heading in KEPT_SECTIONS:
+        section = section_of(previous, heading)
+        if section:
+            report = replace_section(report, heading, section)
+    return report
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ class LlamaCppChatModel:
         try:
             from llama_cpp import Llama
         except ImportError as exc:  # an optional dependency: say what to install
-            raise RuntimeError("the offline model needs llama-cpp-python: pip install -e '.[local]'") from exc
+            raise RuntimeError("the offline model needs llama-cpp-python: make setup installs it") from exc
         self.name = model_path.stem
         self.context_tokens = context_tokens
         self._temperature = temperature

@@ -6,10 +6,11 @@ about the user's stored memories correctly, how fast, in how much memory, in one
     python -m benchmarks.offline_models --models mine=/path/to/model.gguf --no-write
 
 The prompt is PAI's own: `pai_core.services.prompt.build_messages` (its system prompt and the fenced
-reference-data block of memories) with the model's token counter and PAI's budget, sent through the
-offline adapter (`LlamaCppChatModel.complete`: the chat template from the GGUF's metadata, PAI's
-temperature, seed and repeat penalty) with 64 output tokens and 2 threads. Variants change only the
-words of that prompt (or add a grammar), so they show what a change to prompt.py would do.
+reference-data block of memories) with the model's token counter and PAI's budget. llama.cpp answers
+it in the worker (`benchmarks.chat_latency.LlamaCppChatModel.complete`) with what PAI's model server
+uses: the chat template from the GGUF's metadata, PAI's temperature, seed and repeat penalty; 64
+output tokens and 2 threads. Variants change only the words of that prompt (or add a grammar), so
+they show what a change to prompt.py would do.
 
 Each model runs in its own worker process (its peak resident memory is that process's high-water
 mark), all loaded at once, and the questions are asked interleaved (item by item, the model order
@@ -325,7 +326,7 @@ def worker(model_path: Path, *, threads: int, protocol: IO[str]) -> None:
     import llama_cpp
     from llama_cpp.llama_grammar import LlamaGrammar
 
-    from pai_core.adapters.llm_local import LlamaCppChatModel
+    from benchmarks.chat_latency import LlamaCppChatModel
 
     settings = Settings()
     before = _memory_status()["VmRSS"]
@@ -700,6 +701,16 @@ def section(
         parts += [f"### Some replies that were not (strictly) correct, variant `{primary}`", "", wrong]
     parts += ["### Files", "", digests, "", candidates, ""]
     return "\n".join(parts)
+
+
+def section_of(document: str, heading: str) -> str:
+    """The section under `heading` in `document` (up to the next '## ' heading), or ''."""
+    lines = document.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip("\n") == heading), None)
+    if start is None:
+        return ""
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "".join(lines[start:end])
 
 
 def replace_section(document: str, heading: str, body: str) -> str:

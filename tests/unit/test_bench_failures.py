@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -111,3 +112,11 @@ def test_a_cold_start_that_failed_is_a_row_of_its_own() -> None:
     section = "\n".join(bench._cold_section(results))
     assert "| search | n/a | n/a | n/a | n/a | n/a | 2 (the process failed: MemoryError) |" in section
     assert "| memory | 2.50 | 0.70 | 0.40 | 0.60 | 30.0 | 1 (answered 503) |" in section
+
+
+def test_make_bench_keeps_the_offline_model_section_another_benchmark_wrote(tmp_path: Path) -> None:
+    output = tmp_path / "RESULTS.md"
+    output.write_text("# old\n\n## Search\nold numbers\n\n## Offline chat model\n| model | correct |\n| a | 1 |\n")
+    report = bench._with_kept_sections("# new\n\n## Search\nnew numbers\n", output)
+    assert "new numbers" in report and "old numbers" not in report
+    assert report.endswith("## Offline chat model\n| model | correct |\n| a | 1 |\n")
