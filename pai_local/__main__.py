@@ -16,6 +16,7 @@ from pai_core.config import ConfigError, Settings
 from pai_core.errors import PaiError
 from pai_local import state
 from pai_local.emulator import ACCESS_LOG, DEFAULT_EMULATOR_PORT, endpoint_answers
+from pai_local.logs import configure_console_logging
 from pai_local.stack import LOCAL_API_KEY_FILE, RunningStack, ensure_local_api_key, start_stack
 
 USAGE_ERROR = 2  # argparse's status for a bad option
@@ -28,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pai: cannot start: {exc}", file=sys.stderr)
         return USAGE_ERROR
     args = _parser(settings).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("botocore.credentials").setLevel(logging.WARNING)  # "found credentials in ...", each start
+    configure_console_logging()
     state_dir = None if args.fresh else settings.local_state_dir
     log_file = None
     try:

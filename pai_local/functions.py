@@ -38,6 +38,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any, Literal, Protocol
 
 from pai_core.config import Settings
+from pai_local.logs import configure_console_logging
 from pai_local.template import Template
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -288,7 +289,7 @@ def _worker_main(conn: Connection, settings: Settings, function: FunctionSpec, l
     """One execution environment: its own composition root, built once, then one request at a time."""
     # Ctrl-C reaches the whole process group; the gateway stops its workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(message)s")
+    configure_console_logging(log_level)
     try:
         from pai_core.bootstrap import Container, set_container
 
