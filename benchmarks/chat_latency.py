@@ -79,12 +79,8 @@ def measure(model: ChatModel) -> dict[str, float]:
 def supervised_server(gguf: Path, log: Path) -> Iterator[ModelServer]:
     """The offline model as PAI serves it: llama-cpp-python's server in a supervised child."""
     server = ModelServer(ModelServerCommand(gguf, 2048, THREADS), port=free_port(), log_path=log)
-    server.start()
-    try:
-        server.wait_ready()
+    with server.serving():
         yield server
-    finally:
-        server.stop()
 
 
 def run() -> list[tuple[str, dict[str, float]]]:

@@ -15,6 +15,7 @@ supervisor logs each restart through `logging` ("model-server").
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
@@ -26,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -267,6 +268,16 @@ class ModelServer:
                 raise ModelServerError(
                     f"the offline model's server did not answer in {limit:.0f} s; see {self.log_path}"
                 )
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[ModelServer]:
+        """Started and answering inside the block, stopped when it ends (however it ends)."""
+        self.start()
+        try:
+            self.wait_ready()
+            yield self
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         self._stopping.set()

@@ -85,12 +85,8 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServ
     settings = Settings.from_env(llm_context_tokens=SESSION_CONTEXT_TOKENS, llm_threads=1)
     log = tmp_path_factory.mktemp("model-server") / "model-server.log"
     server = ModelServer.for_settings(settings, port=free_port(), log_path=log)
-    server.start()
-    try:
-        server.wait_ready()
+    with server.serving():
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -352,12 +352,8 @@ def contract_model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     settings = Settings.from_env(llm_context_tokens=CHAT_CONTEXT_TOKENS, llm_threads=CHAT_THREADS)
     log = tmp_path_factory.mktemp("contract-model") / "model-server.log"
     server = ModelServer.for_settings(settings, port=free_port(), log_path=log)
-    server.start()
-    try:
-        server.wait_ready()
+    with server.serving():
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
