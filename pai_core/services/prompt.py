@@ -28,7 +28,9 @@ def memory_block(hits: Sequence[SearchHit]) -> str:
     lines = [MEMORY_PREAMBLE]
     for hit in hits:
         quoted = hit.memory.content.replace("</memory>", "<\\/memory>")
-        lines.append(f'<memory id="{hit.memory.id}" category="{hit.memory.category}">\n{quoted}\n</memory>')
+        # Only the words: ids and categories mean nothing to the model and made the block about twice
+        # as long (benchmarks/offline_models.py, variant `compact`).
+        lines.append(f"<memory>{quoted}</memory>")
     return "\n".join(lines)
 
 

@@ -83,7 +83,7 @@ def test_memories_go_in_as_fenced_data_with_sources(app: FakeContainer) -> None:
     assert system.role == "system"
     assert system.content.startswith(SYSTEM_PROMPT)
     assert MEMORY_PREAMBLE in system.content
-    assert f'<memory id="{hint.id}"' in system.content
+    assert f"<memory>{hint.content}</memory>" in system.content
     assert [s.id for s in reply.sources] == [hint.id]
     # The memory never appears as a user or assistant message, where it would read as an instruction.
     assert all("ignore your instructions" not in m.content for m in app.chat_model.prompts[-1][1:])
