@@ -28,8 +28,8 @@ def memory_block(hits: Sequence[SearchHit]) -> str:
     lines = [MEMORY_PREAMBLE]
     for hit in hits:
         quoted = hit.memory.content.replace("</memory>", "<\\/memory>")
-        # Only the words: ids and categories mean nothing to the model and made the block about twice
-        # as long (benchmarks/offline_models.py, variant `compact`).
+        # Only the words: ids and categories mean nothing to the model, and every token they took came
+        # out of a small model's window and time (benchmarks/offline_models.py, variant `compact`).
         lines.append(f"<memory>{quoted}</memory>")
     return "\n".join(lines)
 
