@@ -11,7 +11,7 @@ RUNTIME := $(VENV)/.installed-runtime
 EXPORT := $(VENV)/.installed-export
 PYTEST_ARGS ?=
 
-.PHONY: setup lock run test lint unit integration integration-test fuzz bench model bundle deploy destroy clean keys
+.PHONY: setup lock run test lint unit integration integration-test fuzz bench model bundle deploy destroy clean keys bench-quality
 
 # llama-cpp-python comes first, as a wheel built once with portable CPU flags (scripts/llama_wheel.py),
 # so the lock's install finds it in place and never compiles it with pip's own flags. The project itself
@@ -86,6 +86,12 @@ fuzz: $(RUNTIME)
 bench: $(EXPORT)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.bench $(ARGS)
 	$(BIN)/python -m benchmarks.chat_latency
+
+# Retrieval quality on LoCoMo's three development conversations (read from ../shared/data/locomo-dev/):
+# recall@5/@10 of the real handlers against fp32 MiniLM, BM25 and their fusion, in one run of a few
+# minutes; writes its section of benchmarks/RESULTS.md.
+bench-quality: $(EXPORT)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.quality $(ARGS)
 
 model: $(EXPORT)
 	$(BIN)/python scripts/build_model.py
