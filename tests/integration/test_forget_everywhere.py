@@ -4,6 +4,7 @@ snapshot may ever again hold the forgotten memories or seal them under a key mad
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,7 @@ from pai_core.adapters.dynamodb import CHANGES_SUFFIX, HEAD_ID
 from pai_core.bootstrap import Container
 from pai_core.crypto import KeyMaterialDestroyed
 from pai_core.models import VECTOR_DTYPE
-from pai_core.search import IndexPolicy, LiveMemoryIndex
+from pai_core.search import LiveMemoryIndex
 from pai_core.search.snapshot import decode
 from pai_local.stack import RunningStack
 
@@ -23,15 +24,12 @@ pytestmark = pytest.mark.integration
 
 
 def container_with_small_index(stack: RunningStack) -> tuple[Container, LiveMemoryIndex]:
-    """A composition root whose index writes snapshots after a handful of changes."""
+    """A composition root as the functions build it, whose index writes snapshots after a handful
+    of changes."""
     container = Container(stack.settings)
-    index = LiveMemoryIndex(
-        container.memory_repository,
-        container.snapshot_store,
-        dimensions=container.embedder.dimensions,
-        policy=IndexPolicy(snapshot_min_vectors=5, snapshot_rebuild_changes=3),
-    )
-    container.__dict__["search_index"] = index  # what the container's services and forget use
+    index = container.search_index
+    assert isinstance(index, LiveMemoryIndex)
+    index.policy = dataclasses.replace(index.policy, snapshot_min_vectors=5, snapshot_rebuild_changes=3)
     return container, index
 
 
@@ -127,12 +125,14 @@ def test_old_embeddings_never_reach_a_snapshot_sealed_after_the_forget(
     second.memories.search(user, "fact", top=3)
     first.account.forget(user)
     second.keyring.drop_cached(user)  # as once its key cache's max age has passed
-    for i in range(3):
+    for i in range(6):
         first.memories.remember(user, content=f"Another topic {i}: gardening", category="g", metadata={})
     second.memories.search(user, "gardening", top=3)
+    assert second_index.events["generation_moved"] == 1
     store = second.snapshot_store
     assert store is not None
     payload = store.load(user)
-    if payload is not None:
-        rows = decode(payload).vectors
-        assert float((rows @ old_vectors.T).max(initial=0.0)) < 0.999
+    assert payload is not None  # written after the forget, from the new memories alone
+    snapshot = decode(payload)
+    assert snapshot.generation == 1 and len([row for row in snapshot.ids if row]) == 6
+    assert float((snapshot.vectors @ old_vectors.T).max()) < 0.999
