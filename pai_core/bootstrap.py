@@ -124,7 +124,13 @@ class Container:
             ann=AnnSettings(threshold=threshold) if threshold > 0 else None,
             full_reload_seconds=float(self.settings.search_full_reload_seconds),
         )
-        return LiveMemoryIndex(self.memory_repository, snapshots, dimensions=self.embedder.dimensions, policy=policy)
+        return LiveMemoryIndex(
+            self.memory_repository,
+            snapshots,
+            dimensions=self.embedder.dimensions,
+            policy=policy,
+            on_generation_moved=self.keyring.drop_cached,
+        )
 
     @cached_property
     def memories(self) -> MemoryService:
@@ -212,6 +218,7 @@ class Container:
             self.keyring,
             snapshots=self.snapshot_store,
             credentials=self.api_keys,
+            generations=self.memory_repository,
             on_forgotten=self._drop_from_search_index,
         )
 

@@ -50,6 +50,15 @@ class MemoryVector:
 
 
 @dataclass(frozen=True)
+class ChangeStamp:
+    """An owner's head item, read by key on every warm search: `version` moves with every store or
+    delete, `generation` with every forget (after which nothing built before may be kept or written)."""
+
+    version: int
+    generation: int
+
+
+@dataclass(frozen=True)
 class Deletion:
     """A tombstone: memory `memory_id` was deleted; `id` is the tombstone's own time-ordered id."""
 

@@ -10,7 +10,17 @@ import numpy as np
 import numpy.typing as npt
 
 from pai_core.auth import ApiKeyInfo, StoredApiKey
-from pai_core.models import ChatMessage, Completion, Deletion, Memory, MemoryPage, MemoryVector, TextDelta, Turn
+from pai_core.models import (
+    ChangeStamp,
+    ChatMessage,
+    Completion,
+    Deletion,
+    Memory,
+    MemoryPage,
+    MemoryVector,
+    TextDelta,
+    Turn,
+)
 
 
 class Clock(Protocol):
@@ -45,8 +55,9 @@ class MemoryChangeFeed(Protocol):
     """What keeps a search index current without reading every memory on every search: a change
     stamp read by key, and key-range reads of what was added or deleted after a watermark."""
 
-    def change_stamp(self, owner: str) -> int:
-        """A number that changes whenever one of the owner's memories is stored or deleted."""
+    def change_stamp(self, owner: str) -> ChangeStamp:
+        """The owner's head: a version that changes whenever one of the owner's memories is stored or
+        deleted, and the generation that every forget of the owner moves."""
         ...
 
     def all_vectors(self, owner: str) -> Iterable[MemoryVector]:
@@ -67,7 +78,11 @@ class IndexSnapshotStore(Protocol):
 
     def load(self, owner: str) -> bytes | None: ...
 
-    def save(self, owner: str, payload: bytes) -> None: ...
+    def save(self, owner: str, payload: bytes) -> None:
+        """Seal and store; never makes the owner a key (a forgotten owner has none)."""
+        ...
+
+    def purge(self, owner: str) -> int: ...
 
 
 class MemorySearchIndex(Protocol):
@@ -109,6 +124,12 @@ class ConversationArchive(Protocol):
 class SnapshotPurger(Protocol):
     def purge(self, owner: str) -> int:
         """Delete every stored version of the owner's derived data (index snapshots)."""
+        ...
+
+
+class OwnerGenerations(Protocol):
+    def move_generation(self, owner: str) -> int:
+        """Move the owner's generation (kept through a purge); returns the new one, at least 1."""
         ...
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from botocore.exceptions import ClientError
 
 from pai_core.ids import MemoryIds
-from pai_core.models import Deletion, Memory, MemoryVector
+from pai_core.models import ChangeStamp, Deletion, Memory, MemoryVector
 from tests.fakes import FixedClock, InMemoryMemoryRepository
 
 
@@ -26,6 +26,7 @@ class InMemoryMemoryStore(InMemoryMemoryRepository):
 
     clock: FixedClock = field(default_factory=FixedClock)
     stamps: Counter[str] = field(default_factory=Counter)
+    generations: Counter[str] = field(default_factory=Counter)
     tombstones: dict[str, list[Deletion]] = field(default_factory=dict)
     reads: Counter[str] = field(default_factory=Counter)
 
@@ -50,9 +51,20 @@ class InMemoryMemoryStore(InMemoryMemoryRepository):
 
     # -- MemoryChangeFeed --
 
-    def change_stamp(self, owner: str) -> int:
+    def change_stamp(self, owner: str) -> ChangeStamp:
         self.reads["change_stamp"] += 1
-        return self.stamps[owner]
+        return ChangeStamp(version=self.stamps[owner], generation=self.generations[owner])
+
+    # -- OwnerGenerations --
+
+    def move_generation(self, owner: str) -> int:
+        self.generations[owner] += 1
+        return self.generations[owner]
+
+    def purge(self, owner: str) -> int:
+        """Like the table: the memories and tombstones go, the head (stamp and generation) stays."""
+        self.tombstones.pop(owner, None)
+        return super().purge(owner)
 
     def all_vectors(self, owner: str) -> list[MemoryVector]:
         self.reads["all_vectors"] += 1
@@ -72,7 +84,8 @@ class InMemoryMemoryStore(InMemoryMemoryRepository):
 
 
 class FakeS3Client:
-    """get_object / put_object on a dict, with S3's error for a missing key."""
+    """get_object / put_object on a dict, with S3's error for a missing key; an unversioned bucket
+    to the snapshot store's purge (one version per object)."""
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], bytes] = {}
@@ -88,6 +101,24 @@ class FakeS3Client:
         if (Bucket, Key) not in self.objects:
             raise ClientError({"Error": {"Code": "NoSuchKey", "Message": "gone"}}, "GetObject")
         return {"Body": io.BytesIO(self.objects[(Bucket, Key)])}
+
+    def get_paginator(self, name: str) -> Any:
+        assert name == "list_object_versions"
+        client = self
+
+        class Pages:
+            def paginate(self, *, Bucket: str, Prefix: str) -> list[dict[str, Any]]:
+                client.calls["list_object_versions"] += 1
+                keys = [key for bucket, key in client.objects if bucket == Bucket and key.startswith(Prefix)]
+                return [{"Versions": [{"Key": key, "VersionId": "null"} for key in keys]}]
+
+        return Pages()
+
+    def delete_objects(self, *, Bucket: str, Delete: dict[str, Any]) -> dict[str, Any]:
+        self.calls["delete_objects"] += 1
+        for entry in Delete["Objects"]:
+            self.objects.pop((Bucket, entry["Key"]), None)
+        return {}
 
 
 class ManualClock:

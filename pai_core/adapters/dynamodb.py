@@ -40,7 +40,17 @@ from pai_core.adapters.dynamodb_pages import batch_delete, query_items
 from pai_core.crypto import EnvelopeCipher, RecordContext
 from pai_core.errors import Conflict, InvalidInput, UpstreamUnavailable
 from pai_core.ids import ID_HEX_CHARS, MemoryIds
-from pai_core.models import VECTOR_DTYPE, Deletion, Memory, MemoryPage, MemoryVector, Turn, iso_utc, parse_iso_utc
+from pai_core.models import (
+    VECTOR_DTYPE,
+    ChangeStamp,
+    Deletion,
+    Memory,
+    MemoryPage,
+    MemoryVector,
+    Turn,
+    iso_utc,
+    parse_iso_utc,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -282,12 +292,16 @@ class DynamoMemoryRepository:
             yield self.from_item(owner, item)
 
     def purge(self, owner: str) -> int:
-        """Delete every item of the owner (memories, change stamp, tombstones); how many memories."""
+        """Delete every item of the owner (memories, tombstones) but the head; how many memories.
+
+        The head stays, holding two counters and nothing of the user's: its generation is what tells
+        other containers' warm indexes that the owner was forgotten (read back as 0 if it went)."""
         memories = 0
         for partition in (owner, owner + CHANGES_SUFFIX, owner + DELETED_SUFFIX):
             keys = [
                 {"owner": item["owner"], "id": item["id"]}
                 for item in self._paginate(self._range_query(partition, "", projection="#owner, id"))
+                if not (partition == owner + CHANGES_SUFFIX and item["id"]["S"] == HEAD_ID)
             ]
             batch_delete(self._client, self._table, keys)
             if partition == owner:
@@ -296,17 +310,40 @@ class DynamoMemoryRepository:
 
     # -- the change feed of a search index (pai_core.ports.MemoryChangeFeed) ---------------------
 
-    def change_stamp(self, owner: str) -> int:
+    def change_stamp(self, owner: str) -> ChangeStamp:
+        # Both counters live on the one small head item: reading the generation costs no extra unit.
         with translated_aws_errors("DynamoDB"):
             response = self._client.get_item(
                 TableName=self._table,
                 Key=self._key(owner + CHANGES_SUFFIX, HEAD_ID),
-                ProjectionExpression="#version",
-                ExpressionAttributeNames={"#version": "version"},
+                ProjectionExpression="#version, #generation",
+                ExpressionAttributeNames={"#version": "version", "#generation": "generation"},
                 ConsistentRead=True,
             )
-        item = response.get("Item")
-        return int(item["version"]["N"]) if item and "version" in item else 0
+        item = response.get("Item") or {}
+        return ChangeStamp(
+            version=int(item["version"]["N"]) if "version" in item else 0,
+            generation=int(item["generation"]["N"]) if "generation" in item else 0,
+        )
+
+    # -- forgetting an owner everywhere (pai_core.ports.OwnerGenerations) --------------------------
+
+    def move_generation(self, owner: str) -> int:
+        """One atomic increment of the head's generation; the new value. Not best-effort like the
+        change stamp: a forget must not go on if other containers cannot be told."""
+        with translated_aws_errors("DynamoDB"):
+            response = self._client.update_item(
+                TableName=self._table,
+                Key=self._key(owner + CHANGES_SUFFIX, HEAD_ID),
+                UpdateExpression="ADD #generation :one",
+                ExpressionAttributeNames={"#generation": "generation"},
+                ExpressionAttributeValues={":one": {"N": "1"}},
+                ReturnValues="UPDATED_NEW",
+            )
+        generation = int(response["Attributes"]["generation"]["N"])
+        if generation < 1:
+            raise UpstreamUnavailable("the owner's generation did not move")
+        return generation
 
     def all_vectors(self, owner: str) -> Iterator[MemoryVector]:
         return self._vector_query(owner, consistent=True)

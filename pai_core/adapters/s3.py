@@ -61,7 +61,9 @@ class S3SnapshotStore:
             raise UpstreamUnavailable(f"S3 refused deleting the index snapshot ({error_code(exc)})") from exc
 
     def save(self, owner: str, payload: bytes) -> None:
-        sealed = self._cipher.encrypt(payload, self._context(owner))
+        """A snapshot re-seals what is already sealed under the owner's key: it never makes one. An
+        owner forgotten meanwhile has none, and gets KeyMaterialDestroyed instead of a fresh key."""
+        sealed = self._cipher.encrypt(payload, self._context(owner), create_key=False)
         try:
             with translated_aws_errors("S3"):
                 self._client.put_object(

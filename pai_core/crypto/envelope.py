@@ -73,8 +73,9 @@ class EnvelopeCipher:
     def keyring(self) -> BranchKeyring:
         return self._keyring
 
-    def encrypt(self, plaintext: bytes, context: RecordContext) -> bytes:
-        branch = self._keyring.active_key(context.owner)
+    def encrypt(self, plaintext: bytes, context: RecordContext, *, create_key: bool = True) -> bytes:
+        """`create_key=False`: raise KeyMaterialDestroyed rather than make the owner a branch key."""
+        branch = self._keyring.active_key(context.owner, create=create_key)
         header = _HEADER.pack(FORMAT_VERSION, branch.version) + os.urandom(SALT_BYTES)
         nonce = os.urandom(NONCE_BYTES)
         serialized = serialize_context(context.full())

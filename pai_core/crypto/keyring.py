@@ -148,8 +148,10 @@ class BranchKeyring:
         # gateway threads) from unwrapping or making its key twice.
         self._miss_lock = threading.Lock()
 
-    def active_key(self, owner: str) -> BranchKey:
-        """The key new records of `owner` are sealed under; made on the user's first write."""
+    def active_key(self, owner: str, *, create: bool = True) -> BranchKey:
+        """The key new records of `owner` are sealed under; made on the user's first write. With
+        `create=False` (what re-seals data already sealed, such as an index snapshot) a user without
+        a key gets none made: after a forget, nothing derived from the old data may get a new key."""
         cached = self._active.get(owner)
         if cached is not None:
             return cached
@@ -158,6 +160,8 @@ class BranchKeyring:
             if cached is not None:
                 return cached
             stored = self._store.active(owner)
+            if stored is None and not create:
+                raise KeyMaterialDestroyed("the user has no key material to seal this under")
             key = self._unwrap(stored) if stored is not None else self._create(owner, replacing=None)
             self._remember(key, active=True)
             return key
@@ -193,6 +197,12 @@ class BranchKeyring:
             self._active.drop_owner(owner)
             self._versions.drop_owner(owner)
             return self._store.destroy(owner)
+
+    def drop_cached(self, owner: str) -> None:
+        """Forget this container's unwrapped keys of `owner` (another container forgot the user)."""
+        with self._miss_lock:
+            self._active.drop_owner(owner)
+            self._versions.drop_owner(owner)
 
     def cached_keys(self) -> int:
         return len(self._versions)

@@ -227,7 +227,9 @@ class VectorIndex:
 
     # -- snapshots ---------------------------------------------------------------------------------
 
-    def snapshot(self, *, item_watermark: str, tombstone_watermark: str, stamp: int, taken_at: float) -> IndexSnapshot:
+    def snapshot(
+        self, *, item_watermark: str, tombstone_watermark: str, stamp: int, taken_at: float, generation: int = 0
+    ) -> IndexSnapshot:
         size = self._size
         ann = None
         if self._ann is not None:
@@ -245,6 +247,7 @@ class VectorIndex:
             tombstone_watermark=tombstone_watermark,
             stamp=stamp,
             taken_at=taken_at,
+            generation=generation,
         )
 
     @classmethod

@@ -13,6 +13,13 @@ Cold start: the owner's snapshot (one S3 object) when there is one, then the cha
 else a consistent Query of the whole partition. A snapshot is rewritten once the changes applied
 since it was taken reach `snapshot_rebuild_changes`. Every `full_reload_seconds` a warm index is
 rebuilt from the table anyway (a bound on staleness should anything ever be missed).
+
+Forget, in any container: the stamp read on every search also carries the owner's generation, which
+a forget moves before it destroys the owner's keys. An index (and this container's cached keys of
+the owner, through `on_generation_moved`) built under an older generation is dropped at its next
+search; a snapshot records its generation and is loaded only under that same generation; a snapshot
+is written only if the generation read just before writing is still the one the index was built
+under (else no key is asked for), and withdrawn if the generation read just after has moved.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import numpy.typing as npt
 
 from pai_core.errors import PaiError
 from pai_core.ids import id_millis, lowest_id_at
-from pai_core.models import MemoryVector
+from pai_core.models import ChangeStamp, MemoryVector
 from pai_core.ports import IndexSnapshotStore, MemoryChangeFeed
 from pai_core.search.index import AnnSettings, VectorIndex
 from pai_core.search.snapshot import IndexSnapshot, SnapshotError, decode, encode
@@ -58,7 +65,7 @@ class IndexPolicy:
 class _OwnerIndex:
     lock: threading.Lock = field(default_factory=threading.Lock)
     index: VectorIndex | None = None
-    stamp: int = -1
+    stamp: ChangeStamp | None = None  # with the generation the index was built under
     item_watermark: str = ""
     tombstone_watermark: str = ""
     loaded_at: float = 0.0  # monotonic
@@ -79,13 +86,17 @@ class LiveMemoryIndex:
         policy: IndexPolicy | None = None,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        on_generation_moved: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_generation_moved(owner)`: another container forgot the owner; drop what else this
+        container holds of them (its unwrapped keys)."""
         self._feed = feed
         self._snapshots = snapshots
         self._dimensions = dimensions
         self.policy = policy or IndexPolicy()
         self._wall_clock = wall_clock
         self._monotonic = monotonic
+        self._on_generation_moved = on_generation_moved
         self._owners: OrderedDict[str, _OwnerIndex] = OrderedDict()
         self._lock = threading.Lock()
         self.events: Counter[str] = Counter()  # what the index did, for tests and the benchmark
@@ -150,13 +161,28 @@ class LiveMemoryIndex:
             self._full_load(owner, state, reason="full_reload")
         else:
             stamp = self._feed.change_stamp(owner)
-            if stamp != state.stamp:
+            assert state.stamp is not None
+            if stamp.generation != state.stamp.generation:
+                self._start_over(owner, state)
+            elif stamp != state.stamp:
                 self._catch_up(owner, state, stamp)
             else:
                 self.events["unchanged"] += 1
-        self._maybe_save_snapshot(owner, state)
+        if not self._maybe_save_snapshot(owner, state):
+            self._start_over(owner, state)
         assert state.index is not None
         return state.index
+
+    def _start_over(self, owner: str, state: _OwnerIndex) -> None:
+        """The owner was forgotten since this index was built: nothing of it may be kept."""
+        state.index = None
+        state.stamp = None
+        state.changes_since_snapshot = 0
+        state.snapshot_taken_at = None
+        self.events["generation_moved"] += 1
+        if self._on_generation_moved is not None:
+            self._on_generation_moved(owner)
+        self._cold_load(owner, state)
 
     def _cold_load(self, owner: str, state: _OwnerIndex) -> None:
         snapshot = self._read_snapshot(owner)
@@ -164,14 +190,19 @@ class LiveMemoryIndex:
             self._full_load(owner, state, reason="full_load")
             return
         stamp = self._feed.change_stamp(owner)
+        if snapshot.generation != stamp.generation:
+            # Built before a forget (its key is destroyed too, so this is a second lock, not the only one).
+            self.events["snapshot_old_generation"] += 1
+            self._full_load(owner, state, reason="full_load")
+            return
         age = self._wall_clock() - snapshot.taken_at
-        if stamp != snapshot.stamp and age > self.policy.snapshot_max_age_seconds:
+        if stamp.version != snapshot.stamp and age > self.policy.snapshot_max_age_seconds:
             # Tombstones of deletes since then may have expired: rebuild from the table.
             self.events["snapshot_too_old"] += 1
             self._full_load(owner, state, reason="full_load")
             return
         state.index = VectorIndex.from_snapshot(snapshot, ann=self.policy.ann)
-        state.stamp = snapshot.stamp
+        state.stamp = ChangeStamp(version=snapshot.stamp, generation=snapshot.generation)
         state.item_watermark = snapshot.item_watermark
         state.tombstone_watermark = snapshot.tombstone_watermark
         state.loaded_at = self._monotonic()
@@ -184,6 +215,11 @@ class LiveMemoryIndex:
     def _full_load(self, owner: str, state: _OwnerIndex, *, reason: str) -> None:
         # The stamp is read first: whatever changes after it is caught up with next time.
         stamp = self._feed.change_stamp(owner)
+        if state.stamp is not None and stamp.generation != state.stamp.generation:
+            state.index = None  # a periodic reload across a forget: the old index is no baseline
+            self.events["generation_moved"] += 1
+            if self._on_generation_moved is not None:
+                self._on_generation_moved(owner)
         started_millis = int(self._wall_clock() * 1000)
         index = VectorIndex(self._dimensions, ann=self.policy.ann)
         vectors = list(self._feed.all_vectors(owner))
@@ -205,8 +241,10 @@ class LiveMemoryIndex:
         state.changes_since_snapshot = changes
         self.events[reason] += 1
 
-    def _catch_up(self, owner: str, state: _OwnerIndex, stamp: int) -> None:
-        assert state.index is not None
+    def _catch_up(self, owner: str, state: _OwnerIndex, stamp: ChangeStamp) -> None:
+        assert state.index is not None and state.stamp is not None
+        if stamp.generation != state.stamp.generation:
+            raise AssertionError("a catch-up never crosses a forget: the index starts over instead")
         added = list(self._feed.vectors_after(owner, self._below(state.item_watermark)))
         deletions = list(self._feed.deletions_after(owner, self._below(state.tombstone_watermark)))
         # Additions first: a memory stored and deleted since the last look must end up absent.
@@ -251,35 +289,59 @@ class LiveMemoryIndex:
             return None
         return snapshot
 
-    def _maybe_save_snapshot(self, owner: str, state: _OwnerIndex) -> None:
+    def _snapshot_due(self, state: _OwnerIndex) -> bool:
         index = state.index
         policy = self.policy
         if self._snapshots is None or index is None or len(index) < policy.snapshot_min_vectors:
-            return
+            return False
         if state.changes_since_snapshot == 0:
-            return
+            return False
         aging = (
             state.snapshot_taken_at is not None
             and self._wall_clock() - state.snapshot_taken_at > policy.snapshot_max_age_seconds / 2
         )
         if state.changes_since_snapshot < policy.snapshot_rebuild_changes and not aging:
-            return
+            return False
+        return self._monotonic() >= state.snapshot_retry_at
+
+    def _maybe_save_snapshot(self, owner: str, state: _OwnerIndex) -> bool:
+        """False when the owner's generation moved under the index (and nothing was written)."""
+        if not self._snapshot_due(state):
+            return True
+        index, snapshots = state.index, self._snapshots
+        assert index is not None and snapshots is not None and state.stamp is not None
         now = self._monotonic()
-        if now < state.snapshot_retry_at:
-            return
+        built_under = state.stamp.generation
+        # Read again right before sealing: a forget since this search's own read must stop the
+        # write before the keyring is asked for anything.
+        if self._feed.change_stamp(owner).generation != built_under:
+            self.events["snapshot_refused_generation"] += 1
+            return False
         snapshot = index.snapshot(
             item_watermark=state.item_watermark,
             tombstone_watermark=state.tombstone_watermark,
-            stamp=state.stamp,
+            stamp=state.stamp.version,
             taken_at=self._wall_clock(),
+            generation=built_under,
         )
         try:
-            self._snapshots.save(owner, encode(snapshot))
+            snapshots.save(owner, encode(snapshot))
         except PaiError as exc:
             log.warning("index snapshot could not be written (%s); will retry later", exc.code)
-            state.snapshot_retry_at = now + policy.snapshot_retry_seconds
+            state.snapshot_retry_at = now + self.policy.snapshot_retry_seconds
             self.events["snapshot_save_failed"] += 1
-            return
+            return True
+        # A forget that began between the read above and the write: its purge may have run before
+        # the write landed, so take the object back (sealed under a destroyed key, it is unreadable
+        # anyway, and its older generation keeps it from ever being loaded).
+        if self._feed.change_stamp(owner).generation != built_under:
+            try:
+                snapshots.purge(owner)
+            except PaiError as exc:
+                log.warning("index snapshot written across a forget could not be withdrawn (%s)", exc.code)
+            self.events["snapshot_withdrawn"] += 1
+            return False
         state.changes_since_snapshot = 0
         state.snapshot_taken_at = snapshot.taken_at
         self.events["snapshot_save"] += 1
+        return True

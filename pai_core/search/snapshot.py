@@ -48,6 +48,7 @@ class IndexSnapshot:
     tombstone_watermark: str
     stamp: int
     taken_at: float  # seconds since the epoch
+    generation: int = 0  # the owner's generation it was built under (pai_core.models.ChangeStamp)
 
     @property
     def rows(self) -> int:
@@ -76,6 +77,7 @@ def encode(snapshot: IndexSnapshot) -> bytes:
         "tombstoneWatermark": snapshot.tombstone_watermark,
         "stamp": snapshot.stamp,
         "takenAt": snapshot.taken_at,
+        "generation": snapshot.generation,
         "sections": {name: len(sections[name]) for name in _SECTIONS},
     }
     raw_header = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -133,4 +135,5 @@ def _decode(view: memoryview) -> IndexSnapshot:
         tombstone_watermark=str(header["tombstoneWatermark"]),
         stamp=int(header["stamp"]),
         taken_at=float(header["takenAt"]),
+        generation=int(header.get("generation", 0)),  # snapshots from before generations: 0
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pai_core.crypto import BranchKeyring
 from pai_core.models import Memory, Turn
-from pai_core.ports import ConversationArchive, CredentialRevoker, MemoryArchive, SnapshotPurger
+from pai_core.ports import ConversationArchive, CredentialRevoker, MemoryArchive, OwnerGenerations, SnapshotPurger
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,13 @@ class AccountService:
         *,
         snapshots: SnapshotPurger | None = None,
         credentials: CredentialRevoker | None = None,
+        generations: OwnerGenerations | None = None,
         on_forgotten: Callable[[str], None] | None = None,
     ) -> None:
-        """`on_forgotten` lets in-memory state of this container (a search index) drop the user."""
+        """`on_forgotten` lets in-memory state of this container (a search index) drop the user;
+        `generations` tells every other container's (pai_core.search.live)."""
         self._memories = memories
+        self._generations = generations
         self._conversations = conversations
         self._keyring = keyring
         self._snapshots = snapshots
@@ -51,9 +54,18 @@ class AccountService:
         )
 
     def forget(self, owner: str) -> ForgetReport:
-        """Key material goes first: from that moment every copy of the user's data, here, in the
-        bucket or in any backup, is unreadable, even if a later step fails. Every step can run again,
-        so a failed forget is finished by forgetting again."""
+        """The generation moves first, then the key material goes.
+
+        Generation first: from then on no container writes a snapshot of the user (each reads the
+        generation just before writing and refuses, without asking the keyring) and every warm index
+        of the user is dropped at its next search. A container that read the old generation just
+        before the move either seals with a key that is destroyed next (unreadable), or finds no key
+        (a snapshot never makes one), and takes its object back when it reads the generation after
+        writing. Key material next: from that moment every copy of the user's data, here, in the
+        bucket or in any backup, is unreadable, even if a later step fails. Every step can run
+        again, so a failed forget is finished by forgetting again."""
+        if self._generations is not None:
+            self._generations.move_generation(owner)
         key_versions = self._keyring.destroy(owner)
         api_keys = self._credentials.revoke_all(owner) if self._credentials is not None else 0
         memories = self._memories.purge(owner)

@@ -225,7 +225,7 @@ class SealedAsIs:
     """Stands in for the envelope cipher, so that these tests depend on the adapters' I/O alone:
     like the real one, it never seals the same value to the same bytes twice."""
 
-    def encrypt(self, plaintext: bytes, context: object) -> bytes:
+    def encrypt(self, plaintext: bytes, context: object, *, create_key: bool = True) -> bytes:
         return os.urandom(16) + plaintext
 
     def decrypt(self, sealed: bytes, context: object) -> bytes:

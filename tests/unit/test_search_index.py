@@ -10,6 +10,7 @@ import pytest
 
 from pai_core.adapters.dynamodb import DynamoMemoryRepository
 from pai_core.adapters.s3 import S3SnapshotStore
+from pai_core.crypto import KeyMaterialDestroyed
 from pai_core.errors import IntegrityError
 from pai_core.ids import lowest_id_at
 from pai_core.models import Memory, MemoryVector
@@ -205,8 +206,13 @@ def test_malformed_snapshots_are_refused() -> None:
 
 def test_snapshot_store_encrypts_and_binds_to_owner() -> None:
     s3 = FakeS3Client()
-    store = S3SnapshotStore(s3, "bucket", fake_cipher())  # type: ignore[arg-type]
+    cipher = fake_cipher()
+    store = S3SnapshotStore(s3, "bucket", cipher)  # type: ignore[arg-type]
     assert store.load("alice") is None
+    with pytest.raises(KeyMaterialDestroyed):
+        store.save("alice", b"vectors of alice")  # a snapshot never makes its owner a key
+    assert s3.objects == {}
+    cipher.keyring.active_key("alice")  # her first memory made it
     store.save("alice", b"vectors of alice")
     assert b"vectors of alice" not in s3.objects[("bucket", "index/alice.snapshot")]
     assert store.load("alice") == b"vectors of alice"
@@ -245,6 +251,7 @@ class Box:
 
 
 shared_cipher = fake_cipher()  # one "KMS" and key store for every container of a test module
+shared_cipher.keyring.active_key("alice")  # as her first stored memory would have made it
 
 
 @pytest.fixture
