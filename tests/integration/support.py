@@ -302,3 +302,17 @@ def run_script(
         check=False,
         stdin=subprocess.DEVNULL,
     )
+
+
+def run_benchmark(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m benchmarks.<module> <args>` from the repository, offline, as `make bench` runs it;
+    the output is captured and the exit status left for the test to check."""
+    return subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

@@ -5,15 +5,12 @@ one did on a loaded machine): the run records it against its row and goes on."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from pai_core.config import REPO_ROOT
+from tests.integration.support import run_benchmark
 
 pytestmark = pytest.mark.integration
 
@@ -32,24 +29,7 @@ FAILED_REQUEST = 12
 
 def test_the_benchmark_runs_small_and_writes_its_tables(tmp_path: Path) -> None:
     output = tmp_path / "RESULTS.md"
-    finished = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.bench",
-            "--smoke",
-            "--output",
-            str(output),
-            "--fail-request",
-            str(FAILED_REQUEST),
-        ],
-        cwd=REPO_ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    finished = run_benchmark("bench", "--smoke", "--output", str(output), "--fail-request", str(FAILED_REQUEST))
     assert finished.returncode == 0, finished.stderr[-4000:]
     report = output.read_text(encoding="utf-8")
     assert report == finished.stdout.rstrip("\n") + "\n"  # printed and written alike

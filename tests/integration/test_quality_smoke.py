@@ -5,16 +5,13 @@ process), computes the baselines, and writes its section into a file without tou
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from benchmarks.quality import DATA_DIR, SECTION, SYSTEMS
-from pai_core.config import REPO_ROOT
+from tests.integration.support import run_benchmark
 
 pytestmark = pytest.mark.integration
 
@@ -27,21 +24,7 @@ def test_the_quality_benchmark_runs_on_one_conversation(tmp_path: Path) -> None:
             pytest.skip(f"{module} is not installed: the fp32 baseline needs the export extra (`make test` has it)")
     output = tmp_path / "RESULTS.md"
     output.write_text("# Results\n\n## Other\n\nkept as it is\n", encoding="utf-8")
-    finished = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.quality",
-            *("--conversations", "30", "--max-questions", "20"),
-            *("--output", str(output)),
-        ],
-        cwd=REPO_ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    finished = run_benchmark("quality", "--conversations", "30", "--max-questions", "20", "--output", str(output))
     assert finished.returncode == 0, finished.stderr[-4000:]
     written = output.read_text(encoding="utf-8")
     assert written.startswith("# Results\n\n## Other\n\nkept as it is\n")
