@@ -111,20 +111,23 @@ class EmbeddedMoto:
                 f"port {self.port} is taken: stop what listens there, or set AWS_ENDPOINT_URL to use it as the emulator"
             )
         try:
-            app = _OneAtATime(DomainDispatcherApplication(create_backend_app))
+            moto_app = DomainDispatcherApplication(create_backend_app)
+            # Only a stack that saves its state takes requests one at a time (for consistent
+            # snapshots); in memory, requests run side by side as in moto's own server.
+            app: Callable[..., Iterable[bytes]] = moto_app
             if self.state_dir is not None:
                 self._held.enter_context(state.exclusive(state.prepare_dir(self.state_dir)))
                 path = self.state_dir / state.STATE_FILE_NAME
                 restored = state.read(path)
                 if restored is not None:
                     state.install(restored)
-                self._saver = _Saver(path, app, interval=self.save_interval)
-                app.on_change = self._saver.changed
+                self._app = app = _OneAtATime(moto_app)
+                self._saver = _Saver(path, self._app, interval=self.save_interval)
+                self._app.on_change = self._saver.changed
             self._server = make_server(self.host, self.port, app, threaded=True, request_handler=_request_handler())
         except BaseException:
             self._held.close()
             raise
-        self._app = app
         self._thread = threading.Thread(target=self._server.serve_forever, name="emulator", daemon=True)
         self._thread.start()
         if self._saver is not None:
@@ -143,10 +146,11 @@ class EmbeddedMoto:
         self._server.shutdown()
         if self._thread is not None:
             self._thread.join()
-        assert self._app is not None
-        # A request already accepted but not yet run gets a 503 from here on, not a write the
-        # final snapshot would miss.
-        self._app.close()
+        if self._app is not None:
+            # A request already accepted but not yet run gets a 503 from here on, not a write the
+            # final snapshot would miss.
+            self._app.close()
+            self._app = None
         if self._saver is not None:
             try:
                 self._saver.stop()
