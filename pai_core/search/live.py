@@ -174,6 +174,10 @@ class LiveMemoryIndex:
         return state.index
 
     def _start_over(self, owner: str, state: _OwnerIndex) -> None:
+        self._drop_forgotten(owner, state)
+        self._cold_load(owner, state)
+
+    def _drop_forgotten(self, owner: str, state: _OwnerIndex) -> None:
         """The owner was forgotten since this index was built: nothing of it may be kept."""
         state.index = None
         state.stamp = None
@@ -182,7 +186,6 @@ class LiveMemoryIndex:
         self.events["generation_moved"] += 1
         if self._on_generation_moved is not None:
             self._on_generation_moved(owner)
-        self._cold_load(owner, state)
 
     def _cold_load(self, owner: str, state: _OwnerIndex) -> None:
         snapshot = self._read_snapshot(owner)
@@ -216,10 +219,7 @@ class LiveMemoryIndex:
         # The stamp is read first: whatever changes after it is caught up with next time.
         stamp = self._feed.change_stamp(owner)
         if state.stamp is not None and stamp.generation != state.stamp.generation:
-            state.index = None  # a periodic reload across a forget: the old index is no baseline
-            self.events["generation_moved"] += 1
-            if self._on_generation_moved is not None:
-                self._on_generation_moved(owner)
+            self._drop_forgotten(owner, state)  # a periodic reload across a forget
         started_millis = int(self._wall_clock() * 1000)
         index = VectorIndex(self._dimensions, ann=self.policy.ann)
         vectors = list(self._feed.all_vectors(owner))
