@@ -23,6 +23,12 @@ def parse_iso_utc(text: str) -> datetime:
 
 Role = Literal["user", "assistant"]
 JsonObject = dict[str, Any]
+# How a memory came to be: through POST /memory `store`, learned from chat, or `store_many`.
+Origin = Literal["api", "learned", "import"]
+ORIGINS: tuple[Origin, ...] = ("api", "learned", "import")
+# What a search index holds: memories now, passages of documents next.
+ItemKind = Literal["memory", "passage"]
+ChangeOp = Literal["put", "update", "delete"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,39 @@ class Memory:
     category: str
     metadata: JsonObject
     created_at: datetime
+    updated_at: datetime | None = None  # None until the first update (the API then shows createdAt)
+    origin: Origin = "api"
+    source_session: str | None = None  # the chat session a learned memory came from
+
+    @property
+    def last_changed(self) -> datetime:
+        return self.updated_at or self.created_at
+
+
+@dataclass(frozen=True)
+class MemoryEdit:
+    """What an update changes; None leaves that part as it is."""
+
+    content: str | None = None
+    category: str | None = None
+    metadata: JsonObject | None = None
+
+    def __post_init__(self) -> None:
+        if self.content is None and self.category is None and self.metadata is None:
+            raise ValueError("an update changes at least one of content, category, metadata")
+
+
+@dataclass(frozen=True)
+class MemoryVersion:
+    """One version of a memory in its history: valid from `valid_from` until `valid_to` (None for the
+    current one); `reason` says why it replaced the one before (None for the first)."""
+
+    content: str
+    category: str
+    metadata: JsonObject
+    valid_from: datetime
+    valid_to: datetime | None
+    reason: str | None
 
 
 @dataclass(frozen=True)
@@ -47,6 +86,41 @@ class MemoryVector:
     id: str
     category: str
     vector: bytes
+
+
+@dataclass(frozen=True, order=True)
+class ItemRef:
+    """One thing a search index ranks: a memory, or a passage of a document."""
+
+    kind: ItemKind
+    id: str
+
+
+@dataclass(frozen=True)
+class IndexedItem:
+    """What a search index holds of one item: its vector (little-endian float32 bytes), its category,
+    and its text (for lexical statistics, kept only in memory and in the sealed snapshot)."""
+
+    ref: ItemRef
+    category: str
+    vector: bytes
+    text: str
+
+
+@dataclass(frozen=True)
+class ChangeEntry:
+    """One entry of an owner's change log: `op` happened to `ref`. `id` is time-ordered (pai_core.ids),
+    so the entries past a position are a key-range read."""
+
+    id: str
+    op: ChangeOp
+    ref: ItemRef
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    ref: ItemRef
+    score: float
 
 
 @dataclass(frozen=True)

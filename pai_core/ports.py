@@ -16,8 +16,11 @@ from pai_core.models import (
     Completion,
     Deletion,
     Memory,
+    MemoryEdit,
     MemoryPage,
     MemoryVector,
+    MemoryVersion,
+    Origin,
     TextDelta,
     Turn,
 )
@@ -38,11 +41,35 @@ class Embedder(Protocol):
 class MemoryRepository(Protocol):
     def add(self, owner: str, memory: Memory, embedding: npt.NDArray[np.float32]) -> None: ...
 
+    def add_many(self, owner: str, memories: Sequence[tuple[Memory, npt.NDArray[np.float32]]]) -> None:
+        """Store several new memories (each written once, even when a write is retried)."""
+        ...
+
+    def update(
+        self,
+        owner: str,
+        memory_id: str,
+        edit: MemoryEdit,
+        *,
+        embedding: npt.NDArray[np.float32] | None,
+        reason: str | None,
+        at: datetime,
+    ) -> Memory | None:
+        """Apply `edit` (with the new content's embedding when the content changes), keeping the
+        version it replaces in the memory's history; the memory as it is now, None when unknown."""
+        ...
+
+    def history(self, owner: str, memory_id: str) -> list[MemoryVersion] | None:
+        """Every version, oldest first, the current one last; None when there is no such memory."""
+        ...
+
     def get(self, owner: str, memory_id: str) -> Memory | None: ...
 
     def get_many(self, owner: str, memory_ids: Sequence[str]) -> dict[str, Memory]: ...
 
-    def page(self, owner: str, *, category: str | None, limit: int, cursor: str | None) -> MemoryPage: ...
+    def page(
+        self, owner: str, *, category: str | None, limit: int, cursor: str | None, origin: Origin | None = None
+    ) -> MemoryPage: ...
 
     def delete(self, owner: str, memory_id: str) -> bool:
         """True when the memory existed and is now gone."""
