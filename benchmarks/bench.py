@@ -49,7 +49,7 @@ from benchmarks.corpus import embed_all, memory_texts, mixed_vectors, query_text
 from benchmarks.events import FakeLambdaContext, api_event
 from benchmarks.offline_models import SECTION as OFFLINE_MODEL_SECTION
 from benchmarks.offline_models import replace_section, section_of
-from pai_core.adapters.dynamodb import CHANGES_SUFFIX, HEAD_ID
+from pai_core.adapters.dynamodb_memories import CHANGES_SUFFIX, HEAD_ID
 from pai_core.adapters.s3 import S3SnapshotStore
 from pai_core.bootstrap import Container, set_container
 from pai_core.config import DEFAULT_EMBEDDING_MODEL_DIR, REPO_ROOT, Settings

@@ -16,9 +16,11 @@ from botocore.config import Config
 
 from pai_core.adapters.aws_deadline import attempt_seconds, bound_by_request_deadline
 from pai_core.adapters.aws_errors import translated_aws_errors
-from pai_core.adapters.dynamodb import DynamoConversationRepository, DynamoMemoryRepository, DynamoStorageProbe
 from pai_core.adapters.dynamodb_api_keys import DynamoApiKeyStore
+from pai_core.adapters.dynamodb_conversations import DynamoConversationRepository
 from pai_core.adapters.dynamodb_keystore import DynamoBranchKeyStore
+from pai_core.adapters.dynamodb_memories import DynamoMemoryRepository
+from pai_core.adapters.dynamodb_probe import DynamoStorageProbe
 from pai_core.adapters.dynamodb_usage import DynamoUsageCounters
 from pai_core.adapters.kms import KmsKeyService
 from pai_core.adapters.s3 import S3SnapshotStore

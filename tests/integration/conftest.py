@@ -20,7 +20,7 @@ from typing import Any
 import boto3
 import pytest
 
-from pai_core.adapters.dynamodb import DynamoConversationRepository
+from pai_core.adapters.dynamodb_conversations import DynamoConversationRepository
 from pai_core.adapters.llm_local import local_server_chat_model
 from pai_core.bootstrap import Container, set_container
 from pai_core.config import Settings

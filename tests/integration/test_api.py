@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pai_core.adapters.dynamodb import DynamoConversationRepository
+from pai_core.adapters.dynamodb_conversations import DynamoConversationRepository
 from pai_core.bootstrap import Container
 from pai_core.models import Turn, parse_iso_utc
 from pai_local.stack import RunningStack

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pai_core.adapters.dynamodb import CHANGES_SUFFIX, HEAD_ID
+from pai_core.adapters.dynamodb_memories import CHANGES_SUFFIX, HEAD_ID
 from pai_core.bootstrap import Container
 from pai_core.crypto import KeyMaterialDestroyed
 from pai_core.models import VECTOR_DTYPE

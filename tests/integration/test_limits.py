@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pai_core.adapters.dynamodb import DynamoConversationRepository
+from pai_core.adapters.dynamodb_conversations import DynamoConversationRepository
 from pai_core.bootstrap import Container
 from pai_core.limits import request_counter, token_counter
 from pai_local.stack import RunningStack

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pai_core.adapters.dynamodb import DynamoConversationRepository
+from pai_core.adapters.dynamodb_conversations import DynamoConversationRepository
 from pai_core.models import Turn
 from pai_local.stack import RunningStack
 from tests.integration.support import ApiClient, RecordingChatModel

@@ -16,7 +16,7 @@ import httpx2
 import openai
 import pytest
 
-from pai_core.adapters.dynamodb import DynamoConversationRepository
+from pai_core.adapters.dynamodb_conversations import DynamoConversationRepository
 from pai_core.adapters.llm_openai import OpenAiChatModel
 from pai_core.bootstrap import Container
 from pai_core.config import Settings

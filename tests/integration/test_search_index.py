@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from benchmarks.capacity import CapacityMeter
-from pai_core.adapters.dynamodb import CHANGES_SUFFIX, DELETED_SUFFIX, HEAD_ID
+from pai_core.adapters.dynamodb_memories import CHANGES_SUFFIX, DELETED_SUFFIX, HEAD_ID
 from pai_core.adapters.s3 import S3SnapshotStore
 from pai_core.bootstrap import Container
 from pai_core.search import IndexPolicy, LiveMemoryIndex

@@ -54,7 +54,8 @@ from pai_core.adapters.aws_deadline import (
     max_attempts,
     worst_case_call_seconds,
 )
-from pai_core.adapters.dynamodb import DynamoConversationRepository, DynamoMemoryRepository
+from pai_core.adapters.dynamodb_conversations import DynamoConversationRepository
+from pai_core.adapters.dynamodb_memories import DynamoMemoryRepository
 from pai_core.adapters.dynamodb_usage import DynamoUsageCounters
 from pai_core.adapters.kms import KmsKeyService
 from pai_core.adapters.llm_openai import FIRST_RETRY_WAIT_SECONDS, LONGEST_ASKED_WAIT_SECONDS, OpenAiChatModel

@@ -21,7 +21,7 @@ import pytest
 import handlers.chat
 import handlers.memory
 import handlers.search
-from pai_core.adapters.dynamodb import DynamoMemoryRepository
+from pai_core.adapters.dynamodb_memories import DynamoMemoryRepository
 from pai_core.errors import UpstreamUnavailable
 from pai_core.services import MemoryService
 from tests.fakes import FakeContainer, FakeLambdaContext, as_user, fake_cipher

@@ -16,7 +16,8 @@ from botocore.exceptions import ClientError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pai_core.adapters.dynamodb import CursorPosition, DynamoMemoryRepository, decode_cursor, encode_cursor
+from pai_core.adapters.dynamodb_cursors import CursorPosition, decode_cursor, encode_cursor
+from pai_core.adapters.dynamodb_memories import DynamoMemoryRepository
 from pai_core.errors import InvalidInput
 from pai_core.services import MemoryService
 from tests.fakes import FakeContainer, fake_cipher

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pai_core.adapters.dynamodb import DynamoMemoryRepository
+from pai_core.adapters.dynamodb_memories import DynamoMemoryRepository
 from pai_core.adapters.s3 import S3SnapshotStore
 from pai_core.crypto import KeyMaterialDestroyed
 from pai_core.errors import IntegrityError

@@ -5,7 +5,8 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from pai_core.adapters.dynamodb import DynamoConversationRepository, DynamoMemoryRepository
+from pai_core.adapters.dynamodb_conversations import DynamoConversationRepository
+from pai_core.adapters.dynamodb_memories import DynamoMemoryRepository
 from pai_core.crypto import RecordContext
 from pai_core.errors import IntegrityError, InvalidInput, NotFound, UpstreamUnavailable
 from pai_core.models import Memory, Turn

@@ -1,4 +1,4 @@
-"""DynamoDB repositories for long-term memories and conversation turns.
+"""DynamoDB repository of long-term memories (table `pai-knowledge-{env}`).
 
 Every user-supplied value (content, metadata, and the embedding, which can be inverted back into
 much of its text) is sealed under its user's branch key before it leaves this module, bound to the
@@ -20,14 +20,10 @@ sees them.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
-import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +32,18 @@ import numpy.typing as npt
 from botocore.exceptions import ClientError
 
 from pai_core.adapters.aws_errors import error_code, translated_aws_errors
-from pai_core.adapters.dynamodb_pages import batch_delete, query_items
+from pai_core.adapters.dynamodb_cursors import NOT_OURS, CursorPosition, decode_cursor, encode_cursor
+from pai_core.adapters.dynamodb_pages import (
+    Item,
+    batch_delete,
+    epoch_millis,
+    landed_earlier,
+    owner_category,
+    query_items,
+)
 from pai_core.crypto import EnvelopeCipher, RecordContext
 from pai_core.errors import Conflict, InvalidInput, UpstreamUnavailable
-from pai_core.ids import ID_HEX_CHARS, MemoryIds
+from pai_core.ids import MemoryIds
 from pai_core.models import (
     VECTOR_DTYPE,
     ChangeStamp,
@@ -47,23 +51,17 @@ from pai_core.models import (
     Memory,
     MemoryPage,
     MemoryVector,
-    Turn,
     iso_utc,
     parse_iso_utc,
 )
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
-
-Item = dict[str, "AttributeValueTypeDef"]
 log = logging.getLogger(__name__)
 
 CATEGORY_INDEX = "category-index"
-OWNER_INDEX = "owner-index"
 _BATCH_GET_LIMIT = 100
 _BATCH_GET_ATTEMPTS = 5
-_TURN_WRITE_ATTEMPTS = 5
 CHANGES_SUFFIX = "#changes"
 DELETED_SUFFIX = "#deleted"
 HEAD_ID = "head"
@@ -71,28 +69,6 @@ HEAD_ID = "head"
 # seconds, and a snapshot older than half this is not used once anything has changed.
 TOMBSTONE_TTL_SECONDS = 7 * 24 * 3600
 _VECTOR_PROJECTION = "id, category, encryptedEmbedding"
-
-
-def owner_category(owner: str, category: str) -> str:
-    return f"{owner}#{category}"
-
-
-def epoch_millis(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def epoch_micros(moment: datetime) -> int:
-    return int(moment.timestamp() * 1_000_000)
-
-
-def landed_earlier(exc: ClientError, item: Item) -> bool:
-    """Whether a conditional put refused as a duplicate was refused because of itself: botocore
-    resends a write whose answer was lost (a read timeout, a 500), and the first attempt may have
-    landed. The item that is there (ReturnValuesOnConditionCheckFailure) then carries this very
-    ciphertext, which no other write can: a fresh random salt and nonce seal every value."""
-    response: dict[str, Any] = dict(exc.response)
-    existing = response.get("Item") or {}
-    return bool(existing) and existing.get("encryptedContent") == item["encryptedContent"]
 
 
 class DynamoMemoryRepository:
@@ -214,7 +190,7 @@ class DynamoMemoryRepository:
         except ClientError as exc:
             # Every other input of this Query is ours; a start key DynamoDB refuses came from the caller.
             if cursor is not None and error_code(exc) == "ValidationException":
-                raise InvalidInput(_NOT_OURS, field="cursor") from exc
+                raise InvalidInput(NOT_OURS, field="cursor") from exc
             raise
         items = [self.from_item(owner, item) for item in response.get("Items", [])]
         last = response.get("LastEvaluatedKey")
@@ -391,206 +367,3 @@ class DynamoMemoryRepository:
             key["ownerCategory"] = {"S": owner_category(owner, category)}
             key["timestamp"] = {"N": str(position.ts)}
         return key
-
-
-# -- list cursors -------------------------------------------------------------------------------------
-#
-# A cursor is the last key a page read, without the owner (the start key is rebuilt around the
-# caller's own, so no cursor can reach into another partition): `{"id"}` for the owner's listing,
-# `{"id", "ts"}` for a category's (its index sorts by timestamp), as unpadded URL-safe base64 of
-# compact JSON. Anything else is refused before DynamoDB is called: a key of the wrong type or shape
-# would be DynamoDB's ValidationException (or an emulator's 500), not the caller's 400.
-
-_CURSOR_ID = re.compile(f"[0-9a-f]{{{ID_HEX_CHARS}}}")
-_MAX_CURSOR_TIMESTAMP = 2**48 - 1  # the milliseconds an id has room for (pai_core.ids)
-_NOT_OURS = "cursor is not one this API returned"
-
-
-@dataclass(frozen=True)
-class CursorPosition:
-    id: str
-    ts: int | None = None  # the item's `timestamp`: only in a category listing's cursor
-
-
-def encode_cursor(position: CursorPosition) -> str:
-    fields: dict[str, Any] = {"id": position.id}
-    if position.ts is not None:
-        fields["ts"] = position.ts
-    raw = json.dumps(fields, separators=(",", ":")).encode("utf-8")
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def decode_cursor(cursor: str, *, category_listing: bool) -> CursorPosition:
-    """The position a cursor of ours holds; InvalidInput (field `cursor`) for anything else,
-    including a real cursor of the other kind of listing."""
-    try:
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        fields = json.loads(raw.decode("utf-8"))
-    except (binascii.Error, ValueError, RecursionError):  # not base64, not UTF-8, not JSON
-        raise InvalidInput(_NOT_OURS, field="cursor") from None
-    if not isinstance(fields, dict) or not isinstance(fields.get("id"), str) or not _CURSOR_ID.fullmatch(fields["id"]):
-        raise InvalidInput(_NOT_OURS, field="cursor")
-    ts = fields.get("ts")
-    if set(fields) not in ({"id"}, {"id", "ts"}) or (
-        ts is not None and (isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= _MAX_CURSOR_TIMESTAMP)
-    ):
-        raise InvalidInput(_NOT_OURS, field="cursor")
-    position = CursorPosition(id=fields["id"], ts=ts)
-    # Only the exact text encode_cursor makes: no padding, no whitespace, no duplicate keys.
-    if encode_cursor(position) != cursor:
-        raise InvalidInput(_NOT_OURS, field="cursor")
-    if category_listing != (ts is not None):
-        raise InvalidInput("cursor does not belong to this listing", field="cursor")
-    return position
-
-
-class DynamoConversationRepository:
-    """Table `pai-conversations-{env}`: sessionId (hash) + timestamp (range, microseconds), `ttl`.
-
-    The stored sessionId is `{owner}#{sessionId}`, so one user's session can never be read through
-    another's, whatever id the client picks."""
-
-    def __init__(
-        self,
-        client: DynamoDBClient,
-        table: str,
-        cipher: EnvelopeCipher,
-        *,
-        context_name: str,
-        ttl_seconds: int,
-    ) -> None:
-        self._client = client
-        self._table = table
-        self._cipher = cipher
-        self._context_name = context_name
-        self._ttl_seconds = ttl_seconds
-
-    def _context(self, owner: str, session_id: str, timestamp: int, role: str) -> RecordContext:
-        return RecordContext(
-            partition={"table": self._context_name, "owner": owner},
-            record={"sessionId": session_id, "timestamp": str(timestamp), "role": role, "attribute": "content"},
-        )
-
-    def append(self, owner: str, session_id: str, turn: Turn) -> None:
-        timestamp = epoch_micros(turn.at)
-        expires = int(turn.at.timestamp()) + self._ttl_seconds
-        for _ in range(_TURN_WRITE_ATTEMPTS):
-            content = self._cipher.encrypt(
-                turn.content.encode("utf-8"), self._context(owner, session_id, timestamp, turn.role)
-            )
-            item: Item = {
-                "sessionId": {"S": owner_category(owner, session_id)},
-                "timestamp": {"N": str(timestamp)},
-                "owner": {"S": owner},
-                "role": {"S": turn.role},
-                "encryptedContent": {"B": content},
-                "ttl": {"N": str(expires)},
-            }
-            try:
-                with translated_aws_errors("DynamoDB"):
-                    self._client.put_item(
-                        TableName=self._table,
-                        Item=item,
-                        ConditionExpression="attribute_not_exists(#ts)",
-                        ExpressionAttributeNames={"#ts": "timestamp"},
-                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                    )
-                return
-            except ClientError as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":
-                    raise
-                if landed_earlier(exc, item):
-                    return
-                timestamp += 1  # two turns in one microsecond: the later one moves up by one
-        raise UpstreamUnavailable("could not find a free slot for the conversation turn")
-
-    def recent(self, owner: str, session_id: str, *, now: datetime, limit: int) -> list[Turn]:
-        if limit <= 0:
-            return []
-        oldest_live = epoch_micros(now) - self._ttl_seconds * 1_000_000
-        with translated_aws_errors("DynamoDB"):
-            response = self._client.query(
-                TableName=self._table,
-                KeyConditionExpression="sessionId = :sid AND #ts > :oldest",
-                ExpressionAttributeNames={"#ts": "timestamp"},
-                ExpressionAttributeValues={
-                    ":sid": {"S": owner_category(owner, session_id)},
-                    ":oldest": {"N": str(oldest_live)},
-                },
-                ScanIndexForward=False,
-                Limit=limit,
-                ConsistentRead=True,
-            )
-        now_seconds = now.timestamp()
-        turns: list[Turn] = []
-        for item in response.get("Items", []):
-            # DynamoDB deletes expired items lazily (and emulators never), so expiry is checked here too.
-            if int(item["ttl"]["N"]) <= now_seconds:
-                continue
-            timestamp = int(item["timestamp"]["N"])
-            role = item["role"]["S"]
-            text = self._cipher.decrypt(
-                item["encryptedContent"]["B"], self._context(owner, session_id, timestamp, role)
-            )
-            turns.append(
-                Turn(
-                    role="user" if role == "user" else "assistant",
-                    content=text.decode("utf-8"),
-                    at=datetime.fromtimestamp(timestamp / 1_000_000, UTC),
-                )
-            )
-        turns.reverse()
-        return turns
-
-    # -- a user's whole account (pai_core.ports.ConversationArchive) ------------------------------
-
-    def all_turns(self, owner: str) -> Iterator[tuple[str, Turn]]:
-        """Every stored turn of the owner, across sessions, oldest first, with its session id.
-        Expired turns DynamoDB has not deleted yet are included: they are still stored."""
-        for item in self._owner_items(owner, projection=None):
-            session_id = item["sessionId"]["S"].partition("#")[2]
-            timestamp = int(item["timestamp"]["N"])
-            role = item["role"]["S"]
-            text = self._cipher.decrypt(
-                item["encryptedContent"]["B"], self._context(owner, session_id, timestamp, role)
-            )
-            yield (
-                session_id,
-                Turn(
-                    role="user" if role == "user" else "assistant",
-                    content=text.decode("utf-8"),
-                    at=datetime.fromtimestamp(timestamp / 1_000_000, UTC),
-                ),
-            )
-
-    def purge(self, owner: str) -> int:
-        keys = [
-            {"sessionId": item["sessionId"], "timestamp": item["timestamp"]}
-            for item in self._owner_items(owner, projection="sessionId, #ts")
-        ]
-        batch_delete(self._client, self._table, keys)
-        return len(keys)
-
-    def _owner_items(self, owner: str, *, projection: str | None) -> Iterator[dict[str, Any]]:
-        query: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": OWNER_INDEX,
-            "KeyConditionExpression": "#owner = :owner",
-            "ExpressionAttributeNames": {"#owner": "owner"},
-            "ExpressionAttributeValues": {":owner": {"S": owner}},
-        }
-        if projection is not None:
-            query["ProjectionExpression"] = projection
-            query["ExpressionAttributeNames"]["#ts"] = "timestamp"
-        return query_items(self._client, query)
-
-
-class DynamoStorageProbe:
-    def __init__(self, client: DynamoDBClient, tables: Sequence[str]) -> None:
-        self._client = client
-        self._tables = tuple(tables)
-
-    def check(self) -> None:
-        for table in self._tables:
-            with translated_aws_errors("DynamoDB"):
-                self._client.describe_table(TableName=table)
