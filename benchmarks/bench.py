@@ -49,13 +49,13 @@ from benchmarks.corpus import embed_all, memory_texts, mixed_vectors, query_text
 from benchmarks.events import FakeLambdaContext, api_event
 from benchmarks.offline_models import SECTION as OFFLINE_MODEL_SECTION
 from benchmarks.offline_models import replace_section, section_of
-from pai_core.adapters.dynamodb_memories import CHANGES_SUFFIX, HEAD_ID
+from pai_core.adapters.dynamodb_changelog import CHANGES_SUFFIX, HEAD_ID
 from pai_core.adapters.s3 import S3SnapshotStore
 from pai_core.bootstrap import Container, set_container
 from pai_core.config import DEFAULT_EMBEDDING_MODEL_DIR, REPO_ROOT, Settings
 from pai_core.embedding import OnnxEmbedder
 from pai_core.ids import MemoryIds, lowest_id_at
-from pai_core.models import Memory
+from pai_core.models import ItemRef, Memory
 from pai_core.search import AnnSettings, VectorIndex
 from pai_core.search.snapshot import encode
 
@@ -209,6 +209,7 @@ class Bench:
     sizes: dict[tuple[str, str, str], int] = field(default_factory=dict)  # item sizes, for the meters
     ids: list[str] = field(default_factory=list)  # bulk-loaded memories, in vector order
     categories: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)  # their contents: the index holds each item's text
     loaded: int = 0
     queries: list[str] = field(default_factory=list)
 
@@ -272,6 +273,7 @@ def load_memories(bench: Bench, vectors: npt.NDArray[np.float32], texts: Sequenc
         bench.sizes[(table, bench.owner, memory.id)] = item_size(item)
         bench.ids.append(memory.id)
         bench.categories.append(memory.category)
+        bench.texts.append(memory.content)
         batch.append({"PutRequest": {"Item": item}})
         if len(batch) == 25:
             _write(bench.lookup, table, batch)
@@ -292,15 +294,12 @@ def _write(client: Any, table: str, batch: list[dict[str, Any]]) -> None:
 def seed_snapshot(bench: Bench, index: VectorIndex, container: Container) -> None:
     """Writes the owner's snapshot as a search container would have left it (used where moto makes
     the index's own first full load impractically slow: it re-reads the table for every page)."""
-    stamp = bench.stamp()
-    newer = list(container.memory_repository.vectors_after(bench.owner, max(bench.ids)))  # stored by handlers
-    index.add(newer)
-    snapshot = index.snapshot(
-        item_watermark=max([*bench.ids, *(vector.id for vector in newer)]),
-        tombstone_watermark=lowest_id_at(int(time.time() * 1000)),
-        stamp=stamp,
-        taken_at=time.time(),
-    )
+    stamp = container.change_log.change_stamp(bench.owner)
+    position = lowest_id_at(int(time.time() * 1000))
+    # The bulk load wrote no change-log entries; what handlers stored since did.
+    stored = [entry.ref.id for entry in container.change_log.changes_after(bench.owner, "")]
+    index.put(container.memory_repository.items_by_id(bench.owner, stored))
+    snapshot = index.snapshot(position=position, stamp=stamp.version, taken_at=time.time(), generation=stamp.generation)
     store = S3SnapshotStore(container.client("s3"), bench.settings.knowledge_bucket or "", container.cipher)
     store.save(bench.owner, encode(snapshot))
 
@@ -309,7 +308,8 @@ def index_of_all(bench: Bench, vectors: npt.NDArray[np.float32], count: int, ann
     """The index a search container builds from the first `count` memories (for the snapshot seed and
     the recall measurement)."""
     index = VectorIndex(vectors.shape[1], ann=ann)
-    index.add_rows(bench.ids[:count], bench.categories[:count], vectors[:count])
+    refs = [ItemRef("memory", memory_id) for memory_id in bench.ids[:count]]
+    index.add_rows(refs, bench.categories[:count], vectors[:count], bench.texts[:count])
     return index
 
 
@@ -525,13 +525,13 @@ def bench_ann(
     """Exact vs approximate on the index alone (no storage): latency, recall@10, build, memory."""
     rows: list[dict[str, Any]] = []
     ann = AnnSettings(threshold=1)
-    ids = [f"{i:032x}" for i in range(vectors.shape[0])]
+    ids = [ItemRef("memory", f"{i:032x}") for i in range(vectors.shape[0])]
     cases = [(size, "real-derived", vectors) for size in options.ann_sizes if size <= vectors.shape[0]]
     cases.append((options.random_ann_size, "random unit vectors", random_unit_vectors(options.random_ann_size, 384)))
     for size, kind, data in cases:
         log(f"approximate index: {size} {kind}")
         index = VectorIndex(data.shape[1])
-        index.add_rows(ids[:size], ["general"] * size, data[:size])
+        index.add_rows(ids[:size], ["general"] * size, data[:size], [""] * size)
         build_seconds, approx = timed(lambda d=data, s=size: _built(d, s, ids, ann))
         exact_times, approx_times, hits = [], [], 0
         for query in queries[: options.recall_queries]:
@@ -539,7 +539,7 @@ def bench_ann(
             t_approx, found = timed(lambda q=query, a=approx: a.search(q, 10))
             exact_times.append(t_exact)
             approx_times.append(t_approx)
-            hits += len({i for i, _ in exact} & {i for i, _ in found})
+            hits += len({hit.ref for hit in exact} & {hit.ref for hit in found})
         rows.append(
             {
                 "size": size,
@@ -554,9 +554,9 @@ def bench_ann(
     return rows
 
 
-def _built(data: npt.NDArray[np.float32], size: int, ids: list[str], ann: AnnSettings) -> VectorIndex:
+def _built(data: npt.NDArray[np.float32], size: int, ids: list[ItemRef], ann: AnnSettings) -> VectorIndex:
     index = VectorIndex(data.shape[1], ann=ann)
-    index.add_rows(ids[:size], ["general"] * size, data[:size])
+    index.add_rows(ids[:size], ["general"] * size, data[:size], [""] * size)
     return index
 
 

@@ -7,6 +7,7 @@ function never opens llama.cpp.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from botocore.config import Config
 from pai_core.adapters.aws_deadline import attempt_seconds, bound_by_request_deadline
 from pai_core.adapters.aws_errors import translated_aws_errors
 from pai_core.adapters.dynamodb_api_keys import DynamoApiKeyStore
+from pai_core.adapters.dynamodb_changelog import DynamoChangeLog
 from pai_core.adapters.dynamodb_conversations import DynamoConversationRepository
 from pai_core.adapters.dynamodb_keystore import DynamoBranchKeyStore
 from pai_core.adapters.dynamodb_memories import DynamoMemoryRepository
@@ -92,9 +94,19 @@ class Container:
         return OnnxEmbedder(self.settings.embedding_model_dir)
 
     @cached_property
+    def change_log(self) -> DynamoChangeLog:
+        """Each owner's change log and head (version, generation), in the knowledge table."""
+        return DynamoChangeLog(self.dynamodb, self.settings.knowledge_table, clock=self.clock, sleep=time.sleep)
+
+    @cached_property
     def memory_repository(self) -> DynamoMemoryRepository:
         return DynamoMemoryRepository(
-            self.dynamodb, self.settings.knowledge_table, self.cipher, context_name=f"pai-knowledge-{self.settings.env}"
+            self.dynamodb,
+            self.settings.knowledge_table,
+            self.cipher,
+            context_name=f"pai-knowledge-{self.settings.env}",
+            changes=self.change_log,
+            sleep=time.sleep,
         )
 
     @cached_property
@@ -127,7 +139,8 @@ class Container:
             full_reload_seconds=float(self.settings.search_full_reload_seconds),
         )
         return LiveMemoryIndex(
-            self.memory_repository,
+            self.change_log,
+            {"memory": self.memory_repository},
             snapshots,
             dimensions=self.embedder.dimensions,
             policy=policy,
@@ -220,7 +233,7 @@ class Container:
             self.keyring,
             snapshots=self.snapshot_store,
             credentials=self.api_keys,
-            generations=self.memory_repository,
+            generations=self.change_log,
             on_forgotten=self._drop_from_search_index,
         )
 

@@ -79,15 +79,6 @@ class MemoryPage:
     cursor: str | None
 
 
-@dataclass(frozen=True)
-class MemoryVector:
-    """What a search needs of a memory before it knows whether the memory is a hit."""
-
-    id: str
-    category: str
-    vector: bytes
-
-
 @dataclass(frozen=True, order=True)
 class ItemRef:
     """One thing a search index ranks: a memory, or a passage of a document."""
@@ -125,19 +116,12 @@ class RankedItem:
 
 @dataclass(frozen=True)
 class ChangeStamp:
-    """An owner's head item, read by key on every warm search: `version` moves with every store or
-    delete, `generation` with every forget (after which nothing built before may be kept or written)."""
+    """An owner's head item, read by key on every warm search: `version` moves after every change
+    recorded in the owner's change log, `generation` with every forget (after which nothing built
+    before may be kept or written)."""
 
     version: int
     generation: int
-
-
-@dataclass(frozen=True)
-class Deletion:
-    """A tombstone: memory `memory_id` was deleted; `id` is the tombstone's own time-ordered id."""
-
-    id: str
-    memory_id: str
 
 
 @dataclass(frozen=True)

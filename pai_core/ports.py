@@ -11,16 +11,18 @@ import numpy.typing as npt
 
 from pai_core.auth import ApiKeyInfo, StoredApiKey
 from pai_core.models import (
+    ChangeEntry,
     ChangeStamp,
     ChatMessage,
     Completion,
-    Deletion,
+    IndexedItem,
+    ItemRef,
     Memory,
     MemoryEdit,
     MemoryPage,
-    MemoryVector,
     MemoryVersion,
     Origin,
+    RankedItem,
     TextDelta,
     Turn,
 )
@@ -75,28 +77,34 @@ class MemoryRepository(Protocol):
         """True when the memory existed and is now gone."""
         ...
 
-    def vectors(self, owner: str) -> Iterable[MemoryVector]: ...
+    def vectors(self, owner: str) -> Iterable[IndexedItem]:
+        """Every memory as a search index holds it (the design's read per search)."""
+        ...
 
 
-class MemoryChangeFeed(Protocol):
-    """What keeps a search index current without reading every memory on every search: a change
-    stamp read by key, and key-range reads of what was added or deleted after a watermark."""
+class ChangeLog(Protocol):
+    """What keeps a search index current without reading every item on every search: the owner's
+    head read by key, and a key-range read of the change-log entries past a position."""
 
     def change_stamp(self, owner: str) -> ChangeStamp:
-        """The owner's head: a version that changes whenever one of the owner's memories is stored or
-        deleted, and the generation that every forget of the owner moves."""
+        """The owner's head: a version that moves after every change recorded in the log, and the
+        generation that every forget of the owner moves."""
         ...
 
-    def all_vectors(self, owner: str) -> Iterable[MemoryVector]:
-        """Every vector of the owner, read consistently (a cold load without a snapshot)."""
+    def changes_after(self, owner: str, after_id: str) -> Iterable[ChangeEntry]:
+        """The entries whose id sorts after `after_id`, oldest first (ids are time-ordered)."""
         ...
 
-    def vectors_after(self, owner: str, after_id: str) -> Iterable[MemoryVector]:
-        """The vectors of memories whose id sorts after `after_id` (ids are time-ordered)."""
+
+class IndexSource(Protocol):
+    """The items of one kind as a search index holds them (a reader per ItemKind)."""
+
+    def all_items(self, owner: str) -> Iterable[IndexedItem]:
+        """Every item of the owner, read consistently (a cold load without a snapshot)."""
         ...
 
-    def deletions_after(self, owner: str, after_id: str) -> Iterable[Deletion]:
-        """Tombstones whose own id sorts after `after_id`."""
+    def items_by_id(self, owner: str, ids: Sequence[str]) -> Iterable[IndexedItem]:
+        """The current state of these items, read by key; an item that is gone is left out."""
         ...
 
 
@@ -113,27 +121,40 @@ class IndexSnapshotStore(Protocol):
 
 
 class MemorySearchIndex(Protocol):
-    """Ranks an owner's memories by cosine similarity to a query vector."""
+    """Ranks an owner's items (memories, passages) for a query's vector and text."""
 
     def search(
-        self, owner: str, query: npt.NDArray[np.float32], *, top: int, category: str | None, min_score: float | None
-    ) -> list[tuple[str, float]]:
-        """Memory ids and scores, best first, at most `top`."""
+        self,
+        owner: str,
+        query: npt.NDArray[np.float32],
+        *,
+        text: str,
+        top: int,
+        category: str | None,
+        min_score: float | None,
+    ) -> list[RankedItem]:
+        """Item refs and scores, best first, at most `top`."""
         ...
 
-    def added(self, owner: str, vector: MemoryVector) -> None:
-        """This container stored a memory: index it now rather than at the next refresh."""
+    def put(self, owner: str, item: IndexedItem) -> None:
+        """This container stored or updated an item: index it as it is now rather than at the next refresh."""
         ...
 
-    def removed(self, owner: str, memory_id: str) -> None:
-        """This container deleted a memory: drop it from the index now."""
+    def removed(self, owner: str, ref: ItemRef) -> None:
+        """This container deleted an item: drop it from the index now."""
         ...
 
 
 class MemoryArchive(Protocol):
     """All of one user's memories at once: their export, and forgetting them."""
 
-    def all_memories(self, owner: str) -> Iterable[Memory]: ...
+    def all_memories(self, owner: str) -> Iterable[Memory]:
+        """The current memories."""
+        ...
+
+    def all_histories(self, owner: str) -> dict[str, list[MemoryVersion]]:
+        """Every version, oldest first, of each memory that was ever updated, by memory id."""
+        ...
 
     def purge(self, owner: str) -> int:
         """Delete everything the owner has stored; how many memories that was."""

@@ -26,7 +26,17 @@ from pai_core.crypto import (
 )
 from pai_core.errors import Conflict, IntegrityError, UpstreamUnavailable
 from pai_core.limits import UsageLimits
-from pai_core.models import ChatMessage, Completion, Memory, MemoryPage, MemoryVector, TextDelta, Turn, Usage
+from pai_core.models import (
+    ChatMessage,
+    Completion,
+    IndexedItem,
+    ItemRef,
+    Memory,
+    MemoryPage,
+    TextDelta,
+    Turn,
+    Usage,
+)
 from pai_core.services import ChatService, MemoryService
 
 
@@ -115,6 +125,15 @@ class FixedClock:
         self.current += timedelta(**delta)
 
 
+def dynamo_memories(client: Any, table: str, cipher: Any, *, clock: Any = None) -> Any:
+    """The production memory repository (and its change log) over a scripted or recording client."""
+    from pai_core.adapters.dynamodb_changelog import DynamoChangeLog
+    from pai_core.adapters.dynamodb_memories import DynamoMemoryRepository
+
+    changes = DynamoChangeLog(client, table, clock=clock or FixedClock(), sleep=lambda _: None)
+    return DynamoMemoryRepository(client, table, cipher, context_name=table, changes=changes, sleep=lambda _: None)
+
+
 class HashingEmbedder:
     """Bag of words hashed into 384 dims: texts that share words are similar. Deterministic."""
 
@@ -167,9 +186,11 @@ class InMemoryMemoryRepository:
     def delete(self, owner: str, memory_id: str) -> bool:
         return self.items.pop((owner, memory_id), None) is not None
 
-    def vectors(self, owner: str) -> list[MemoryVector]:
+    def vectors(self, owner: str) -> list[IndexedItem]:
         return [
-            MemoryVector(id=i, category=m.category, vector=v) for (o, i), (m, v) in self.items.items() if o == owner
+            IndexedItem(ref=ItemRef("memory", i), category=m.category, vector=v, text=m.content)
+            for (o, i), (m, v) in self.items.items()
+            if o == owner
         ]
 
     def all_memories(self, owner: str) -> list[Memory]:

@@ -1,11 +1,13 @@
-"""In-memory stand-ins for the search index's ports: a memory store with a change feed (stamp,
-tombstones, key-range reads), a fake S3 client for the snapshot adapter, and clocks."""
+"""In-memory stand-ins for the search index's ports: a memory store with a change log (head with
+version and generation, time-ordered entries, reads by key), a fake S3 client for the snapshot
+adapter, and clocks."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -14,46 +16,97 @@ import numpy as np
 from botocore.exceptions import ClientError
 
 from pai_core.ids import MemoryIds
-from pai_core.models import ChangeStamp, Deletion, Memory, MemoryVector
+from pai_core.models import (
+    ChangeEntry,
+    ChangeOp,
+    ChangeStamp,
+    IndexedItem,
+    ItemRef,
+    Memory,
+    MemoryEdit,
+    MemoryVersion,
+)
 from tests.fakes import FixedClock, InMemoryMemoryRepository
 
 
 @dataclass
 class InMemoryMemoryStore(InMemoryMemoryRepository):
-    """InMemoryMemoryRepository plus what DynamoMemoryRepository offers a search index: a change
-    stamp bumped by every store and delete, tombstones, and reads after a watermark. Counts every
-    read, so tests can tell a warm search from a reload."""
+    """InMemoryMemoryRepository plus what DynamoMemoryRepository and DynamoChangeLog offer a search
+    index: a head (version moved by every change, generation by every forget), change-log entries,
+    and reads of items by key. Counts every read, so tests can tell a warm search from a reload."""
 
     clock: FixedClock = field(default_factory=FixedClock)
     stamps: Counter[str] = field(default_factory=Counter)
     generations: Counter[str] = field(default_factory=Counter)
-    tombstones: dict[str, list[Deletion]] = field(default_factory=dict)
+    entries: dict[str, list[ChangeEntry]] = field(default_factory=dict)
+    past: dict[tuple[str, str], list[MemoryVersion]] = field(default_factory=dict)
     reads: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        self._tombstone_ids = MemoryIds()
+        self._entry_ids = MemoryIds()
+
+    def record(self, owner: str, changes: Sequence[tuple[ChangeOp, ItemRef]]) -> None:
+        for op, ref in changes:
+            self.entries.setdefault(owner, []).append(ChangeEntry(id=self._entry_ids(self.clock.now()), op=op, ref=ref))
+        self.stamps[owner] += 1
 
     def add(self, owner: str, memory: Memory, embedding: np.ndarray) -> None:
         super().add(owner, memory, embedding)
-        self.stamps[owner] += 1
+        self.record(owner, [("put", ItemRef("memory", memory.id))])
+
+    def add_many(self, owner: str, memories: Sequence[tuple[Memory, np.ndarray]]) -> None:
+        for memory, embedding in memories:
+            InMemoryMemoryRepository.add(self, owner, memory, embedding)
+        self.record(owner, [("put", ItemRef("memory", memory.id)) for memory, _ in memories])
+
+    def update(
+        self,
+        owner: str,
+        memory_id: str,
+        edit: MemoryEdit,
+        *,
+        embedding: np.ndarray | None,
+        reason: str | None,
+        at: datetime,
+    ) -> Memory | None:
+        found = self.items.get((owner, memory_id))
+        if found is None:
+            return None
+        before, vector = found
+        after = dataclasses.replace(
+            before,
+            content=edit.content if edit.content is not None else before.content,
+            category=edit.category if edit.category is not None else before.category,
+            metadata=edit.metadata if edit.metadata is not None else before.metadata,
+            updated_at=at,
+        )
+        if embedding is not None:
+            vector = np.asarray(embedding, dtype="<f4").tobytes()
+        self.items[(owner, memory_id)] = (after, vector)
+        self.record(owner, [("update", ItemRef("memory", memory_id))])
+        return after
 
     def delete(self, owner: str, memory_id: str) -> bool:
         if not super().delete(owner, memory_id):
             return False
-        tombstone = Deletion(id=self._tombstone_ids(self.clock.now()), memory_id=memory_id)
-        self.tombstones.setdefault(owner, []).append(tombstone)
-        self.stamps[owner] += 1
+        self.record(owner, [("delete", ItemRef("memory", memory_id))])
         return True
 
     def delete_silently(self, owner: str, memory_id: str) -> None:
-        """Removes a memory behind every index's back (no tombstone, no stamp)."""
+        """Removes a memory behind every index's back (no change-log entry, no stamp)."""
         self.items.pop((owner, memory_id), None)
 
-    # -- MemoryChangeFeed --
+    # -- ChangeLog --
 
     def change_stamp(self, owner: str) -> ChangeStamp:
         self.reads["change_stamp"] += 1
         return ChangeStamp(version=self.stamps[owner], generation=self.generations[owner])
+
+    def changes_after(self, owner: str, after_id: str) -> Iterator[ChangeEntry]:
+        self.reads["changes_after"] += 1
+        found = sorted((e for e in self.entries.get(owner, []) if e.id > after_id), key=lambda e: e.id)
+        self.reads["entries"] += len(found)
+        return iter(found)
 
     # -- OwnerGenerations --
 
@@ -62,25 +115,24 @@ class InMemoryMemoryStore(InMemoryMemoryRepository):
         return self.generations[owner]
 
     def purge(self, owner: str) -> int:
-        """Like the table: the memories and tombstones go, the head (stamp and generation) stays."""
-        self.tombstones.pop(owner, None)
+        """Like the table: the memories and entries go, the head (stamp and generation) stays."""
+        self.entries.pop(owner, None)
         return super().purge(owner)
 
-    def all_vectors(self, owner: str) -> list[MemoryVector]:
-        self.reads["all_vectors"] += 1
-        rows = sorted(self.vectors(owner), key=lambda row: row.id)
-        self.reads["vector_rows"] += len(rows)
+    # -- IndexSource (kind "memory") --
+
+    def all_items(self, owner: str) -> list[IndexedItem]:
+        self.reads["all_items"] += 1
+        rows = sorted(self.vectors(owner), key=lambda row: row.ref)
+        self.reads["item_rows"] += len(rows)
         return rows
 
-    def vectors_after(self, owner: str, after_id: str) -> Iterator[MemoryVector]:
-        self.reads["vectors_after"] += 1
-        rows = sorted((row for row in self.vectors(owner) if row.id > after_id), key=lambda row: row.id)
-        self.reads["vector_rows"] += len(rows)
-        return iter(rows)
-
-    def deletions_after(self, owner: str, after_id: str) -> Iterator[Deletion]:
-        self.reads["deletions_after"] += 1
-        return iter([d for d in self.tombstones.get(owner, []) if d.id > after_id])
+    def items_by_id(self, owner: str, ids: Sequence[str]) -> list[IndexedItem]:
+        self.reads["items_by_id"] += 1
+        wanted = set(ids)
+        rows = [row for row in self.vectors(owner) if row.ref.id in wanted]
+        self.reads["item_rows"] += len(rows)
+        return rows
 
 
 class FakeS3Client:

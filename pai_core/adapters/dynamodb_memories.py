@@ -1,30 +1,15 @@
-"""DynamoDB repository of long-term memories (table `pai-knowledge-{env}`).
-
-Every user-supplied value (content, metadata, and the embedding, which can be inverted back into
-much of its text) is sealed under its user's branch key before it leaves this module, bound to the
-record and attribute it belongs to. Category names, ids and times stay readable: they are the keys
-the tables are queried by. Every read is a key lookup or a Query inside the caller's own partition: no Scan.
-
-Besides the memories (partition `{owner}`), the knowledge table holds two small partitions per
-owner that let a search index stay current without re-reading every memory:
-
-    {owner}#changes / head   `version`: a counter moved (UpdateItem ADD) after every store and
-                             delete has landed, read with one GetItem per search
-    {owner}#deleted / <id>   a tombstone per delete (`deletedId`, `ttl`), read with a key-range
-                             Query past the index's watermark
-
-Owners never contain '#' (see config), so these partitions cannot collide with a real owner's, and
-listing (the owner's own partition, the category GSI, which tombstones lack the keys for) never
-sees them.
+"""DynamoDB repository of long-term memories (table `pai-knowledge-{env}`): the owner's current
+memories, the earlier versions of updated ones, and (through DynamoChangeLog) the change log that
+keeps search indexes current. The item layout and what is sealed: pai_core.adapters.memory_codec.
+Every read is a key lookup or a Query inside the caller's own partitions: no Scan.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
-import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,43 +17,50 @@ import numpy.typing as npt
 from botocore.exceptions import ClientError
 
 from pai_core.adapters.aws_errors import error_code, translated_aws_errors
+from pai_core.adapters.dynamodb_changelog import DynamoChangeLog
 from pai_core.adapters.dynamodb_cursors import NOT_OURS, CursorPosition, decode_cursor, encode_cursor
-from pai_core.adapters.dynamodb_pages import (
-    Item,
-    batch_delete,
-    epoch_millis,
-    landed_earlier,
-    owner_category,
-    query_items,
+from pai_core.adapters.dynamodb_pages import Item, Sleep, batch_delete, landed_earlier, owner_category, query_items
+from pai_core.adapters.memory_codec import (
+    HISTORY_SUFFIX,
+    INDEX_PROJECTION,
+    PastVersion,
+    history_item,
+    history_prefix,
+    indexed_from_item,
+    memory_from_item,
+    memory_item,
+    past_from_item,
+    reason_from_item,
+    seal_embedding,
+    version_of,
 )
-from pai_core.crypto import EnvelopeCipher, RecordContext
+from pai_core.crypto import EnvelopeCipher
 from pai_core.errors import Conflict, InvalidInput, UpstreamUnavailable
-from pai_core.ids import MemoryIds
 from pai_core.models import (
     VECTOR_DTYPE,
-    ChangeStamp,
-    Deletion,
+    ChangeOp,
+    IndexedItem,
+    ItemRef,
     Memory,
+    MemoryEdit,
     MemoryPage,
-    MemoryVector,
-    iso_utc,
-    parse_iso_utc,
+    MemoryVersion,
+    Origin,
 )
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+
 log = logging.getLogger(__name__)
 
 CATEGORY_INDEX = "category-index"
+# Tombstones of deletes, before the change log replaced them: still shredded by a forget.
+LEGACY_DELETED_SUFFIX = "#deleted"
 _BATCH_GET_LIMIT = 100
 _BATCH_GET_ATTEMPTS = 5
-CHANGES_SUFFIX = "#changes"
-DELETED_SUFFIX = "#deleted"
-HEAD_ID = "head"
-# Tombstones outlive any index that could still need them: a warm index reads them within
-# seconds, and a snapshot older than half this is not used once anything has changed.
-TOMBSTONE_TTL_SECONDS = 7 * 24 * 3600
-_VECTOR_PROJECTION = "id, category, encryptedEmbedding"
+# A listing by origin filters the owner's items after reading them: it reads at most this many
+# pages of `limit` items per request, then returns what it found with a cursor to go on from.
+_ORIGIN_LISTING_PAGES = 10
 
 
 class DynamoMemoryRepository:
@@ -76,54 +68,51 @@ class DynamoMemoryRepository:
     ownerCategory (hash) + timestamp (range). Ids sort by creation time, so the table's own
     order is newest-first when read backwards."""
 
-    def __init__(self, client: DynamoDBClient, table: str, cipher: EnvelopeCipher, *, context_name: str) -> None:
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table: str,
+        cipher: EnvelopeCipher,
+        *,
+        context_name: str,
+        changes: DynamoChangeLog,
+        sleep: Sleep,
+    ) -> None:
         self._client = client
         self._table = table
         self._cipher = cipher
         self._context_name = context_name
-        self._tombstone_ids = MemoryIds()
+        self._changes = changes
+        self._sleep = sleep
 
     # -- encoding -------------------------------------------------------------------------------
 
-    def _context(self, owner: str, memory_id: str, attribute: str) -> RecordContext:
-        return RecordContext(
-            partition={"table": self._context_name, "owner": owner},
-            record={"id": memory_id, "attribute": attribute},
-        )
-
     def to_item(self, owner: str, memory: Memory, embedding: npt.NDArray[np.float32]) -> Item:
-        content = self._cipher.encrypt(memory.content.encode("utf-8"), self._context(owner, memory.id, "content"))
-        metadata_json = json.dumps(memory.metadata, separators=(",", ":"), ensure_ascii=False)
-        metadata = self._cipher.encrypt(metadata_json.encode("utf-8"), self._context(owner, memory.id, "metadata"))
         vector = np.asarray(embedding, dtype=VECTOR_DTYPE).tobytes()
-        return {
-            "owner": {"S": owner},
-            "id": {"S": memory.id},
-            "category": {"S": memory.category},
-            "ownerCategory": {"S": owner_category(owner, memory.category)},
-            "timestamp": {"N": str(epoch_millis(memory.created_at))},
-            "createdAt": {"S": iso_utc(memory.created_at)},
-            "encryptedContent": {"B": content},
-            "encryptedMetadata": {"B": metadata},
-            # Embeddings can be inverted back into much of their text, so they are sealed like it.
-            "encryptedEmbedding": {"B": self._cipher.encrypt(vector, self._context(owner, memory.id, "embedding"))},
-        }
+        sealed = seal_embedding(self._cipher, self._context_name, owner, memory.id, vector)
+        return memory_item(self._cipher, self._context_name, owner, memory, sealed_embedding=sealed)
 
     def from_item(self, owner: str, item: dict[str, Any]) -> Memory:
-        memory_id = item["id"]["S"]
-        content = self._cipher.decrypt(item["encryptedContent"]["B"], self._context(owner, memory_id, "content"))
-        metadata = self._cipher.decrypt(item["encryptedMetadata"]["B"], self._context(owner, memory_id, "metadata"))
-        return Memory(
-            id=memory_id,
-            content=content.decode("utf-8"),
-            category=item["category"]["S"],
-            metadata=json.loads(metadata),
-            created_at=parse_iso_utc(item["createdAt"]["S"]),
-        )
+        return memory_from_item(self._cipher, self._context_name, owner, item)
 
-    # -- operations -----------------------------------------------------------------------------
+    # -- writes ---------------------------------------------------------------------------------
 
     def add(self, owner: str, memory: Memory, embedding: npt.NDArray[np.float32]) -> None:
+        self._put_new(owner, memory, embedding)
+        self._changes.record(owner, [("put", ItemRef("memory", memory.id))])
+
+    def add_many(self, owner: str, memories: Sequence[tuple[Memory, npt.NDArray[np.float32]]]) -> None:
+        """One conditional PutItem per memory (a retried one is recognized by its own ciphertext, so
+        each is written once), then one change-log entry per memory and one move of the head."""
+        stored: list[tuple[ChangeOp, ItemRef]] = []
+        try:
+            for memory, embedding in memories:
+                self._put_new(owner, memory, embedding)
+                stored.append(("put", ItemRef("memory", memory.id)))
+        finally:
+            self._changes.record(owner, stored)  # what did land is announced even if the rest failed
+
+    def _put_new(self, owner: str, memory: Memory, embedding: npt.NDArray[np.float32]) -> None:
         # Everything is encrypted before the single PutItem: either the whole record lands or none.
         item = self.to_item(owner, memory, embedding)
         try:
@@ -139,70 +128,83 @@ class DynamoMemoryRepository:
                 raise
             if not landed_earlier(exc, item):
                 raise Conflict("a memory with this id already exists") from exc
-        self._announce_change(owner)
 
-    def get(self, owner: str, memory_id: str) -> Memory | None:
+    def update(
+        self,
+        owner: str,
+        memory_id: str,
+        edit: MemoryEdit,
+        *,
+        embedding: npt.NDArray[np.float32] | None,
+        reason: str | None,
+        at: datetime,
+    ) -> Memory | None:
+        """Reads the current version, writes it as an earlier version (sealed under its version
+        number), then replaces the current one only if it is still the version read (else Conflict:
+        another update came first). The earlier version's item is the same whichever of two
+        concurrent updates writes it, so a lost race leaves nothing wrong behind."""
+        if edit.content is not None and embedding is None:
+            raise ValueError("a new content needs its embedding")
+        current = self._get_item(owner, memory_id)
+        if current is None:
+            return None
+        before = self.from_item(owner, current)
+        version = version_of(current)
+        past = PastVersion(
+            memory_id=memory_id,
+            version=version,
+            content=before.content,
+            category=before.category,
+            metadata=before.metadata,
+            valid_from=before.last_changed,
+            reason=reason_from_item(self._cipher, self._context_name, owner, current),
+        )
         with translated_aws_errors("DynamoDB"):
-            response = self._client.get_item(
-                TableName=self._table, Key=self._key(owner, memory_id), ConsistentRead=True
+            self._client.put_item(
+                TableName=self._table, Item=history_item(self._cipher, self._context_name, owner, past)
             )
-        item = response.get("Item")
-        return None if item is None else self.from_item(owner, item)
-
-    def get_many(self, owner: str, memory_ids: Sequence[str]) -> dict[str, Memory]:
-        found: dict[str, Memory] = {}
-        unique_ids = list(dict.fromkeys(memory_ids))
-        for start in range(0, len(unique_ids), _BATCH_GET_LIMIT):
-            chunk = unique_ids[start : start + _BATCH_GET_LIMIT]
-            request: dict[str, Any] = {
-                self._table: {"Keys": [self._key(owner, i) for i in chunk], "ConsistentRead": True}
-            }
-            for attempt in range(_BATCH_GET_ATTEMPTS):
-                with translated_aws_errors("DynamoDB"):
-                    response = self._client.batch_get_item(RequestItems=request)
-                for item in response.get("Responses", {}).get(self._table, []):
-                    memory = self.from_item(owner, item)
-                    found[memory.id] = memory
-                request = dict(response.get("UnprocessedKeys") or {})
-                if not request:
-                    break
-                time.sleep(0.05 * 2**attempt)
-            else:
-                raise UpstreamUnavailable("DynamoDB did not return every requested memory")
-        return found
-
-    def page(self, owner: str, *, category: str | None, limit: int, cursor: str | None) -> MemoryPage:
-        query: dict[str, Any] = {"TableName": self._table, "Limit": limit, "ScanIndexForward": False}
-        if category is None:
-            query["KeyConditionExpression"] = "#owner = :owner"
-            query["ExpressionAttributeNames"] = {"#owner": "owner"}
-            query["ExpressionAttributeValues"] = {":owner": {"S": owner}}
-            query["ConsistentRead"] = True
+        after = dataclasses.replace(
+            before,
+            content=edit.content if edit.content is not None else before.content,
+            category=edit.category if edit.category is not None else before.category,
+            metadata=edit.metadata if edit.metadata is not None else before.metadata,
+            updated_at=at,
+        )
+        if embedding is not None:
+            vector = np.asarray(embedding, dtype=VECTOR_DTYPE).tobytes()
+            sealed = seal_embedding(self._cipher, self._context_name, owner, memory_id, vector)
         else:
-            query["IndexName"] = CATEGORY_INDEX
-            query["KeyConditionExpression"] = "ownerCategory = :oc"
-            query["ExpressionAttributeValues"] = {":oc": {"S": owner_category(owner, category)}}
-        if cursor is not None:
-            query["ExclusiveStartKey"] = self._start_key(owner, category, cursor)
+            sealed = current["encryptedEmbedding"]["B"]  # same memory, same attribute: still bound right
+        item = memory_item(
+            self._cipher, self._context_name, owner, after, sealed_embedding=sealed, version=version + 1, reason=reason
+        )
+        condition = (
+            "#version = :version" if "version" in current else "attribute_exists(id) AND attribute_not_exists(#version)"
+        )
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "Item": item,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#version": "version"},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if "version" in current:
+            request["ExpressionAttributeValues"] = {":version": {"N": str(version)}}
         try:
             with translated_aws_errors("DynamoDB"):
-                response = self._client.query(**query)
+                self._client.put_item(**request)
         except ClientError as exc:
-            # Every other input of this Query is ours; a start key DynamoDB refuses came from the caller.
-            if cursor is not None and error_code(exc) == "ValidationException":
-                raise InvalidInput(NOT_OURS, field="cursor") from exc
-            raise
-        items = [self.from_item(owner, item) for item in response.get("Items", [])]
-        last = response.get("LastEvaluatedKey")
-        next_cursor = None
-        if last:
-            ts = int(last["timestamp"]["N"]) if "timestamp" in last else None
-            next_cursor = encode_cursor(CursorPosition(id=last["id"]["S"], ts=ts))
-        return MemoryPage(items=items, cursor=next_cursor)
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            if not landed_earlier(exc, item):
+                raise Conflict("the memory changed while it was being updated; read it and try again") from exc
+        self._changes.record(owner, [("update", ItemRef("memory", memory_id))])
+        return after
 
     def delete(self, owner: str, memory_id: str) -> bool:
-        """Deletes the memory, then leaves a tombstone and moves the change stamp (in that order:
-        whatever fails after the delete, the memory is gone and can never be a search hit)."""
+        """Deletes the memory, then records the change, then deletes its earlier versions (in that
+        order: whatever fails after the delete, the memory is gone and can never be a search hit;
+        earlier versions left behind by a failure are reachable by no request and go with a forget)."""
         try:
             with translated_aws_errors("DynamoDB"):
                 self._client.delete_item(
@@ -214,148 +216,199 @@ class DynamoMemoryRepository:
             if error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise
-        now = datetime.now(UTC)
-        tombstone: Item = {
-            "owner": {"S": owner + DELETED_SUFFIX},
-            "id": {"S": self._tombstone_ids(now)},
-            "deletedId": {"S": memory_id},
-            "ttl": {"N": str(int(now.timestamp()) + TOMBSTONE_TTL_SECONDS)},
-        }
+        self._changes.record(owner, [("delete", ItemRef("memory", memory_id))])
         try:
-            with translated_aws_errors("DynamoDB"):
-                self._client.put_item(TableName=self._table, Item=tombstone)
+            keys = [{"owner": i["owner"], "id": i["id"]} for i in self._history_items(owner, memory_id, keys_only=True)]
+            batch_delete(self._client, self._table, keys, sleep=self._sleep)
         except UpstreamUnavailable:
-            log.warning("tombstone not written: warm search indexes drop the memory at their next full reload")
-            return True
-        self._announce_change(owner)
+            log.warning("earlier versions of a deleted memory not deleted: a forget removes them")
         return True
 
-    def _announce_change(self, owner: str) -> None:
-        """Moves the owner's change stamp, after the change itself has landed.
+    # -- reads ----------------------------------------------------------------------------------
 
-        Not one transaction with the change on purpose: moto copies the whole table for every
-        TransactWriteItems (seconds at 10K memories, past the client's timeout), and the local stack
-        runs on moto. The order makes a failure here harmless to correctness: the change is durable,
-        search results are always fetched by key, and warm indexes elsewhere see it at the next
-        change or their periodic full reload."""
-        try:
-            with translated_aws_errors("DynamoDB"):
-                self._client.update_item(
-                    TableName=self._table,
-                    Key=self._key(owner + CHANGES_SUFFIX, HEAD_ID),
-                    UpdateExpression="ADD #version :one",
-                    ExpressionAttributeNames={"#version": "version"},
-                    ExpressionAttributeValues={":one": {"N": "1"}},
-                )
-        except UpstreamUnavailable:
-            log.warning("change stamp not moved: warm search indexes see the change at their next reload")
+    def get(self, owner: str, memory_id: str) -> Memory | None:
+        item = self._get_item(owner, memory_id)
+        return None if item is None else self.from_item(owner, item)
 
-    def vectors(self, owner: str) -> Iterator[MemoryVector]:
-        """Every vector of the owner: the design's read per search (eventually consistent)."""
-        return self._vector_query(owner, consistent=False)
+    def _get_item(self, owner: str, memory_id: str) -> dict[str, Any] | None:
+        with translated_aws_errors("DynamoDB"):
+            response = self._client.get_item(
+                TableName=self._table, Key=self._key(owner, memory_id), ConsistentRead=True
+            )
+        return response.get("Item")
+
+    def get_many(self, owner: str, memory_ids: Sequence[str]) -> dict[str, Memory]:
+        return {item["id"]["S"]: self.from_item(owner, item) for item in self._batch_get(owner, memory_ids)}
+
+    def _batch_get(self, owner: str, memory_ids: Sequence[str], *, projection: str | None = None) -> Iterator[Any]:
+        unique_ids = list(dict.fromkeys(memory_ids))
+        for start in range(0, len(unique_ids), _BATCH_GET_LIMIT):
+            chunk = unique_ids[start : start + _BATCH_GET_LIMIT]
+            keys_and_options: dict[str, Any] = {"Keys": [self._key(owner, i) for i in chunk], "ConsistentRead": True}
+            if projection is not None:
+                keys_and_options["ProjectionExpression"] = projection
+            request: dict[str, Any] = {self._table: keys_and_options}
+            for attempt in range(_BATCH_GET_ATTEMPTS):
+                with translated_aws_errors("DynamoDB"):
+                    response = self._client.batch_get_item(RequestItems=request)
+                yield from response.get("Responses", {}).get(self._table, [])
+                request = dict(response.get("UnprocessedKeys") or {})
+                if not request:
+                    break
+                self._sleep(0.05 * 2**attempt)
+            else:
+                raise UpstreamUnavailable("DynamoDB did not return every requested memory")
+
+    def history(self, owner: str, memory_id: str) -> list[MemoryVersion] | None:
+        current = self._get_item(owner, memory_id)
+        if current is None:
+            return None
+        memory = self.from_item(owner, current)
+        past = [
+            past_from_item(self._cipher, self._context_name, owner, i) for i in self._history_items(owner, memory_id)
+        ]
+        return _versions(past, memory, reason_from_item(self._cipher, self._context_name, owner, current))
+
+    def _history_items(self, owner: str, memory_id: str, *, keys_only: bool = False) -> Iterator[dict[str, Any]]:
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#owner = :owner AND begins_with(id, :prefix)",
+            "ExpressionAttributeNames": {"#owner": "owner"},
+            "ExpressionAttributeValues": {
+                ":owner": {"S": owner + HISTORY_SUFFIX},
+                ":prefix": {"S": history_prefix(memory_id)},
+            },
+            "ConsistentRead": True,
+        }
+        if keys_only:
+            query["ProjectionExpression"] = "#owner, id"
+        return query_items(self._client, query)
+
+    def page(
+        self, owner: str, *, category: str | None, limit: int, cursor: str | None, origin: Origin | None = None
+    ) -> MemoryPage:
+        """Newest first. With `origin`, the items read are filtered (a FilterExpression on the plain
+        `origin` attribute): pages are filled up to `limit` by reading on, but at most
+        _ORIGIN_LISTING_PAGES x `limit` items are read per request, so a page can hold fewer than
+        `limit` items (even none) and still carry a cursor: more may follow until the cursor is null."""
+        query: dict[str, Any] = {"TableName": self._table, "Limit": limit, "ScanIndexForward": False}
+        if category is None:
+            query["KeyConditionExpression"] = "#owner = :owner"
+            query["ExpressionAttributeNames"] = {"#owner": "owner"}
+            query["ExpressionAttributeValues"] = {":owner": {"S": owner}}
+            query["ConsistentRead"] = True
+        else:
+            query["IndexName"] = CATEGORY_INDEX
+            query["KeyConditionExpression"] = "ownerCategory = :oc"
+            query["ExpressionAttributeValues"] = {":oc": {"S": owner_category(owner, category)}}
+        if origin is not None:
+            # Memories stored before origins were recorded came through the API.
+            query["FilterExpression"] = "#origin = :origin" + (
+                " OR attribute_not_exists(#origin)" if origin == "api" else ""
+            )
+            query.setdefault("ExpressionAttributeNames", {})["#origin"] = "origin"
+            query["ExpressionAttributeValues"][":origin"] = {"S": origin}
+        if cursor is not None:
+            query["ExclusiveStartKey"] = self._start_key(owner, category, cursor)
+        items: list[dict[str, Any]] = []
+        last: dict[str, Any] | None = None
+        for _ in range(_ORIGIN_LISTING_PAGES if origin is not None else 1):
+            try:
+                with translated_aws_errors("DynamoDB"):
+                    response = self._client.query(**query)
+            except ClientError as exc:
+                # Every other input of this Query is ours; a start key DynamoDB refuses came from the caller.
+                if cursor is not None and error_code(exc) == "ValidationException":
+                    raise InvalidInput(NOT_OURS, field="cursor") from exc
+                raise
+            found = response.get("Items", [])
+            last = response.get("LastEvaluatedKey")
+            if len(items) + len(found) >= limit and (len(items) + len(found) > limit or last):
+                # Full: go on after the last item returned (its key is a cursor like any other).
+                items += found[: limit - len(items)]
+                last = items[-1]
+                break
+            items += found
+            if not last:
+                break
+            query["ExclusiveStartKey"] = last
+        next_cursor = None
+        if last:
+            ts = int(last["timestamp"]["N"]) if category is not None else None
+            next_cursor = encode_cursor(CursorPosition(id=last["id"]["S"], ts=ts))
+        return MemoryPage(items=[self.from_item(owner, item) for item in items], cursor=next_cursor)
+
+    # -- what a search index reads (pai_core.ports.IndexSource, kind "memory") -------------------
+
+    def vectors(self, owner: str) -> Iterator[IndexedItem]:
+        """Every memory as a search index holds it: the design's read per search (eventually consistent)."""
+        return self._indexed_query(owner, consistent=False)
+
+    def all_items(self, owner: str) -> Iterator[IndexedItem]:
+        return self._indexed_query(owner, consistent=True)
+
+    def items_by_id(self, owner: str, ids: Sequence[str]) -> Iterator[IndexedItem]:
+        """The current state of these memories, read by key; a memory that is gone is not returned."""
+        for item in self._batch_get(owner, ids, projection=INDEX_PROJECTION):
+            yield indexed_from_item(self._cipher, self._context_name, owner, item)
+
+    def _indexed_query(self, owner: str, *, consistent: bool) -> Iterator[IndexedItem]:
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#owner = :owner",
+            "ProjectionExpression": INDEX_PROJECTION,
+            "ExpressionAttributeNames": {"#owner": "owner"},
+            "ExpressionAttributeValues": {":owner": {"S": owner}},
+            "ConsistentRead": consistent,
+        }
+        for item in query_items(self._client, query):
+            yield indexed_from_item(self._cipher, self._context_name, owner, item)
 
     # -- a user's whole account (pai_core.ports.MemoryArchive) ------------------------------------
 
     def all_memories(self, owner: str) -> Iterator[Memory]:
-        query: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "#owner = :owner",
-            "ExpressionAttributeNames": {"#owner": "owner"},
-            "ExpressionAttributeValues": {":owner": {"S": owner}},
-            "ConsistentRead": True,
-        }
-        for item in self._paginate(query):
+        """The current memories (earlier versions: all_histories)."""
+        for item in query_items(self._client, self._partition_query(owner)):
             yield self.from_item(owner, item)
 
-    def purge(self, owner: str) -> int:
-        """Delete every item of the owner (memories, tombstones) but the head; how many memories.
+    def all_histories(self, owner: str) -> dict[str, list[MemoryVersion]]:
+        """Every version, oldest first, of each memory that was ever updated, by memory id (a
+        memory never updated has one version, itself, and is not listed)."""
+        past: dict[str, list[PastVersion]] = {}
+        for item in query_items(self._client, self._partition_query(owner + HISTORY_SUFFIX)):
+            version = past_from_item(self._cipher, self._context_name, owner, item)
+            past.setdefault(version.memory_id, []).append(version)
+        histories: dict[str, list[MemoryVersion]] = {}
+        for item in self._batch_get(owner, list(past)):
+            memory = self.from_item(owner, item)
+            reason = reason_from_item(self._cipher, self._context_name, owner, item)
+            histories[memory.id] = _versions(past[memory.id], memory, reason)
+        return histories
 
-        The head stays, holding two counters and nothing of the user's: its generation is what tells
-        other containers' warm indexes that the owner was forgotten (read back as 0 if it went)."""
+    def purge(self, owner: str) -> int:
+        """Delete the owner's memories, their earlier versions and the change log's entries (the
+        head stays: see DynamoChangeLog.purge); how many memories."""
         memories = 0
-        for partition in (owner, owner + CHANGES_SUFFIX, owner + DELETED_SUFFIX):
-            keys = [
-                {"owner": item["owner"], "id": item["id"]}
-                for item in self._paginate(self._range_query(partition, "", projection="#owner, id"))
-                if not (partition == owner + CHANGES_SUFFIX and item["id"]["S"] == HEAD_ID)
-            ]
-            batch_delete(self._client, self._table, keys)
+        for partition in (owner, owner + HISTORY_SUFFIX, owner + LEGACY_DELETED_SUFFIX):
+            query = self._partition_query(partition)
+            query["ProjectionExpression"] = "#owner, id"
+            keys = [{"owner": item["owner"], "id": item["id"]} for item in query_items(self._client, query)]
+            batch_delete(self._client, self._table, keys, sleep=self._sleep)
             if partition == owner:
                 memories = len(keys)
+        self._changes.purge(owner)
         return memories
 
-    # -- the change feed of a search index (pai_core.ports.MemoryChangeFeed) ---------------------
+    # -- keys -------------------------------------------------------------------------------------
 
-    def change_stamp(self, owner: str) -> ChangeStamp:
-        # Both counters live on the one small head item: reading the generation costs no extra unit.
-        with translated_aws_errors("DynamoDB"):
-            response = self._client.get_item(
-                TableName=self._table,
-                Key=self._key(owner + CHANGES_SUFFIX, HEAD_ID),
-                ProjectionExpression="#version, #generation",
-                ExpressionAttributeNames={"#version": "version", "#generation": "generation"},
-                ConsistentRead=True,
-            )
-        item = response.get("Item") or {}
-        return ChangeStamp(
-            version=int(item["version"]["N"]) if "version" in item else 0,
-            generation=int(item["generation"]["N"]) if "generation" in item else 0,
-        )
-
-    # -- forgetting an owner everywhere (pai_core.ports.OwnerGenerations) --------------------------
-
-    def move_generation(self, owner: str) -> int:
-        """One atomic increment of the head's generation; the new value. Not best-effort like the
-        change stamp: a forget must not go on if other containers cannot be told."""
-        with translated_aws_errors("DynamoDB"):
-            response = self._client.update_item(
-                TableName=self._table,
-                Key=self._key(owner + CHANGES_SUFFIX, HEAD_ID),
-                UpdateExpression="ADD #generation :one",
-                ExpressionAttributeNames={"#generation": "generation"},
-                ExpressionAttributeValues={":one": {"N": "1"}},
-                ReturnValues="UPDATED_NEW",
-            )
-        generation = int(response["Attributes"]["generation"]["N"])
-        if generation < 1:
-            raise UpstreamUnavailable("the owner's generation did not move")
-        return generation
-
-    def all_vectors(self, owner: str) -> Iterator[MemoryVector]:
-        return self._vector_query(owner, consistent=True)
-
-    def vectors_after(self, owner: str, after_id: str) -> Iterator[MemoryVector]:
-        return self._vector_query(owner, consistent=True, after_id=after_id)
-
-    def deletions_after(self, owner: str, after_id: str) -> Iterator[Deletion]:
-        query = self._range_query(owner + DELETED_SUFFIX, after_id, projection="id, deletedId")
-        for item in self._paginate(query):
-            yield Deletion(id=item["id"]["S"], memory_id=item["deletedId"]["S"])
-
-    def _vector_query(self, owner: str, *, consistent: bool, after_id: str = "") -> Iterator[MemoryVector]:
-        query = self._range_query(owner, after_id, projection=_VECTOR_PROJECTION)
-        query["ConsistentRead"] = consistent
-        for item in self._paginate(query):
-            memory_id = item["id"]["S"]
-            vector = self._cipher.decrypt(item["encryptedEmbedding"]["B"], self._context(owner, memory_id, "embedding"))
-            yield MemoryVector(id=memory_id, category=item["category"]["S"], vector=vector)
-
-    def _range_query(self, partition: str, after_id: str, *, projection: str) -> dict[str, Any]:
-        query: dict[str, Any] = {
+    def _partition_query(self, partition: str) -> dict[str, Any]:
+        return {
             "TableName": self._table,
             "KeyConditionExpression": "#owner = :owner",
-            "ProjectionExpression": projection,
             "ExpressionAttributeNames": {"#owner": "owner"},
             "ExpressionAttributeValues": {":owner": {"S": partition}},
             "ConsistentRead": True,
         }
-        if after_id:
-            query["KeyConditionExpression"] += " AND id > :after"
-            query["ExpressionAttributeValues"][":after"] = {"S": after_id}
-        return query
-
-    def _paginate(self, query: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        return query_items(self._client, query)
 
     def _key(self, owner: str, memory_id: str) -> Item:
         return {"owner": {"S": owner}, "id": {"S": memory_id}}
@@ -367,3 +420,31 @@ class DynamoMemoryRepository:
             key["ownerCategory"] = {"S": owner_category(owner, category)}
             key["timestamp"] = {"N": str(position.ts)}
         return key
+
+
+def _versions(past: list[PastVersion], current: Memory, current_reason: str | None) -> list[MemoryVersion]:
+    """Earlier versions and the current one as a history: each valid until the next one began."""
+    ordered = sorted(past, key=lambda version: version.version)
+    starts = [version.valid_from for version in ordered] + [current.last_changed]
+    versions = [
+        MemoryVersion(
+            content=version.content,
+            category=version.category,
+            metadata=version.metadata,
+            valid_from=version.valid_from,
+            valid_to=starts[position + 1],
+            reason=version.reason,
+        )
+        for position, version in enumerate(ordered)
+    ]
+    versions.append(
+        MemoryVersion(
+            content=current.content,
+            category=current.category,
+            metadata=current.metadata,
+            valid_from=current.last_changed,
+            valid_to=None,
+            reason=current_reason,
+        )
+    )
+    return versions

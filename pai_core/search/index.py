@@ -1,11 +1,15 @@
-"""One owner's vectors in memory: exact cosine top-k with numpy, and above a size threshold an
-approximate (HNSW) index from usearch that proposes candidates for the exact scores to rank.
+"""One owner's indexed items (memories, passages: keyed by ItemRef) in memory: exact cosine top-k
+with numpy, and above a size threshold an approximate (HNSW) index from usearch that proposes
+candidates for the exact scores to rank.
 
 Rows are float32 (1,536 bytes for 384 dimensions) because BLAS multiplies float32 fast and the
 scores are then exactly the stored vectors' cosines. A deleted row is marked dead and skipped; dead
 rows are compacted away once they are a quarter of the matrix. The approximate index stores its
 own int8 copy of each vector (384 bytes) and a graph (~2 x connectivity x 4 bytes per vector at its
 base layer); its scores are never returned: every candidate is re-scored from the float32 row.
+
+Each row also keeps its item's text (the decrypted content) for lexical ranking: it lives only in
+memory and in the sealed snapshot.
 
 Not thread-safe: the caller (search.live) holds one lock per owner.
 """
@@ -21,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from pai_core.models import VECTOR_DTYPE, MemoryVector
+from pai_core.models import VECTOR_DTYPE, IndexedItem, ItemKind, ItemRef, RankedItem
 from pai_core.search.exact import top_k_scores
 from pai_core.search.snapshot import IndexSnapshot
 
@@ -71,8 +75,9 @@ class VectorIndex:
         self._alive = np.zeros(capacity, dtype=bool)
         self._codes = np.zeros(capacity, dtype=np.uint32)
         self._size = 0  # rows in use, live and dead
-        self._ids: list[str] = []  # per row; "" once the row is dead
-        self._rows: dict[str, int] = {}  # live ids only
+        self._refs: list[ItemRef | None] = []  # per row; None once the row is dead
+        self._texts: list[str] = []  # per row; "" once the row is dead
+        self._rows: dict[ItemRef, int] = {}  # live refs only
         self._categories: list[str] = []
         self._code_of: dict[str, int] = {}
         self._category_counts: list[int] = []
@@ -83,8 +88,8 @@ class VectorIndex:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def __contains__(self, memory_id: object) -> bool:
-        return memory_id in self._rows
+    def __contains__(self, ref: object) -> bool:
+        return ref in self._rows
 
     @property
     def approximate(self) -> bool:
@@ -94,8 +99,20 @@ class VectorIndex:
     def dead_rows(self) -> int:
         return self._size - len(self._rows)
 
-    def ids(self) -> set[str]:
+    def refs(self) -> set[ItemRef]:
         return set(self._rows)
+
+    def ids(self, kind: ItemKind = "memory") -> set[str]:
+        """The ids of the live items of one kind."""
+        return {ref.id for ref in self._rows if ref.kind == kind}
+
+    def text(self, ref: ItemRef) -> str | None:
+        row = self._rows.get(ref)
+        return None if row is None else self._texts[row]
+
+    def category(self, ref: ItemRef) -> str | None:
+        row = self._rows.get(ref)
+        return None if row is None else self._categories[self._codes[row]]
 
     def memory_bytes(self) -> int:
         """Bytes held by the arrays and the approximate index (not Python's per-id overhead)."""
@@ -104,38 +121,63 @@ class VectorIndex:
 
     # -- changes -----------------------------------------------------------------------------------
 
-    def add(self, vectors: Iterable[MemoryVector]) -> int:
-        """Adds the vectors whose id is not in the index yet; returns how many were new."""
+    def add(self, items: Iterable[IndexedItem]) -> int:
+        """Adds the items whose ref is not in the index yet; returns how many were new."""
+        fresh = self._usable(item for item in items if item.ref not in self._rows)
+        return self._add_fresh(fresh)
+
+    def put(self, items: Iterable[IndexedItem]) -> int:
+        """Adds the items, replacing any already there by their ref (an update: new vector, text or
+        category); returns how many rows changed."""
+        fresh = self._usable(items)
+        self.remove([ref for ref in fresh if ref in self._rows])
+        self._add_fresh(fresh)
+        return len(fresh)
+
+    def _usable(self, items: Iterable[IndexedItem]) -> dict[ItemRef, IndexedItem]:
         expected = self.dimensions * VECTOR_DTYPE.itemsize
-        fresh: dict[str, MemoryVector] = {}
-        for vector in vectors:
-            if vector.id in self._rows or vector.id in fresh:
+        fresh: dict[ItemRef, IndexedItem] = {}
+        for item in items:
+            if len(item.vector) != expected:
+                log.warning("skipping a stored vector of %d bytes (expected %d)", len(item.vector), expected)
                 continue
-            if len(vector.vector) != expected:
-                log.warning("skipping a stored vector of %d bytes (expected %d)", len(vector.vector), expected)
-                continue
-            fresh[vector.id] = vector
+            fresh[item.ref] = item  # the last of one ref wins
+        return fresh
+
+    def _add_fresh(self, fresh: dict[ItemRef, IndexedItem]) -> int:
         if not fresh:
             return 0
-        matrix = np.frombuffer(b"".join(v.vector for v in fresh.values()), dtype=VECTOR_DTYPE)
-        return self.add_rows(list(fresh), [v.category for v in fresh.values()], matrix.reshape(len(fresh), -1))
+        matrix = np.frombuffer(b"".join(item.vector for item in fresh.values()), dtype=VECTOR_DTYPE)
+        return self.add_rows(
+            list(fresh),
+            [item.category for item in fresh.values()],
+            matrix.reshape(len(fresh), -1),
+            [item.text for item in fresh.values()],
+        )
 
-    def add_rows(self, ids: Sequence[str], categories: Sequence[str], matrix: npt.NDArray[np.float32]) -> int:
-        """Adds rows given as arrays (ids not in the index yet, unit vectors)."""
-        count = len(ids)
+    def add_rows(
+        self,
+        refs: Sequence[ItemRef],
+        categories: Sequence[str],
+        matrix: npt.NDArray[np.float32],
+        texts: Sequence[str],
+    ) -> int:
+        """Adds rows given as arrays (refs not in the index yet, unit vectors)."""
+        count = len(refs)
         if count == 0:
             return 0
-        if matrix.shape != (count, self.dimensions) or len(categories) != count:
-            raise ValueError("ids, categories and vectors disagree")
+        if matrix.shape != (count, self.dimensions) or len(categories) != count or len(texts) != count:
+            raise ValueError("refs, categories, vectors and texts disagree")
         start = self._size
         self._reserve(start + count)
         self._matrix[start : start + count] = matrix
         self._alive[start : start + count] = True
         self._codes[start : start + count] = [self._code(category) for category in categories]
-        for offset, memory_id in enumerate(ids):
-            self._rows[memory_id] = start + offset
+        for offset, ref in enumerate(refs):
+            self._rows[ref] = start + offset
             self._category_counts[self._codes[start + offset]] += 1
-        self._ids.extend(ids)
+        self._refs.extend(refs)
+        self._texts.extend(texts)
         self._size += count
         if self._ann is not None:
             self._ann.add(np.arange(start, start + count, dtype=np.uint64), self._matrix[start : start + count])
@@ -143,14 +185,15 @@ class VectorIndex:
             self._build_ann_if_large()
         return count
 
-    def remove(self, memory_ids: Iterable[str]) -> int:
+    def remove(self, refs: Iterable[ItemRef]) -> int:
         removed = 0
-        for memory_id in memory_ids:
-            row = self._rows.pop(memory_id, None)
+        for ref in list(refs):
+            row = self._rows.pop(ref, None)
             if row is None:
                 continue
             self._alive[row] = False
-            self._ids[row] = ""
+            self._refs[row] = None
+            self._texts[row] = ""
             self._category_counts[self._codes[row]] -= 1
             if self._ann is not None:
                 self._ann.remove(row)
@@ -166,8 +209,8 @@ class VectorIndex:
 
     def search(
         self, query: npt.NDArray[np.float32], top: int, *, category: str | None = None, min_score: float | None = None
-    ) -> list[tuple[str, float]]:
-        """Memory ids and cosine scores of the best `top` live rows, best first."""
+    ) -> list[RankedItem]:
+        """Refs and cosine scores of the best `top` live rows, best first."""
         if top <= 0 or not self._rows:
             return []
         code = None
@@ -186,7 +229,7 @@ class VectorIndex:
 
     def search_exact(
         self, query: npt.NDArray[np.float32], top: int, *, category: str | None = None, min_score: float | None = None
-    ) -> list[tuple[str, float]]:
+    ) -> list[RankedItem]:
         """Exact search whatever the size (the benchmark's reference for recall)."""
         code = self._code_of.get(category) if category is not None else None
         if category is not None and code is None:
@@ -195,18 +238,18 @@ class VectorIndex:
 
     def _search_exact(
         self, query: npt.NDArray[np.float32], top: int, *, code: int | None, min_score: float | None
-    ) -> list[tuple[str, float]]:
+    ) -> list[RankedItem]:
         size = self._size
         scores = self._matrix[:size] @ query
         if len(self._rows) < size:
             scores[~self._alive[:size]] = -np.inf
         if code is not None:
             scores[self._codes[:size] != code] = -np.inf
-        return [(self._ids[row], score) for row, score in top_k_scores(scores, top, min_score=min_score)]
+        return self._ranked(top_k_scores(scores, top, min_score=min_score))
 
     def _search_approximate(
         self, query: npt.NDArray[np.float32], top: int, *, code: int | None, eligible: int, min_score: float | None
-    ) -> list[tuple[str, float]] | None:
+    ) -> list[RankedItem] | None:
         """None when the candidates cannot be trusted to hold the answer (then exact decides)."""
         assert self._ann is not None and self._ann_settings is not None
         settings = self._ann_settings
@@ -223,28 +266,34 @@ class VectorIndex:
         if rows.shape[0] < min(top, eligible):
             return None
         scores = self._matrix[rows] @ query
-        return [(self._ids[rows[i]], score) for i, score in top_k_scores(scores, top, min_score=min_score)]
+        return self._ranked((int(rows[i]), score) for i, score in top_k_scores(scores, top, min_score=min_score))
+
+    def _ranked(self, rows_and_scores: Iterable[tuple[int, float]]) -> list[RankedItem]:
+        ranked: list[RankedItem] = []
+        for row, score in rows_and_scores:
+            ref = self._refs[row]
+            if ref is not None:  # only live rows score above -inf
+                ranked.append(RankedItem(ref=ref, score=score))
+        return ranked
 
     # -- snapshots ---------------------------------------------------------------------------------
 
-    def snapshot(
-        self, *, item_watermark: str, tombstone_watermark: str, stamp: int, taken_at: float, generation: int = 0
-    ) -> IndexSnapshot:
+    def snapshot(self, *, position: str, stamp: int, taken_at: float, generation: int) -> IndexSnapshot:
         size = self._size
         ann = None
         if self._ann is not None:
             saved = self._ann.save()
             ann = bytes(saved) if saved is not None else None
         return IndexSnapshot(
-            ids=list(self._ids),
+            refs=list(self._refs),
+            texts=list(self._texts),
             alive=self._alive[:size].copy(),
             codes=self._codes[:size].copy(),
             categories=list(self._categories),
             vectors=self._matrix[:size],
             ann=ann,
             ann_settings=self._ann_settings.as_dict() if ann is not None and self._ann_settings else None,
-            item_watermark=item_watermark,
-            tombstone_watermark=tombstone_watermark,
+            position=position,
             stamp=stamp,
             taken_at=taken_at,
             generation=generation,
@@ -260,10 +309,14 @@ class VectorIndex:
         index._matrix[:rows] = snapshot.vectors
         index._alive[:rows] = snapshot.alive
         index._codes[:rows] = snapshot.codes
-        index._ids = [memory_id if alive else "" for memory_id, alive in zip(snapshot.ids, snapshot.alive, strict=True)]
+        index._refs = [ref if alive else None for ref, alive in zip(snapshot.refs, snapshot.alive, strict=True)]
+        index._texts = [text if alive else "" for text, alive in zip(snapshot.texts, snapshot.alive, strict=True)]
         index._size = rows
         for row in np.flatnonzero(snapshot.alive):
-            index._rows[snapshot.ids[row]] = int(row)
+            ref = snapshot.refs[row]
+            if ref is None:
+                raise ValueError("a live row of the snapshot has no ref")
+            index._rows[ref] = int(row)
             index._category_counts[snapshot.codes[row]] += 1
         serialized = snapshot.ann
         if ann is not None and serialized is not None and snapshot.ann_settings == ann.as_dict():
@@ -314,8 +367,9 @@ class VectorIndex:
         alive[:count] = True
         codes = np.zeros(capacity, dtype=np.uint32)
         codes[:count] = self._codes[keep]
-        self._ids = [self._ids[row] for row in keep]
-        self._rows = {memory_id: row for row, memory_id in enumerate(self._ids)}
+        self._refs = [self._refs[row] for row in keep]
+        self._texts = [self._texts[row] for row in keep]
+        self._rows = {ref: row for row, ref in enumerate(self._refs) if ref is not None}
         self._matrix, self._alive, self._codes, self._size = matrix, alive, codes, count
         if self._ann is not None:
             self._ann = None

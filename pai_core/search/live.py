@@ -1,16 +1,21 @@
 """The search index a container keeps across warm invocations: one VectorIndex per owner (a
 bounded LRU of owners), loaded once, then kept current by reading only what changed.
 
-Per search, with nothing changed: one GetItem of the owner's change stamp (1 read unit). When the
-stamp moved: a key-range Query of the memories made after the item watermark and one of the
-tombstones made after the tombstone watermark, both minus a safety margin of `id_margin_seconds`
-of id-space (an id is made before its write lands, possibly on another container; writes land
-within the memory function's 60 s timeout). Re-read ids are deduplicated. Deletes are honoured as
-soon as their tombstone is written (the stamp moves in the same transaction), and a container's own
-stores and deletes reach its index at once.
+Per search, with nothing changed: one GetItem of the owner's head (its change stamp; 1 read unit).
+When the stamp moved: a key-range Query of the owner's change-log entries past the index's
+position, minus a margin of `id_margin_seconds` of id-space (an entry's id is made before its write
+lands, possibly on another container; see pai_core.search.changes), entries already applied
+skipped by their id; then the current state of every item those entries name, read by key (one
+BatchGetItem per kind): an item found is put in the index as it is now (so an update re-ranks it
+by its new content at once), an item not found is removed. Reading the state rather than replaying
+each op makes the order in which entries land irrelevant. A container's own stores, updates and
+deletes reach its index at once (put / removed), before any read.
 
-Cold start: the owner's snapshot (one S3 object) when there is one, then the changes since it;
-else a consistent Query of the whole partition. A snapshot is rewritten once the changes applied
+The index is generic over ItemKind: one IndexSource per kind (memories now, passages next) reads
+items by key and in full; entries of a kind with no source are skipped.
+
+Cold start: the owner's snapshot (one S3 object) when there is one, then the changes since its
+position; else a consistent Query of every item. A snapshot is rewritten once the changes applied
 since it was taken reach `snapshot_rebuild_changes`. Every `full_reload_seconds` a warm index is
 rebuilt from the table anyway (a bound on staleness should anything ever be missed).
 
@@ -28,7 +33,7 @@ import logging
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,8 +41,9 @@ import numpy.typing as npt
 
 from pai_core.errors import PaiError
 from pai_core.ids import id_millis, lowest_id_at
-from pai_core.models import ChangeStamp, MemoryVector
-from pai_core.ports import IndexSnapshotStore, MemoryChangeFeed
+from pai_core.models import ChangeEntry, ChangeStamp, IndexedItem, ItemKind, ItemRef, RankedItem
+from pai_core.ports import ChangeLog, IndexSnapshotStore, IndexSource
+from pai_core.search.changes import CHANGE_ENTRY_TTL_SECONDS, WRITE_LANDS_WITHIN_SECONDS
 from pai_core.search.index import AnnSettings, VectorIndex
 from pai_core.search.snapshot import IndexSnapshot, SnapshotError, decode, encode
 
@@ -51,7 +57,7 @@ class IndexPolicy:
     full_reload_seconds: float = 6 * 3600.0
     snapshot_min_vectors: int = 1000
     snapshot_rebuild_changes: int = 500
-    # Tombstones live 7 days (adapters.dynamodb); an older snapshot is used only if nothing changed.
+    # An older snapshot is used only if nothing changed since (the entries it needs may have expired).
     snapshot_max_age_seconds: float = 3 * 24 * 3600.0
     snapshot_retry_seconds: float = 300.0
     max_owners: int = 8
@@ -59,6 +65,20 @@ class IndexPolicy:
     def __post_init__(self) -> None:
         if self.id_margin_seconds < 0 or self.full_reload_seconds <= 0 or self.max_owners < 1:
             raise ValueError("index policy limits must be positive")
+        if self.id_margin_seconds < WRITE_LANDS_WITHIN_SECONDS:
+            raise ValueError(
+                f"id_margin_seconds ({self.id_margin_seconds:g}) must cover the time a change-log entry can "
+                f"take to land ({WRITE_LANDS_WITHIN_SECONDS:g} s): entries landing later would be missed"
+            )
+        for name, reach in (
+            ("snapshot_max_age_seconds", self.snapshot_max_age_seconds),
+            ("full_reload_seconds", self.full_reload_seconds),
+        ):
+            if reach + self.id_margin_seconds >= CHANGE_ENTRY_TTL_SECONDS:
+                raise ValueError(
+                    f"{name} plus id_margin_seconds must stay below the change-log entries' lifetime "
+                    f"({CHANGE_ENTRY_TTL_SECONDS} s): an index that old would need entries that may have expired"
+                )
 
 
 @dataclass
@@ -66,8 +86,8 @@ class _OwnerIndex:
     lock: threading.Lock = field(default_factory=threading.Lock)
     index: VectorIndex | None = None
     stamp: ChangeStamp | None = None  # with the generation the index was built under
-    item_watermark: str = ""
-    tombstone_watermark: str = ""
+    position: str = ""  # the highest change-log entry id applied (or the moment of a full load)
+    applied: set[str] = field(default_factory=set)  # entry ids applied within the margin below position
     loaded_at: float = 0.0  # monotonic
     changes_since_snapshot: int = 0
     snapshot_taken_at: float | None = None  # wall clock, of the snapshot this index started from
@@ -79,7 +99,8 @@ class LiveMemoryIndex:
 
     def __init__(
         self,
-        feed: MemoryChangeFeed,
+        changes: ChangeLog,
+        sources: Mapping[ItemKind, IndexSource],
         snapshots: IndexSnapshotStore | None,
         *,
         dimensions: int,
@@ -90,7 +111,8 @@ class LiveMemoryIndex:
     ) -> None:
         """`on_generation_moved(owner)`: another container forgot the owner; drop what else this
         container holds of them (its unwrapped keys)."""
-        self._feed = feed
+        self._feed = changes
+        self._sources = dict(sources)
         self._snapshots = snapshots
         self._dimensions = dimensions
         self.policy = policy or IndexPolicy()
@@ -104,26 +126,34 @@ class LiveMemoryIndex:
     # -- the port ----------------------------------------------------------------------------------
 
     def search(
-        self, owner: str, query: npt.NDArray[np.float32], *, top: int, category: str | None, min_score: float | None
-    ) -> list[tuple[str, float]]:
+        self,
+        owner: str,
+        query: npt.NDArray[np.float32],
+        *,
+        text: str = "",
+        top: int,
+        category: str | None,
+        min_score: float | None,
+    ) -> list[RankedItem]:
+        """`text` is the query's text, for lexical ranking (dense only for now)."""
         state = self._owner(owner)
         with state.lock:
             index = self._current(owner, state)
             return index.search(query, top, category=category, min_score=min_score)
 
-    def added(self, owner: str, vector: MemoryVector) -> None:
+    def put(self, owner: str, item: IndexedItem) -> None:
         state = self._loaded(owner)
         if state is not None:
             with state.lock:
                 if state.index is not None:
-                    state.changes_since_snapshot += state.index.add([vector])
+                    state.changes_since_snapshot += state.index.put([item])
 
-    def removed(self, owner: str, memory_id: str) -> None:
+    def removed(self, owner: str, ref: ItemRef) -> None:
         state = self._loaded(owner)
         if state is not None:
             with state.lock:
                 if state.index is not None:
-                    state.changes_since_snapshot += state.index.remove([memory_id])
+                    state.changes_since_snapshot += state.index.remove([ref])
 
     # -- inspection --------------------------------------------------------------------------------
 
@@ -200,14 +230,14 @@ class LiveMemoryIndex:
             return
         age = self._wall_clock() - snapshot.taken_at
         if stamp.version != snapshot.stamp and age > self.policy.snapshot_max_age_seconds:
-            # Tombstones of deletes since then may have expired: rebuild from the table.
+            # Change-log entries written since then may have expired: rebuild from the table.
             self.events["snapshot_too_old"] += 1
             self._full_load(owner, state, reason="full_load")
             return
         state.index = VectorIndex.from_snapshot(snapshot, ann=self.policy.ann)
         state.stamp = ChangeStamp(version=snapshot.stamp, generation=snapshot.generation)
-        state.item_watermark = snapshot.item_watermark
-        state.tombstone_watermark = snapshot.tombstone_watermark
+        state.position = snapshot.position
+        state.applied = set()
         state.loaded_at = self._monotonic()
         state.changes_since_snapshot = 0
         state.snapshot_taken_at = snapshot.taken_at
@@ -222,21 +252,21 @@ class LiveMemoryIndex:
             self._drop_forgotten(owner, state)  # a periodic reload across a forget
         started_millis = int(self._wall_clock() * 1000)
         index = VectorIndex(self._dimensions, ann=self.policy.ann)
-        vectors = list(self._feed.all_vectors(owner))
-        index.add(vectors)
+        for source in self._sources.values():
+            index.add(source.all_items(owner))
         changes = len(index)
         if state.index is not None:
             changes = state.changes_since_snapshot
-            if state.index.ids() != index.ids():
+            if state.index.refs() != index.refs():
                 # Everything should have arrived through the change feed; say so if it did not.
                 log.warning("search index differed from the table at its periodic reload; rebuilt")
                 self.events["reload_found_drift"] += 1
                 changes = max(changes, self.policy.snapshot_rebuild_changes)
         state.index = index
         state.stamp = stamp
-        state.item_watermark = max((vector.id for vector in vectors), default="")
-        # Tombstones older than this load are of memories it could not have read.
-        state.tombstone_watermark = lowest_id_at(started_millis)
+        # Entries made before this load are of changes that landed before it began: it read them.
+        state.position = lowest_id_at(started_millis)
+        state.applied = set()
         state.loaded_at = self._monotonic()
         state.changes_since_snapshot = changes
         self.events[reason] += 1
@@ -245,18 +275,37 @@ class LiveMemoryIndex:
         assert state.index is not None and state.stamp is not None
         if stamp.generation != state.stamp.generation:
             raise AssertionError("a catch-up never crosses a forget: the index starts over instead")
-        added = list(self._feed.vectors_after(owner, self._below(state.item_watermark)))
-        deletions = list(self._feed.deletions_after(owner, self._below(state.tombstone_watermark)))
-        # Additions first: a memory stored and deleted since the last look must end up absent.
-        changes = state.index.add(added)
-        changes += state.index.remove(deletion.memory_id for deletion in deletions)
-        state.item_watermark = max([state.item_watermark, *(vector.id for vector in added)])
-        state.tombstone_watermark = max([state.tombstone_watermark, *(deletion.id for deletion in deletions)])
+        entries = [e for e in self._feed.changes_after(owner, self._below(state.position)) if e.id not in state.applied]
+        changes = self._apply(owner, state.index, entries)
+        state.position = max([state.position, *(entry.id for entry in entries)])
+        floor = self._below(state.position)
+        state.applied = {entry_id for entry_id in state.applied | {e.id for e in entries} if entry_id >= floor}
         state.stamp = stamp
         state.changes_since_snapshot += changes
         self.events["catch_up"] += 1
-        self.events["read_vectors"] += len(added)
-        self.events["read_tombstones"] += len(deletions)
+        self.events["read_entries"] += len(entries)
+
+    def _apply(self, owner: str, index: VectorIndex, entries: list[ChangeEntry]) -> int:
+        """Puts every item the entries name as it is now, and removes those that are gone."""
+        wanted: dict[ItemKind, list[str]] = {}
+        for entry in entries:
+            ids = wanted.setdefault(entry.ref.kind, [])
+            if entry.ref.id not in ids:
+                ids.append(entry.ref.id)
+        changes = 0
+        for kind, ids in wanted.items():
+            source = self._sources.get(kind)
+            if source is None:
+                self.events["entries_of_unknown_kind"] += len(ids)
+                continue
+            found = list(source.items_by_id(owner, ids))
+            self.events["read_items"] += len(found)
+            present = {item.ref for item in found}
+            changes += index.put(found)
+            changes += index.remove(
+                [ItemRef(kind, item_id) for item_id in ids if ItemRef(kind, item_id) not in present]
+            )
+        return changes
 
     def _below(self, watermark: str) -> str:
         """The watermark moved back by the safety margin (ids made a little earlier may land late)."""
@@ -318,8 +367,7 @@ class LiveMemoryIndex:
             self.events["snapshot_refused_generation"] += 1
             return False
         snapshot = index.snapshot(
-            item_watermark=state.item_watermark,
-            tombstone_watermark=state.tombstone_watermark,
+            position=state.position,
             stamp=state.stamp.version,
             taken_at=self._wall_clock(),
             generation=built_under,

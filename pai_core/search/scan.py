@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from pai_core.models import VECTOR_DTYPE, MemoryVector
+from pai_core.models import VECTOR_DTYPE, IndexedItem, ItemRef, RankedItem
 from pai_core.ports import MemoryRepository
 from pai_core.search.exact import top_k
 
@@ -18,16 +18,23 @@ class DesignScanSearch:
         self._repository = repository
 
     def search(
-        self, owner: str, query: npt.NDArray[np.float32], *, top: int, category: str | None, min_score: float | None
-    ) -> list[tuple[str, float]]:
+        self,
+        owner: str,
+        query: npt.NDArray[np.float32],
+        *,
+        text: str = "",
+        top: int,
+        category: str | None,
+        min_score: float | None,
+    ) -> list[RankedItem]:
         rows = [row for row in self._repository.vectors(owner) if category is None or row.category == category]
         if not rows:
             return []
         matrix = np.frombuffer(b"".join(row.vector for row in rows), dtype=VECTOR_DTYPE).reshape(len(rows), -1)
-        return [(rows[index].id, score) for index, score in top_k(matrix, query, top, min_score=min_score)]
+        return [RankedItem(ref=rows[i].ref, score=score) for i, score in top_k(matrix, query, top, min_score=min_score)]
 
-    def added(self, owner: str, vector: MemoryVector) -> None:
+    def put(self, owner: str, item: IndexedItem) -> None:
         """Nothing is kept between searches."""
 
-    def removed(self, owner: str, memory_id: str) -> None:
+    def removed(self, owner: str, ref: ItemRef) -> None:
         """Nothing is kept between searches."""

@@ -4,9 +4,15 @@ Layout (integers little-endian):
 
     magic b"PAISNAP1" | header length (u32) | header (JSON, UTF-8) | sections, in header order
 
-Sections: `ids` (UTF-8, one id per row, newline-separated; an empty line is a deleted row),
-`alive` (u8 per row), `codes` (u32 category code per row), `vectors` (rows x dimensions, float16),
-and `ann` (the approximate index's own serialization, keyed by row) when there is one.
+Sections: `refs` (UTF-8, one `kind:id` per row, newline-separated; an empty line is a deleted row),
+`texts` (a JSON array of each row's text, "" for a deleted row: what lexical ranking is computed
+from, so a cold start reads no item), `alive` (u8 per row), `codes` (u32 category code per row),
+`vectors` (rows x dimensions, float16), and `ann` (the approximate index's own serialization, keyed
+by row) when there is one. The header holds the change-log position the index had applied (see
+pai_core.search.live), the head's version and generation it was built under, and when it was taken.
+
+The whole payload is sealed by the snapshot store (pai_core.adapters.s3): texts and vectors are
+never written in plaintext.
 
 Vectors are stored as float16: half the bytes to fetch, decrypt and parse on a cold start than
 float32, for a cosine error below 1e-3 (a unit vector's components are far from float16's limits;
@@ -20,15 +26,19 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 
+from pai_core.models import ItemKind, ItemRef
+
 MAGIC = b"PAISNAP1"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: refs instead of memory ids, texts, a change-log position
 SNAPSHOT_VECTOR_DTYPE = np.dtype("<f2")
 _LENGTH = struct.Struct("<I")
-_SECTIONS = ("ids", "alive", "codes", "vectors", "ann")
+_SECTIONS = ("refs", "texts", "alive", "codes", "vectors", "ann")
+_KINDS: frozenset[str] = frozenset({"memory", "passage"})
 
 
 class SnapshotError(ValueError):
@@ -37,30 +47,31 @@ class SnapshotError(ValueError):
 
 @dataclass(frozen=True)
 class IndexSnapshot:
-    ids: list[str]  # one per row; "" for a deleted row
+    refs: list[ItemRef | None]  # one per row; None for a deleted row
+    texts: list[str]  # one per row; "" for a deleted row
     alive: npt.NDArray[np.bool_]
     codes: npt.NDArray[np.uint32]
     categories: list[str]
     vectors: npt.NDArray[np.float32]  # rows x dimensions
     ann: bytes | None
     ann_settings: dict[str, int | str] | None
-    item_watermark: str
-    tombstone_watermark: str
+    position: str  # the change-log position the index had applied
     stamp: int
     taken_at: float  # seconds since the epoch
-    generation: int = 0  # the owner's generation it was built under (pai_core.models.ChangeStamp)
+    generation: int  # the owner's generation it was built under (pai_core.models.ChangeStamp)
 
     @property
     def rows(self) -> int:
-        return len(self.ids)
+        return len(self.refs)
 
 
 def encode(snapshot: IndexSnapshot) -> bytes:
     rows, dimensions = snapshot.vectors.shape
-    if not (len(snapshot.ids) == rows == snapshot.alive.shape[0] == snapshot.codes.shape[0]):
+    if not (len(snapshot.refs) == len(snapshot.texts) == rows == snapshot.alive.shape[0] == snapshot.codes.shape[0]):
         raise ValueError("snapshot arrays disagree on the number of rows")
     sections = {
-        "ids": "\n".join(snapshot.ids).encode("utf-8"),
+        "refs": "\n".join("" if ref is None else f"{ref.kind}:{ref.id}" for ref in snapshot.refs).encode("utf-8"),
+        "texts": json.dumps(snapshot.texts, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
         "alive": snapshot.alive.astype(np.uint8).tobytes(),
         "codes": snapshot.codes.astype("<u4").tobytes(),
         "vectors": snapshot.vectors.astype(SNAPSHOT_VECTOR_DTYPE).tobytes(),
@@ -73,8 +84,7 @@ def encode(snapshot: IndexSnapshot) -> bytes:
         "vectorDtype": SNAPSHOT_VECTOR_DTYPE.str,
         "categories": snapshot.categories,
         "annSettings": snapshot.ann_settings if snapshot.ann else None,
-        "itemWatermark": snapshot.item_watermark,
-        "tombstoneWatermark": snapshot.tombstone_watermark,
+        "position": snapshot.position,
         "stamp": snapshot.stamp,
         "takenAt": snapshot.taken_at,
         "generation": snapshot.generation,
@@ -113,27 +123,39 @@ def _decode(view: memoryview) -> IndexSnapshot:
         offset += length
     if offset != len(view):
         raise SnapshotError("snapshot has trailing bytes")
-    ids = bytes(sections["ids"]).decode("utf-8").split("\n") if rows else []
+    refs = [_ref(line) for line in bytes(sections["refs"]).decode("utf-8").split("\n")] if rows else []
+    texts = json.loads(bytes(sections["texts"]).decode("utf-8"))
+    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+        raise SnapshotError("snapshot texts are not a list of strings")
     alive = np.frombuffer(sections["alive"], dtype=np.uint8).astype(bool)
     codes = np.frombuffer(sections["codes"], dtype="<u4").astype(np.uint32)
     vectors = np.frombuffer(sections["vectors"], dtype=SNAPSHOT_VECTOR_DTYPE).astype(np.float32)
     categories = [str(name) for name in header["categories"]]
-    if not (len(ids) == rows == alive.shape[0] == codes.shape[0]) or vectors.size != rows * dimensions:
+    if not (len(refs) == len(texts) == rows == alive.shape[0] == codes.shape[0]) or vectors.size != rows * dimensions:
         raise SnapshotError("snapshot sections disagree on the number of rows")
     if rows and int(codes.max()) >= len(categories):
         raise SnapshotError("snapshot names a category it does not list")
     ann = bytes(sections["ann"]) or None
     return IndexSnapshot(
-        ids=ids,
+        refs=refs,
+        texts=texts,
         alive=alive,
         codes=codes,
         categories=categories,
         vectors=vectors.reshape(rows, dimensions),
         ann=ann,
         ann_settings=header.get("annSettings") if ann else None,
-        item_watermark=str(header["itemWatermark"]),
-        tombstone_watermark=str(header["tombstoneWatermark"]),
+        position=str(header["position"]),
         stamp=int(header["stamp"]),
         taken_at=float(header["takenAt"]),
-        generation=int(header.get("generation", 0)),  # snapshots from before generations: 0
+        generation=int(header["generation"]),
     )
+
+
+def _ref(line: str) -> ItemRef | None:
+    if not line:
+        return None
+    kind, separator, item_id = line.partition(":")
+    if not separator or kind not in _KINDS or not item_id:
+        raise SnapshotError("snapshot names an item of no known kind")
+    return ItemRef(cast(ItemKind, kind), item_id)

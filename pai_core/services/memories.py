@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from pai_core.errors import NotFound
 from pai_core.ids import MemoryIds
-from pai_core.models import VECTOR_DTYPE, JsonObject, Memory, MemoryPage, MemoryVector, SearchHit
+from pai_core.models import VECTOR_DTYPE, IndexedItem, ItemRef, JsonObject, Memory, MemoryPage, SearchHit
 from pai_core.ports import Clock, Embedder, MemoryRepository, MemorySearchIndex
 from pai_core.search.scan import DesignScanSearch
 
@@ -36,8 +37,7 @@ class MemoryService:
             id=self._new_id(created_at), content=content, category=category, metadata=metadata, created_at=created_at
         )
         self._repository.add(owner, memory, embedding)
-        vector = MemoryVector(id=memory.id, category=category, vector=np.asarray(embedding, VECTOR_DTYPE).tobytes())
-        self._index.added(owner, vector)
+        self._index.put(owner, indexed_memory(memory, embedding))
         return memory
 
     def recall(self, owner: str, memory_id: str) -> Memory:
@@ -52,16 +52,23 @@ class MemoryService:
     def forget(self, owner: str, memory_id: str) -> None:
         if not self._repository.delete(owner, memory_id):
             raise NotFound("no such memory")
-        self._index.removed(owner, memory_id)
+        self._index.removed(owner, ItemRef("memory", memory_id))
 
     def search(
         self, owner: str, query: str, *, top: int, category: str | None = None, min_score: float | None = None
     ) -> list[SearchHit]:
-        """The index ranks the owner's vectors; only the hits are fetched in full (one
+        """The index ranks the owner's items; only the memory hits are fetched in full (one
         BatchGetItem) and decrypted, so a memory deleted meanwhile is never a hit."""
         query_vector = self._embedder.embed([query])[0]
-        ranked = self._index.search(owner, query_vector, top=top, category=category, min_score=min_score)
-        if not ranked:
+        ranked = self._index.search(owner, query_vector, text=query, top=top, category=category, min_score=min_score)
+        memory_ids = [hit.ref.id for hit in ranked if hit.ref.kind == "memory"]
+        if not memory_ids:
             return []
-        memories = self._repository.get_many(owner, [memory_id for memory_id, _ in ranked])
-        return [SearchHit(memory=memories[i], score=score) for i, score in ranked if i in memories]
+        memories = self._repository.get_many(owner, memory_ids)
+        return [SearchHit(memory=memories[hit.ref.id], score=hit.score) for hit in ranked if hit.ref.id in memories]
+
+
+def indexed_memory(memory: Memory, embedding: npt.NDArray[np.float32]) -> IndexedItem:
+    """What a search index holds of a memory just stored or updated with this embedding."""
+    vector = np.asarray(embedding, dtype=VECTOR_DTYPE).tobytes()
+    return IndexedItem(ref=ItemRef("memory", memory.id), category=memory.category, vector=vector, text=memory.content)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pai_core.adapters.dynamodb_memories import HEAD_ID
+from pai_core.adapters.dynamodb_changelog import HEAD_ID
 from pai_core.bootstrap import Container
 from pai_core.crypto import KeyMaterialDestroyed, RecordContext
 from pai_core.models import Turn

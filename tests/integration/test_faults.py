@@ -20,7 +20,7 @@ from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.exceptions import ReadTimeoutError
 from botocore.httpsession import URLLib3Session
 
-from pai_core.adapters.dynamodb_memories import CHANGES_SUFFIX, HEAD_ID
+from pai_core.adapters.dynamodb_changelog import CHANGES_SUFFIX, HEAD_ID
 from pai_core.bootstrap import Container
 from pai_core.config import Settings
 from pai_core.ports import ChatModel

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pai_core.adapters.dynamodb_memories import CHANGES_SUFFIX, HEAD_ID
+from pai_core.adapters.dynamodb_changelog import CHANGES_SUFFIX, HEAD_ID
 from pai_core.bootstrap import Container
 from pai_core.crypto import KeyMaterialDestroyed
 from pai_core.models import VECTOR_DTYPE
@@ -55,7 +55,7 @@ def snapshot_ids(aws: Callable[[str], Any], stack: RunningStack, user: str) -> l
             payload = store._cipher.decrypt(sealed, store._context(user))
         except KeyMaterialDestroyed:
             continue  # sealed under the destroyed key: shredded
-        found.append({row for row in decode(payload).ids if row})
+        found.append({ref.id for ref in decode(payload).refs if ref})
     return found
 
 
@@ -119,7 +119,7 @@ def test_old_embeddings_never_reach_a_snapshot_sealed_after_the_forget(
     index = second_index.index_of(user)
     assert index is not None
     old_vectors = np.stack(
-        [np.frombuffer(row.vector, dtype=VECTOR_DTYPE) for row in first.memory_repository.all_vectors(user)]
+        [np.frombuffer(row.vector, dtype=VECTOR_DTYPE) for row in first.memory_repository.all_items(user)]
     )
     first.memories.remember(user, content="Shredded fact late", category="f", metadata={})
     second.memories.search(user, "fact", top=3)
@@ -134,5 +134,5 @@ def test_old_embeddings_never_reach_a_snapshot_sealed_after_the_forget(
     payload = store.load(user)
     assert payload is not None  # written after the forget, from the new memories alone
     snapshot = decode(payload)
-    assert snapshot.generation == 1 and len([row for row in snapshot.ids if row]) == 6
+    assert snapshot.generation == 1 and len([ref for ref in snapshot.refs if ref]) == 6
     assert float((snapshot.vectors @ old_vectors.T).max()) < 0.999

@@ -12,9 +12,10 @@ import boto3
 import pytest
 
 from benchmarks.capacity import CapacityMeter
-from pai_core.adapters.dynamodb_memories import CHANGES_SUFFIX, DELETED_SUFFIX, HEAD_ID
+from pai_core.adapters.dynamodb_changelog import CHANGES_SUFFIX, HEAD_ID
 from pai_core.adapters.s3 import S3SnapshotStore
 from pai_core.bootstrap import Container
+from pai_core.models import ItemRef
 from pai_core.search import IndexPolicy, LiveMemoryIndex
 from pai_core.services import MemoryService
 from pai_local.stack import RunningStack
@@ -31,7 +32,8 @@ def small_index(container: Container, **policy: Any) -> MemoryService:
     """The container's parts with an index whose snapshot thresholds suit a handful of memories."""
     snapshots = S3SnapshotStore(container.client("s3"), container.settings.knowledge_bucket or "", container.cipher)
     index = LiveMemoryIndex(
-        container.memory_repository,
+        container.change_log,
+        {"memory": container.memory_repository},
         snapshots,
         dimensions=container.embedder.dimensions,
         policy=IndexPolicy(**{"snapshot_min_vectors": 5, "snapshot_rebuild_changes": 3, **policy}),
@@ -78,7 +80,7 @@ def test_stores_and_deletes_of_another_container_reach_a_warm_index(
     assert search_ids(api, f"parrot Kiwi{mark}", category=category) == []
 
 
-def test_delete_leaves_a_tombstone_that_listing_never_shows(
+def test_delete_leaves_a_change_log_entry_that_listing_never_shows(
     api: ApiClient, aws: Callable[[str], Any], stack: RunningStack
 ) -> None:
     owner, table = stack.settings.owner, stack.settings.knowledge_table
@@ -87,22 +89,25 @@ def test_delete_leaves_a_tombstone_that_listing_never_shows(
     memory_id = result.json["id"]
     assert api.post("/memory", {"action": "delete", "id": memory_id}).status == 200
     dynamodb = aws("dynamodb")
-    tombstones = dynamodb.query(
+    entries = dynamodb.query(
         TableName=table,
         KeyConditionExpression="#o = :o",
         ExpressionAttributeNames={"#o": "owner"},
-        ExpressionAttributeValues={":o": {"S": owner + DELETED_SUFFIX}},
+        ExpressionAttributeValues={":o": {"S": owner + CHANGES_SUFFIX}},
         ConsistentRead=True,
     )["Items"]
-    (tombstone,) = [t for t in tombstones if t["deletedId"]["S"] == memory_id]
-    assert set(tombstone) == {"owner", "id", "deletedId", "ttl"}  # no content, no category, no vector
-    assert 6 * 86400 < int(tombstone["ttl"]["N"]) - time.time() <= 7 * 86400
+    mine = [e for e in entries if e.get("itemId", {}).get("S") == memory_id]
+    assert [(e["op"]["S"], e["kind"]["S"]) for e in mine] == [("put", "memory"), ("delete", "memory")]
+    assert mine[0]["id"]["S"] < mine[1]["id"]["S"]  # time-ordered
+    for entry in mine:
+        assert set(entry) == {"owner", "id", "op", "kind", "itemId", "ttl"}  # no content, no category, no vector
+        assert 6 * 86400 < int(entry["ttl"]["N"]) - time.time() <= 7 * 86400
     head = dynamodb.get_item(TableName=table, Key={"owner": {"S": owner + CHANGES_SUFFIX}, "id": {"S": HEAD_ID}})
     assert int(head["Item"]["version"]["N"]) >= 2
-    # Listing reads the owner's own partition and the category index: tombstones are in neither.
+    # Listing reads the owner's own partition and the category index: entries are in neither.
     for body in ({"action": "list", "limit": 100}, {"action": "list", "category": category}):
         listed = api.post("/memory", body).json["items"]
-        assert all(item["id"] not in {memory_id, tombstone["id"]["S"], HEAD_ID} for item in listed)
+        assert all(item["id"] not in {memory_id, HEAD_ID, *(e["id"]["S"] for e in mine)} for item in listed)
     assert api.post("/memory", {"action": "list", "category": category}).json["items"] == []
 
 
@@ -143,3 +148,5 @@ def test_a_cold_container_loads_the_snapshot_instead_of_every_item(
     cold_index: Any = cold._index
     assert cold_index.events["snapshot_load"] == 1 and cold_index.events["full_load"] == 0
     assert len(cold_index.index_of(owner)) == 7
+    # The snapshot held each item's text too: the cold index has it without reading any item.
+    assert cold_index.index_of(owner).text(ItemRef("memory", stored[3].id)) == texts[3]

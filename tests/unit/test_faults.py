@@ -54,6 +54,7 @@ from pai_core.adapters.aws_deadline import (
     max_attempts,
     worst_case_call_seconds,
 )
+from pai_core.adapters.dynamodb_changelog import DynamoChangeLog
 from pai_core.adapters.dynamodb_conversations import DynamoConversationRepository
 from pai_core.adapters.dynamodb_memories import DynamoMemoryRepository
 from pai_core.adapters.dynamodb_usage import DynamoUsageCounters
@@ -67,7 +68,7 @@ from pai_core.errors import Conflict, UpstreamUnavailable
 from pai_core.ids import MemoryIds
 from pai_core.models import ChatMessage, Memory, Turn
 from pai_local.template import Template
-from tests.fakes import FakeContainer, FakeLambdaContext
+from tests.fakes import FakeContainer, FakeLambdaContext, FixedClock, dynamo_memories
 from tests.unit.test_handlers import make_event
 
 NOON = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -234,7 +235,11 @@ class SealedAsIs:
 
 
 def memories(client: Any) -> DynamoMemoryRepository:
-    return DynamoMemoryRepository(client, "pai-knowledge-test", SealedAsIs(), context_name="pai-knowledge-test")  # type: ignore[arg-type]
+    return dynamo_memories(client, "pai-knowledge-test", SealedAsIs(), clock=FixedClock(NOON))  # type: ignore[no-any-return]
+
+
+def change_log(client: Any) -> DynamoChangeLog:
+    return DynamoChangeLog(client, "pai-knowledge-test", clock=FixedClock(NOON), sleep=lambda _: None)
 
 
 def conversations(client: Any) -> DynamoConversationRepository:
@@ -268,8 +273,10 @@ ADAPTER_CALLS = {
     "memory list": AdapterCall(
         "dynamodb", "Query", lambda c: memories(c).page("ann", category=None, limit=20, cursor=None)
     ),
-    "search refresh (change stamp)": AdapterCall("dynamodb", "GetItem", lambda c: memories(c).change_stamp("ann")),
-    "search refresh (changes)": AdapterCall("dynamodb", "Query", lambda c: list(memories(c).vectors_after("ann", ""))),
+    "search refresh (change stamp)": AdapterCall("dynamodb", "GetItem", lambda c: change_log(c).change_stamp("ann")),
+    "search refresh (changes)": AdapterCall(
+        "dynamodb", "Query", lambda c: list(change_log(c).changes_after("ann", ""))
+    ),
     "conversation append": AdapterCall(
         "dynamodb", "PutItem", lambda c: conversations(c).append("ann", "s-1", Turn("user", "hello", NOON))
     ),
@@ -504,10 +511,10 @@ def test_a_store_that_fails_writes_nothing_else(simulated: SimulatedTime) -> Non
 def test_a_store_whose_answer_was_lost_is_stored_once_not_refused(simulated: SimulatedTime) -> None:
     """The first attempt landed but its answer timed out; botocore sends it again, and the table
     refuses the copy (the id exists). That refusal names our own record: the store succeeded."""
-    wire = wire_for("dynamodb", simulated).on("PutItem", raises(ReadTimeoutError), echo_conditional_failure)
+    wire = wire_for("dynamodb", simulated).on("PutItem", raises(ReadTimeoutError), echo_conditional_failure, ok({}))
     wire.on("UpdateItem", ok({}))
     memories(wire.client).add("ann", a_memory(), VECTOR)
-    assert wire.operations() == ["PutItem", "PutItem", "UpdateItem"]  # and the change stamp moved
+    assert wire.operations() == ["PutItem", "PutItem", "PutItem", "UpdateItem"]  # and the change was recorded
     assert wire.sent[1][1]["ReturnValuesOnConditionCheckFailure"] == "ALL_OLD"
 
 
@@ -528,7 +535,7 @@ def test_a_failed_change_stamp_after_the_store_keeps_the_memory_once(
     and is neither reported lost (the caller would store it again) nor written twice."""
     wire = wire_for("dynamodb", simulated).on("PutItem", ok({})).on("UpdateItem", error(400, "ThrottlingException"))
     memories(wire.client).add("ann", a_memory(), VECTOR)
-    assert wire.operations() == ["PutItem"] + ["UpdateItem"] * ATTEMPTS
+    assert wire.operations() == ["PutItem", "PutItem"] + ["UpdateItem"] * ATTEMPTS
     assert "change stamp not moved" in caplog.text
 
 

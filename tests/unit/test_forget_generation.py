@@ -46,6 +46,7 @@ class Container:
         self.dropped_keys: list[str] = []
         self.index = LiveMemoryIndex(
             store,
+            {"memory": store},
             snapshots,
             dimensions=HashingEmbedder.dimensions,
             policy=IndexPolicy(ann=None, snapshot_min_vectors=5, snapshot_rebuild_changes=3),
@@ -92,7 +93,7 @@ def test_a_warm_index_elsewhere_starts_over_when_the_generation_moved(world) -> 
     assert set(second.find("garden")) == fresh
     (payload,) = snapshots.objects.values()  # written from the new memories, under the new generation
     snapshot = decode(payload)
-    assert snapshot.generation == 1 and {row for row in snapshot.ids if row} == fresh
+    assert snapshot.generation == 1 and {ref.id for ref in snapshot.refs if ref} == fresh
 
 
 def test_a_warm_search_with_nothing_changed_still_reads_only_the_head(world) -> None:  # type: ignore[no-untyped-def]

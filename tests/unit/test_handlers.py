@@ -21,10 +21,9 @@ import pytest
 import handlers.chat
 import handlers.memory
 import handlers.search
-from pai_core.adapters.dynamodb_memories import DynamoMemoryRepository
 from pai_core.errors import UpstreamUnavailable
 from pai_core.services import MemoryService
-from tests.fakes import FakeContainer, FakeLambdaContext, as_user, fake_cipher
+from tests.fakes import FakeContainer, FakeLambdaContext, as_user, dynamo_memories, fake_cipher
 
 pytestmark = pytest.mark.usefixtures("fake_container")
 
@@ -514,12 +513,7 @@ def test_list_with_garbage_cursor_is_400_naming_cursor(
 ) -> None:
     # The cursor's format belongs to the storage adapter (the in-memory fake accepts any string),
     # so this runs the production DynamoDB repository, whose client must never be reached.
-    repository = DynamoMemoryRepository(
-        ClientMustNotBeCalled(),  # type: ignore[arg-type]
-        "pai-knowledge-test",
-        fake_cipher(),
-        context_name="pai-knowledge-test",
-    )
+    repository = dynamo_memories(ClientMustNotBeCalled(), "pai-knowledge-test", fake_cipher())
     fake_container.memories = MemoryService(repository, fake_container.embedder, fake_container.clock)
     body: dict[str, Any] = {"action": "list", "cursor": cursor}
     if category is not None:

@@ -17,10 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pai_core.adapters.dynamodb_cursors import CursorPosition, decode_cursor, encode_cursor
-from pai_core.adapters.dynamodb_memories import DynamoMemoryRepository
 from pai_core.errors import InvalidInput
 from pai_core.services import MemoryService
-from tests.fakes import FakeContainer, fake_cipher
+from tests.fakes import FakeContainer, dynamo_memories, fake_cipher
 from tests.unit.test_handlers import ClientMustNotBeCalled, assert_bad_request, assert_internal_error, memory
 
 pytestmark = pytest.mark.usefixtures("fake_container")
@@ -39,7 +38,7 @@ def cursor_of(fields: Any) -> str:
 
 
 def install(fake_container: FakeContainer, client: Any) -> None:
-    repository = DynamoMemoryRepository(client, "pai-knowledge-test", fake_cipher(), context_name="pai-knowledge-test")
+    repository = dynamo_memories(client, "pai-knowledge-test", fake_cipher())
     fake_container.memories = MemoryService(repository, fake_container.embedder, fake_container.clock)
 
 

@@ -8,12 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pai_core.adapters.dynamodb_changelog import DynamoChangeLog
 from pai_core.adapters.dynamodb_memories import DynamoMemoryRepository
 from pai_core.adapters.s3 import S3SnapshotStore
 from pai_core.crypto import KeyMaterialDestroyed
 from pai_core.errors import IntegrityError
 from pai_core.ids import lowest_id_at
-from pai_core.models import Memory, MemoryVector
+from pai_core.models import IndexedItem, ItemRef, Memory, RankedItem
 from pai_core.search import AnnSettings, DesignScanSearch, IndexPolicy, LiveMemoryIndex, VectorIndex, top_k
 from pai_core.search.snapshot import SnapshotError, decode, encode
 from pai_core.services import MemoryService
@@ -24,30 +25,33 @@ DIMS = 384
 SMALL_ANN = AnnSettings(threshold=300, expansion_search=256)
 
 
-def rows_of(matrix: np.ndarray, *, categories: tuple[str, ...] = ("general",), prefix: str = "") -> list[MemoryVector]:
+def rows_of(matrix: np.ndarray, *, categories: tuple[str, ...] = ("general",), prefix: str = "") -> list[IndexedItem]:
     return [
-        MemoryVector(
-            id=f"{prefix}{i:08d}", category=categories[i % len(categories)], vector=row.astype("<f4").tobytes()
+        IndexedItem(
+            ref=ItemRef("memory", f"{prefix}{i:08d}"),
+            category=categories[i % len(categories)],
+            vector=row.astype("<f4").tobytes(),
+            text=f"text of row {i}",
         )
         for i, row in enumerate(matrix)
     ]
 
 
-def brute_force(rows: list[MemoryVector], query: np.ndarray, k: int, **filters: object) -> list[tuple[str, float]]:
+def brute_force(rows: list[IndexedItem], query: np.ndarray, k: int, **filters: object) -> list[RankedItem]:
     keep = [r for r in rows if filters.get("category") in (None, r.category)]
     if not keep:
         return []
     matrix = np.vstack([np.frombuffer(r.vector, dtype="<f4") for r in keep])
     ranked = top_k(matrix, query, k, min_score=filters.get("min_score"))  # type: ignore[arg-type]
-    return [(keep[i].id, score) for i, score in ranked]
+    return [RankedItem(ref=keep[i].ref, score=score) for i, score in ranked]
 
 
-def ids(results: list[tuple[str, float]]) -> list[str]:
-    return [memory_id for memory_id, _ in results]
+def ids(results: list[RankedItem]) -> list[str]:
+    return [hit.ref.id for hit in results]
 
 
-def same(got: list[tuple[str, float]], expected: list[tuple[str, float]]) -> bool:
-    return ids(got) == ids(expected) and np.allclose([s for _, s in got], [s for _, s in expected], atol=1e-6)
+def same(got: list[RankedItem], expected: list[RankedItem]) -> bool:
+    return ids(got) == ids(expected) and np.allclose([h.score for h in got], [h.score for h in expected], atol=1e-6)
 
 
 # -- VectorIndex: exact ------------------------------------------------------------------------------
@@ -60,7 +64,7 @@ def test_exact_index_matches_brute_force_with_category_and_min_score() -> None:
     for query in unit_vectors(5, seed=9):
         assert same(index.search(query, 10), brute_force(rows, query, 10))
         assert same(index.search(query, 7, category="work"), brute_force(rows, query, 7, category="work"))
-        floor = brute_force(rows, query, 3)[-1][1]
+        floor = brute_force(rows, query, 3)[-1].score
         assert ids(index.search(query, 10, min_score=floor)) == ids(brute_force(rows, query, 3))
     assert index.search(unit_vectors(1)[0], 5, category="nope") == []
     assert not index.approximate
@@ -72,18 +76,18 @@ def test_adds_are_deduplicated_and_removes_are_immediate() -> None:
     index.add(rows)
     assert index.add(rows[:10]) == 0  # the same ids again: nothing new
     query = np.frombuffer(rows[3].vector, dtype="<f4")
-    assert ids(index.search(query, 1)) == [rows[3].id]
-    assert index.remove([rows[3].id, "never-there"]) == 1
-    assert rows[3].id not in ids(index.search(query, 50))
+    assert ids(index.search(query, 1)) == [rows[3].ref.id]
+    assert index.remove([rows[3].ref, ItemRef("memory", "never-there")]) == 1
+    assert rows[3].ref.id not in ids(index.search(query, 50))
     assert len(index) == 49
-    assert index.add([MemoryVector(id="bad", category="x", vector=b"\x00" * 12)]) == 0  # wrong size: skipped
+    assert index.add([IndexedItem(ref=ItemRef("memory", "bad"), category="x", vector=b"\x00" * 12, text="")]) == 0
 
 
 def test_many_removes_compact_without_changing_answers() -> None:
     rows = rows_of(unit_vectors(3000), categories=("a", "b"))
     index = VectorIndex(DIMS)
     index.add(rows)
-    gone = {r.id for r in rows[:2000]}
+    gone = {r.ref for r in rows[:2000]}
     index.remove(gone)
     left = rows[2000:]
     assert index.dead_rows < 2000  # compacted along the way
@@ -96,8 +100,8 @@ def test_fewer_rows_than_asked_for_and_empty_index() -> None:
     assert index.search(unit_vectors(1)[0], 5) == []
     rows = rows_of(unit_vectors(3))
     index.add(rows)
-    index.remove([rows[0].id])
-    assert sorted(ids(index.search(unit_vectors(1)[0], 5))) == [rows[1].id, rows[2].id]
+    index.remove([rows[0].ref])
+    assert sorted(ids(index.search(unit_vectors(1)[0], 5))) == [rows[1].ref.id, rows[2].ref.id]
 
 
 # -- VectorIndex: approximate ------------------------------------------------------------------------
@@ -123,9 +127,9 @@ def test_approximate_index_above_the_threshold_keeps_recall() -> None:
     assert recall_at_10(index, queries) >= 0.98
     assert recall_at_10(index, queries, category="c") >= 0.98
     # Scores are always the exact cosines of the float32 rows.
-    for memory_id, score in index.search(queries[0], 5):
-        row = np.frombuffer(rows[int(memory_id)].vector, dtype="<f4")
-        assert score == pytest.approx(float(row @ queries[0]), abs=1e-6)
+    for hit in index.search(queries[0], 5):
+        row = np.frombuffer(rows[int(hit.ref.id)].vector, dtype="<f4")
+        assert hit.score == pytest.approx(float(row @ queries[0]), abs=1e-6)
 
 
 def test_approximate_index_honours_deletes_category_and_min_score() -> None:
@@ -133,11 +137,11 @@ def test_approximate_index_honours_deletes_category_and_min_score() -> None:
     index = VectorIndex(DIMS, ann=SMALL_ANN)
     index.add(rows)
     query = np.frombuffer(rows[42].vector, dtype="<f4")
-    assert ids(index.search(query, 1)) == [rows[42].id]
-    index.remove([rows[42].id])
-    assert rows[42].id not in ids(index.search(query, 20))
+    assert ids(index.search(query, 1)) == [rows[42].ref.id]
+    index.remove([rows[42].ref])
+    assert rows[42].ref.id not in ids(index.search(query, 20))
     assert all(int(i) % 3 == 1 for i in ids(index.search(query, 20, category="b")))
-    assert all(score >= 0.5 for _, score in index.search(query, 50, min_score=0.5))
+    assert all(hit.score >= 0.5 for hit in index.search(query, 50, min_score=0.5))
 
 
 def test_a_rare_category_is_searched_exactly_under_an_approximate_index() -> None:
@@ -154,7 +158,7 @@ def test_the_approximate_index_is_dropped_when_the_index_shrinks() -> None:
     index = VectorIndex(DIMS, ann=SMALL_ANN)
     index.add(rows)
     assert index.approximate
-    index.remove(r.id for r in rows[:300])
+    index.remove(r.ref for r in rows[:300])
     assert not index.approximate
     query = clustered_vectors(1, seed=5)[0]
     assert same(index.search(query, 5), brute_force(rows[300:], query, 5))
@@ -164,7 +168,7 @@ def test_the_approximate_index_is_dropped_when_the_index_shrinks() -> None:
 
 
 def snapshot_of(index: VectorIndex) -> bytes:
-    return encode(index.snapshot(item_watermark="w1", tombstone_watermark="t1", stamp=7, taken_at=123.5))
+    return encode(index.snapshot(position="p1", stamp=7, taken_at=123.5, generation=2))
 
 
 @pytest.mark.parametrize("ann", [None, SMALL_ANN])
@@ -172,26 +176,22 @@ def test_snapshot_round_trip_gives_the_same_answers(ann: AnnSettings | None) -> 
     rows = rows_of(clustered_vectors(800), categories=("x", "y"))
     index = VectorIndex(DIMS, ann=ann)
     index.add(rows)
-    index.remove([rows[1].id, rows[2].id])
+    index.remove([rows[1].ref, rows[2].ref])
     snapshot = decode(snapshot_of(index))
-    assert (snapshot.item_watermark, snapshot.tombstone_watermark, snapshot.stamp, snapshot.taken_at) == (
-        "w1",
-        "t1",
-        7,
-        123.5,
-    )
+    assert (snapshot.position, snapshot.stamp, snapshot.taken_at, snapshot.generation) == ("p1", 7, 123.5, 2)
     assert (snapshot.ann is not None) == (ann is not None)
     restored = VectorIndex.from_snapshot(snapshot, ann=ann)
-    assert restored.ids() == index.ids() and restored.approximate == index.approximate
-    exact = {r.id: np.frombuffer(r.vector, dtype="<f4") for r in rows}
+    assert restored.refs() == index.refs() and restored.approximate == index.approximate
+    assert all(restored.text(r.ref) == r.text for r in rows[3:]) and restored.text(rows[1].ref) is None
+    exact = {r.ref.id: np.frombuffer(r.vector, dtype="<f4") for r in rows}
     overlap = 0
     for query in clustered_vectors(10, seed=8):
         before, after = index.search(query, 10, category="y"), restored.search(query, 10, category="y")
         overlap += len(set(ids(after)) & set(ids(before)))
         # float16 in the snapshot: scores move by far less than the model's own noise (~2e-3), so
         # only near-ties can swap places.
-        assert np.allclose([s for _, s in after], [s for _, s in before], atol=1e-3)
-        assert all(abs(score - float(exact[i] @ query)) < 1e-3 for i, score in after)
+        assert np.allclose([h.score for h in after], [h.score for h in before], atol=1e-3)
+        assert all(abs(h.score - float(exact[h.ref.id] @ query)) < 1e-3 for h in after)
     assert overlap >= 98
 
 
@@ -234,6 +234,7 @@ class Box:
         defaults: dict[str, object] = {"snapshot_min_vectors": 10, "snapshot_rebuild_changes": 5}
         self.index = LiveMemoryIndex(
             store,
+            {"memory": store},
             snapshots,
             dimensions=DIMS,
             policy=IndexPolicy(**{**defaults, **policy}),  # type: ignore[arg-type]
@@ -281,7 +282,7 @@ def test_another_containers_stores_and_deletes_are_seen_at_once(world) -> None: 
     assert set(reader.find("dentist", top=5)) == {first, second}
     writer.memories.forget("alice", first)
     assert reader.find("dentist", top=5) == [second]
-    assert store.reads["all_vectors"] == 1  # one cold load; the rest came from the change feed
+    assert store.reads["all_items"] == 1  # one cold load; the rest came from the change log
 
 
 def test_own_stores_and_deletes_reach_the_index_without_reading(world) -> None:  # type: ignore[no-untyped-def]
@@ -291,9 +292,9 @@ def test_own_stores_and_deletes_reach_the_index_without_reading(world) -> None: 
     store.reads.clear()
     memory_id = box.remember("umbrella in the hallway")
     index = box.index.index_of("alice")
-    assert index is not None and memory_id in index
+    assert index is not None and ItemRef("memory", memory_id) in index
     box.memories.forget("alice", memory_id)
-    assert memory_id not in index
+    assert ItemRef("memory", memory_id) not in index
     assert store.reads == {}
 
 
@@ -335,8 +336,8 @@ def test_cold_container_loads_the_snapshot_and_catches_up(world) -> None:  # typ
     cold = Box(store, s3, clock)
     assert cold.find("topic99", top=1) == [late]
     assert cold.index.events["snapshot_load"] == 1 and cold.index.events["full_load"] == 0
-    assert store.reads["all_vectors"] == 0
-    assert store.reads["vector_rows"] <= 13  # the changes since the snapshot (and the margin), not everything
+    assert store.reads["all_items"] == 0
+    assert store.reads["item_rows"] <= 13  # the changes since the snapshot (and the margin), not everything
     index = cold.index.index_of("alice")
     assert index is not None and len(index) == 12
 
@@ -352,7 +353,7 @@ def test_unreadable_or_stale_snapshots_fall_back_to_the_table(world) -> None:  #
     broken = Box(store, s3, clock)
     assert len(broken.find("fact", top=20)) == 12
     assert broken.index.events["snapshot_unreadable"] == 1 and broken.index.events["full_load"] == 1
-    # Old, and changed since: tombstones it would need may have expired.
+    # Old, and changed since: change-log entries it would need may have expired.
     clock.advance(4 * 24 * 3600)
     first.remember("fact 12")
     old = Box(store, s3, clock)
@@ -365,9 +366,8 @@ def test_periodic_full_reload_bounds_staleness(world) -> None:  # type: ignore[n
     box = Box(store, None, clock, full_reload_seconds=900)
     box.remember("a thing to find")
     box.find("thing")
-    hidden = MemoryVector(id=lowest_id_at(0), category="general", vector=unit_vectors(1)[0].tobytes())
-    # A row no change feed announced (as if written outside the service): found at the next reload.
-    store.items[("alice", hidden.id)] = (store.get("alice", box.find("thing")[0]), hidden.vector)  # type: ignore[assignment]
+    # A row no change log announced (as if written outside the service): found at the next reload.
+    store.items[("alice", lowest_id_at(0))] = (store.get("alice", box.find("thing")[0]), unit_vectors(1)[0].tobytes())  # type: ignore[assignment]
     clock.advance(901)
     box.find("thing")
     assert box.index.events["full_reload"] == 1 and box.index.events["reload_found_drift"] == 1
@@ -424,11 +424,11 @@ def test_search_settings_come_from_the_environment() -> None:
         Settings.from_env({"PAI_SEARCH_ANN_THRESHOLD": "-1"})
 
 
-# -- the change feed's writes ------------------------------------------------------------------------
+# -- the change log's writes -------------------------------------------------------------------------
 
 
 class ScriptedDynamo:
-    """Records writes in order; the change stamp's UpdateItem (or the tombstone's PutItem) can fail."""
+    """Records writes in order; the writes of one partition suffix can fail."""
 
     def __init__(self, *, fail: str | None = None) -> None:
         self.calls: list[tuple[str, str]] = []
@@ -436,7 +436,7 @@ class ScriptedDynamo:
 
     def _record(self, operation: str, partition: str) -> dict:
         self.calls.append((operation, partition))
-        if self.fail == partition.rpartition("#")[2] or (self.fail == "stamp" and partition.endswith("#changes")):
+        if self.fail is not None and partition.endswith(self.fail):
             from botocore.exceptions import ClientError
 
             raise ClientError({"Error": {"Code": "ThrottlingException"}, "ResponseMetadata": {}}, operation)
@@ -451,13 +451,17 @@ class ScriptedDynamo:
     def update_item(self, **request: Any) -> dict:
         return self._record("UpdateItem", request["Key"]["owner"]["S"])
 
+    def query(self, **request: Any) -> dict:
+        self._record("Query", request["ExpressionAttributeValues"][":owner"]["S"])
+        return {"Items": []}
+
 
 def repository(client: ScriptedDynamo) -> DynamoMemoryRepository:
-    cipher = fake_cipher()
-    return DynamoMemoryRepository(client, "t", cipher, context_name="t")  # type: ignore[arg-type]
+    changes = DynamoChangeLog(client, "t", clock=FixedClock(), sleep=lambda _: None)  # type: ignore[arg-type]
+    return DynamoMemoryRepository(client, "t", fake_cipher(), context_name="t", changes=changes, sleep=lambda _: None)  # type: ignore[arg-type]
 
 
-def test_stores_and_deletes_land_before_the_stamp_moves() -> None:
+def test_stores_and_deletes_land_before_their_entry_and_the_head_moves() -> None:
     client = ScriptedDynamo()
     repo = repository(client)
     memory = Memory(id="m1", content="x", category="general", metadata={}, created_at=FixedClock().now())
@@ -465,17 +469,19 @@ def test_stores_and_deletes_land_before_the_stamp_moves() -> None:
     assert repo.delete("alice", "m1")
     assert client.calls == [
         ("PutItem", "alice"),
+        ("PutItem", "alice#changes"),
         ("UpdateItem", "alice#changes"),
         ("DeleteItem", "alice"),
-        ("PutItem", "alice#deleted"),
+        ("PutItem", "alice#changes"),
         ("UpdateItem", "alice#changes"),
+        ("Query", "alice#history"),  # its earlier versions go too
     ]
 
 
-@pytest.mark.parametrize("failing", ["stamp", "deleted"])
-def test_a_failed_stamp_or_tombstone_does_not_undo_the_change(failing: str) -> None:
+@pytest.mark.parametrize("failing", ["#changes", "#history"])
+def test_a_failed_entry_head_or_history_delete_does_not_undo_the_change(failing: str) -> None:
     client = ScriptedDynamo(fail=failing)
     repo = repository(client)
     memory = Memory(id="m1", content="x", category="general", metadata={}, created_at=FixedClock().now())
-    repo.add("alice", memory, unit_vectors(1)[0])  # stored: the stamp is only a signal
+    repo.add("alice", memory, unit_vectors(1)[0])  # stored: the log is only a signal
     assert repo.delete("alice", "m1")  # deleted: search fetches hits by key, so it cannot come back

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 
 from pai_core.adapters.dynamodb_conversations import DynamoConversationRepository
-from pai_core.adapters.dynamodb_memories import DynamoMemoryRepository
 from pai_core.crypto import RecordContext
 from pai_core.errors import IntegrityError, InvalidInput, NotFound, UpstreamUnavailable
 from pai_core.models import Memory, Turn
 from pai_core.services.prompt import MEMORY_PREAMBLE, SYSTEM_PROMPT
-from tests.fakes import FakeContainer, FixedClock, ScriptedChatModel, fake_cipher
+from tests.fakes import FakeContainer, FixedClock, ScriptedChatModel, dynamo_memories, fake_cipher
 
 
 @pytest.fixture
@@ -160,7 +159,7 @@ class RecordingDynamoClient:
 def test_memory_items_hold_no_plaintext_and_bind_each_ciphertext_to_its_record() -> None:
     cipher = fake_cipher()
     client = RecordingDynamoClient()
-    repo = DynamoMemoryRepository(client, "pai-knowledge-dev", cipher, context_name="pai-knowledge-dev")  # type: ignore[arg-type]
+    repo = dynamo_memories(client, "pai-knowledge-dev", cipher)
     clock = FixedClock()
     first = Memory(
         id="a1", content="Miso the cat", category="pets", metadata={"vet": "Dr. Who"}, created_at=clock.now()
@@ -169,7 +168,7 @@ def test_memory_items_hold_no_plaintext_and_bind_each_ciphertext_to_its_record()
     embedding = np.ones(384, dtype=np.float32) / np.sqrt(384)
     repo.add("alice", first, embedding)
     repo.add("alice", second, embedding)
-    item, other = client.items
+    item, _entry, other, _ = client.items  # each memory, then its change-log entry
     raw = repr(item).encode()
     assert b"Miso" not in raw and b"Dr. Who" not in raw
     assert "embedding" not in item  # embeddings are sealed like the text they were made from
