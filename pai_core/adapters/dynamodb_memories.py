@@ -150,6 +150,7 @@ class DynamoMemoryRepository:
             return None
         before = self.from_item(owner, current)
         version = version_of(current)
+        at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # as stored: what is returned is what is read
         past = PastVersion(
             memory_id=memory_id,
             version=version,
