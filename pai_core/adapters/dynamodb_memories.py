@@ -248,6 +248,7 @@ class DynamoMemoryRepository:
             keys_and_options: dict[str, Any] = {"Keys": [self._key(owner, i) for i in chunk], "ConsistentRead": True}
             if projection is not None:
                 keys_and_options["ProjectionExpression"] = projection
+                keys_and_options["ExpressionAttributeNames"] = {"#owner": "owner"}
             request: dict[str, Any] = {self._table: keys_and_options}
             for attempt in range(_BATCH_GET_ATTEMPTS):
                 with translated_aws_errors("DynamoDB"):

@@ -278,7 +278,9 @@ class VectorIndex:
 
     # -- snapshots ---------------------------------------------------------------------------------
 
-    def snapshot(self, *, position: str, stamp: int, taken_at: float, generation: int) -> IndexSnapshot:
+    def snapshot(
+        self, *, position: str, stamp: int, taken_at: float, generation: int, applied: Sequence[str] = ()
+    ) -> IndexSnapshot:
         size = self._size
         ann = None
         if self._ann is not None:
@@ -294,6 +296,7 @@ class VectorIndex:
             ann=ann,
             ann_settings=self._ann_settings.as_dict() if ann is not None and self._ann_settings else None,
             position=position,
+            applied=list(applied),
             stamp=stamp,
             taken_at=taken_at,
             generation=generation,

@@ -237,7 +237,7 @@ class LiveMemoryIndex:
         state.index = VectorIndex.from_snapshot(snapshot, ann=self.policy.ann)
         state.stamp = ChangeStamp(version=snapshot.stamp, generation=snapshot.generation)
         state.position = snapshot.position
-        state.applied = set()
+        state.applied = set(snapshot.applied)
         state.loaded_at = self._monotonic()
         state.changes_since_snapshot = 0
         state.snapshot_taken_at = snapshot.taken_at
@@ -251,6 +251,9 @@ class LiveMemoryIndex:
         if state.stamp is not None and stamp.generation != state.stamp.generation:
             self._drop_forgotten(owner, state)  # a periodic reload across a forget
         started_millis = int(self._wall_clock() * 1000)
+        # An entry is written after its change has landed: every entry there now is of a change the
+        # item reads below will see, so none of them needs reading again (whatever the clocks say).
+        landed = [entry.id for entry in self._feed.changes_after(owner, self._below(lowest_id_at(started_millis)))]
         index = VectorIndex(self._dimensions, ann=self.policy.ann)
         for source in self._sources.values():
             index.add(source.all_items(owner))
@@ -265,8 +268,8 @@ class LiveMemoryIndex:
         state.index = index
         state.stamp = stamp
         # Entries made before this load are of changes that landed before it began: it read them.
-        state.position = lowest_id_at(started_millis)
-        state.applied = set()
+        state.position = max([lowest_id_at(started_millis), *landed])
+        state.applied = {entry_id for entry_id in landed if entry_id >= self._below(state.position)}
         state.loaded_at = self._monotonic()
         state.changes_since_snapshot = changes
         self.events[reason] += 1
@@ -368,6 +371,7 @@ class LiveMemoryIndex:
             return False
         snapshot = index.snapshot(
             position=state.position,
+            applied=sorted(state.applied),
             stamp=state.stamp.version,
             taken_at=self._wall_clock(),
             generation=built_under,

@@ -9,7 +9,8 @@ Sections: `refs` (UTF-8, one `kind:id` per row, newline-separated; an empty line
 from, so a cold start reads no item), `alive` (u8 per row), `codes` (u32 category code per row),
 `vectors` (rows x dimensions, float16), and `ann` (the approximate index's own serialization, keyed
 by row) when there is one. The header holds the change-log position the index had applied (see
-pai_core.search.live), the head's version and generation it was built under, and when it was taken.
+pai_core.search.live) with the entries it had applied just below it, the head's version and the
+generation it was built under, and when it was taken.
 
 The whole payload is sealed by the snapshot store (pai_core.adapters.s3): texts and vectors are
 never written in plaintext.
@@ -56,6 +57,7 @@ class IndexSnapshot:
     ann: bytes | None
     ann_settings: dict[str, int | str] | None
     position: str  # the change-log position the index had applied
+    applied: list[str]  # the entries it had applied within the id margin below `position`
     stamp: int
     taken_at: float  # seconds since the epoch
     generation: int  # the owner's generation it was built under (pai_core.models.ChangeStamp)
@@ -85,6 +87,7 @@ def encode(snapshot: IndexSnapshot) -> bytes:
         "categories": snapshot.categories,
         "annSettings": snapshot.ann_settings if snapshot.ann else None,
         "position": snapshot.position,
+        "applied": snapshot.applied,
         "stamp": snapshot.stamp,
         "takenAt": snapshot.taken_at,
         "generation": snapshot.generation,
@@ -146,6 +149,7 @@ def _decode(view: memoryview) -> IndexSnapshot:
         ann=ann,
         ann_settings=header.get("annSettings") if ann else None,
         position=str(header["position"]),
+        applied=[str(entry_id) for entry_id in header["applied"]],
         stamp=int(header["stamp"]),
         taken_at=float(header["takenAt"]),
         generation=int(header["generation"]),

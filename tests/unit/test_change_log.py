@@ -175,3 +175,16 @@ def test_a_snapshot_round_trip_keeps_each_items_text_and_the_position(world) -> 
     assert snapshot.position == "0123" and snapshot.refs == [ItemRef("memory", memory_id)]
     assert snapshot.texts == ['ünïcode text with a\nnewline and "quotes"']
     assert np.isclose(float(np.linalg.norm(snapshot.vectors[0])), 1.0, atol=1e-3)
+
+
+def test_a_fresh_load_does_not_read_again_what_it_loaded(world) -> None:  # type: ignore[no-untyped-def]
+    """Entries already written when a load starts are of changes the load itself reads."""
+    store, clock = world
+    writer, reader = Box(store, clock), Box(store, clock)
+    for i in range(5):
+        writer.remember(f"note {i} about the boat")
+    reader.find("boat")
+    store.reads.clear()
+    newest = writer.remember("a note about the harbour")
+    assert reader.find("harbour", top=1)[0][0] == newest
+    assert store.reads["item_rows"] == 1  # the one memory stored since, not the five before
