@@ -71,7 +71,7 @@ class Container:
     def keyring(self) -> BranchKeyring:
         """Per-user branch keys, unwrapped by KMS once per user and cache lifetime."""
         return BranchKeyring(
-            DynamoBranchKeyStore(self.dynamodb, self.settings.keystore_table),
+            DynamoBranchKeyStore(self.dynamodb, self.settings.keystore_table, clock=self.clock),
             self.key_service,
             keystore_name=self.settings.keystore_table,
             policy=KeyringPolicy(max_age_seconds=self.settings.key_cache_max_age_seconds),

@@ -12,7 +12,6 @@ version it replaces, so two containers racing to make or rotate a user's key can
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -21,6 +20,7 @@ from pai_core.adapters.aws_errors import error_code, translated_aws_errors
 from pai_core.adapters.dynamodb_pages import batch_delete, query_items
 from pai_core.crypto import WrappedBranchKey
 from pai_core.models import iso_utc
+from pai_core.ports import Clock
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -33,9 +33,10 @@ def version_key(version: int) -> str:
 
 
 class DynamoBranchKeyStore:
-    def __init__(self, client: DynamoDBClient, table: str) -> None:
+    def __init__(self, client: DynamoDBClient, table: str, *, clock: Clock) -> None:
         self._client = client
         self._table = table
+        self._clock = clock
 
     def active(self, owner: str) -> WrappedBranchKey | None:
         return self._read(owner, ACTIVE)
@@ -64,7 +65,7 @@ class DynamoBranchKeyStore:
                 "version": {"S": version_key(key.version)},
                 "keyVersion": version,
                 "wrappedKey": wrapped,
-                "createdAt": {"S": iso_utc(datetime.now(UTC))},
+                "createdAt": {"S": iso_utc(self._clock.now())},
             },
             "ConditionExpression": "attribute_not_exists(#owner)",
             "ExpressionAttributeNames": {"#owner": "owner"},

@@ -6,6 +6,7 @@ Every read is a key lookup or a Query inside the caller's own partitions: no Sca
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
@@ -25,6 +26,7 @@ from pai_core.adapters.memory_codec import (
     INDEX_PROJECTION,
     PastVersion,
     history_item,
+    history_key,
     history_prefix,
     indexed_from_item,
     memory_from_item,
@@ -197,6 +199,10 @@ class DynamoMemoryRepository:
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
+            if not dict(exc.response).get("Item"):  # deleted meanwhile: so is the version just kept
+                with contextlib.suppress(UpstreamUnavailable):
+                    batch_delete(self._client, self._table, [history_key(owner, memory_id, version)], sleep=self._sleep)
+                return None
             if not landed_earlier(exc, item):
                 raise Conflict("the memory changed while it was being updated; read it and try again") from exc
         self._changes.record(owner, [("update", ItemRef("memory", memory_id))])

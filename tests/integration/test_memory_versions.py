@@ -127,6 +127,22 @@ def test_a_stale_update_is_a_conflict_and_changes_nothing(stack: RunningStack) -
     assert [v.content for v in repository.history(owner, memory.id) or []] == ["one", "two"]
 
 
+def test_an_update_of_a_memory_deleted_meanwhile_finds_nothing_and_leaves_nothing(
+    stack: RunningStack, aws: Callable[[str], Any]
+) -> None:
+    owner = new_owner()
+    app = Container(stack.settings)
+    memory = app.memories.remember(owner, content="soon gone", category="c", metadata={})
+    repository = app.memory_repository
+    read_before_the_delete = repository._get_item(owner, memory.id)
+    assert repository.delete(owner, memory.id)
+    repository._get_item = lambda o, i: read_before_the_delete  # type: ignore[method-assign,assignment]
+    embedding = app.embedder.embed(["still here?"])[0]
+    edit = MemoryEdit(content="still here?")
+    assert repository.update(owner, memory.id, edit, embedding=embedding, reason=None, at=app.clock.now()) is None
+    assert partition(aws, stack, owner) == [] and partition(aws, stack, owner + HISTORY_SUFFIX) == []
+
+
 def test_add_many_and_listing_by_origin(stack: RunningStack) -> None:
     owner = new_owner()
     app = Container(stack.settings)
