@@ -78,9 +78,16 @@ class AccountService:
         credentials: CredentialRevoker | None = None,
         generations: OwnerGenerations | None = None,
         on_forgotten: Callable[[str], None] | None = None,
+        page_bytes: int = EXPORT_PAGE_BYTES,
+        page_memories: int = EXPORT_PAGE_MEMORIES,
     ) -> None:
         """`on_forgotten` lets in-memory state of this container (a search index) drop the user;
-        `generations` tells every other container's (pai_core.search.live)."""
+        `generations` tells every other container's (pai_core.search.live). `page_bytes` and
+        `page_memories` bound one page of the export."""
+        if page_bytes < 1 or page_memories < 1:
+            raise ValueError("an export page must have room for something")
+        self._page_bytes = page_bytes
+        self._page_memories = page_memories
         self._memories = memories
         self._generations = generations
         self._conversations = conversations
@@ -109,7 +116,7 @@ class AccountService:
         says. Memories come first (newest first, as listed), then conversation turns (oldest
         first). InvalidInput (field `cursor`) for a cursor this service did not make."""
         position = decode_export_cursor(cursor) if cursor is not None else MemoriesFrom(page=None, after=None)
-        page = _PageBuilder()
+        page = _PageBuilder(self._page_bytes)
         if isinstance(position, MemoriesFrom):
             rest = self._fill_with_memories(owner, position, page)
             if rest is not None:
@@ -126,7 +133,7 @@ class AccountService:
             for memory in listed.items:
                 if after is not None and memory.id >= after:  # exported already: the list is newest first
                     continue
-                if len(page.memories) >= EXPORT_PAGE_MEMORIES:
+                if len(page.memories) >= self._page_memories:
                     return MemoriesFrom(page=list_cursor, after=after)
                 history = self._history(owner, memory)
                 if history is None:  # deleted since it was listed
@@ -200,7 +207,8 @@ class AccountService:
 
 
 class _PageBuilder:
-    def __init__(self) -> None:
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
         self.memories: list[Memory] = []
         self.histories: dict[str, list[MemoryVersion]] = {}
         self.turns: list[tuple[str, Turn]] = []
@@ -225,7 +233,7 @@ class _PageBuilder:
 
     def _fits(self, size: int) -> bool:
         empty = not self.memories and not self.turns
-        if not empty and self._bytes + size > EXPORT_PAGE_BYTES:
+        if not empty and self._bytes + size > self._budget:
             return False
         self._bytes += size
         return True
