@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from openapi_schema_validator import OAS30Validator
 
 import handlers.memory
 from handlers.memory import export_json
@@ -288,3 +291,33 @@ def test_a_forged_export_cursor_is_400_naming_cursor(fake_container: FakeContain
     reply = account({"action": "export", "cursor": FORGED["a-list-cursor"]})
     assert reply.status == 400
     assert reply.body["error"]["code"] == "invalid_request" and reply.body["error"]["field"] == "cursor"
+
+
+# -- the answers are what openapi.yaml describes -------------------------------------------------------
+
+
+def spec_errors(schema_name: str, instance: Any) -> list[str]:
+    components = yaml.safe_load((Path(__file__).resolve().parents[2] / "openapi.yaml").read_text("utf-8"))["components"]
+    validator = OAS30Validator({"$ref": f"#/components/schemas/{schema_name}", "components": components})
+    return [error.message for error in validator.iter_errors(instance)]
+
+
+def test_v2_answers_and_requests_match_openapi(fake_container: FakeContainer) -> None:
+    stored = memory({"action": "store_many", "items": [{"content": "Lyon"}, {"content": "Miso", "category": "pets"}]})
+    assert spec_errors("MemoriesStored", stored.body) == []
+    first = stored.body["items"][0]["id"]
+    fake_container.clock.advance(seconds=1)
+    updated = memory({"action": "update", "id": first, "content": "Porto"})
+    assert spec_errors("Memory", updated.body) == []
+    assert spec_errors("MemoryHistory", memory({"action": "history", "id": first}).body) == []
+    assert spec_errors("MemoryPage", memory({"action": "list", "origin": "import"}).body) == []
+    learned = fake_container.memories.remember(
+        "local", content="likes tea", category="general", metadata={}, origin="learned", source_session="s-1"
+    )
+    assert spec_errors("Memory", memory({"action": "retrieve", "id": learned.id}).body) == []
+    assert spec_errors("AccountExport", account({"action": "export"}).body) == []
+
+    assert spec_errors("UpdateMemory", {"action": "update", "id": first, "category": "pets"}) == []
+    assert spec_errors("UpdateMemory", {"action": "update", "id": first}) != []
+    assert spec_errors("UpdateMemory", {"action": "update", "id": first, "content": None}) != []
+    assert spec_errors("StoreManyMemories", {"action": "store_many", "items": []}) != []
