@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from pai_core.errors import InvalidInput, NotFound
-from pai_core.models import MemoryVector
 from pai_core.requests import (
     MAX_CONTENT_CHARS,
     MAX_METADATA_BYTES,
@@ -169,22 +168,30 @@ def test_unknown_action_names_the_new_actions() -> None:
 
 
 class RecordingIndex:
-    """The search index port, recording what the service tells it."""
+    """The search index port, keeping what the service tells it: each memory's category and vector.
+
+    It speaks both shapes of the port (`added(MemoryVector)`/`removed(id)`, and `put(IndexedItem)`/
+    `removed(ItemRef)` of the retrieval core), so these tests hold the service to what ends up in
+    the index rather than to the calls it makes."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, str, str | None]] = []  # (what, memory id, category)
-        self.vectors: dict[str, bytes] = {}
+        self.held: dict[str, tuple[str, bytes]] = {}  # memory id -> (category, vector)
+        self.calls = 0
 
-    def search(self, owner: str, query: Any, *, top: int, category: str | None, min_score: float | None) -> list[Any]:
+    def search(self, owner: str, query: Any, **options: Any) -> list[Any]:
         return []
 
-    def added(self, owner: str, vector: MemoryVector) -> None:
-        self.calls.append(("added", vector.id, vector.category))
-        self.vectors[vector.id] = vector.vector
+    def added(self, owner: str, vector: Any) -> None:
+        self.calls += 1
+        self.held[vector.id] = (vector.category, vector.vector)
 
-    def removed(self, owner: str, memory_id: str) -> None:
-        self.calls.append(("removed", memory_id, None))
-        self.vectors.pop(memory_id, None)
+    def put(self, owner: str, item: Any) -> None:
+        self.calls += 1
+        self.held[item.ref.id] = (item.category, item.vector)
+
+    def removed(self, owner: str, memory: Any) -> None:
+        self.calls += 1
+        self.held.pop(getattr(memory, "id", memory), None)
 
 
 class World:
@@ -225,22 +232,21 @@ def test_remember_many_embeds_once_stores_all_as_imports_in_request_order(world:
     assert [m.id for m in stored] == sorted(m.id for m in stored)  # ids sort in request order
     assert len({m.id for m in stored}) == 30
     assert [world.repository.get("alice", m.id) for m in stored] == stored
-    assert world.index.calls == [("added", m.id, "notes") for m in stored]
-    assert world.index.vectors[stored[4].id] == vector_of(world.embedder, contents[4])
+    assert set(world.index.held) == {m.id for m in stored}
+    assert world.index.held[stored[4].id] == ("notes", vector_of(world.embedder, contents[4]))
 
 
 def test_remember_many_stores_nothing_when_embedding_fails(world: World) -> None:
     world.embedder.fail_with = RuntimeError("model broke")
     with pytest.raises(RuntimeError):
         world.service.remember_many("alice", [StoreMemory(content="a", category="general", metadata={})])
-    assert world.repository.items == {} and world.index.calls == []
+    assert world.repository.items == {} and world.index.calls == 0
 
 
 def test_update_of_the_content_embeds_it_keeps_the_old_version_and_reindexes(world: World) -> None:
     first = world.service.remember("alice", content="I live in Lyon", category="home", metadata={"k": 1})
     created = world.clock.now()
     world.clock.advance(minutes=5)
-    world.index.calls.clear()
     calls_before = world.embedder.calls
 
     updated = world.service.update("alice", first.id, content="I live in Porto")
@@ -250,8 +256,7 @@ def test_update_of_the_content_embeds_it_keeps_the_old_version_and_reindexes(wor
     assert (updated.category, updated.metadata, updated.origin) == ("home", {"k": 1}, "api")
     assert updated.created_at == created and updated.updated_at == world.clock.now()
     assert world.repository.get("alice", first.id) == updated
-    assert world.index.calls == [("removed", first.id, None), ("added", first.id, "home")]
-    assert world.index.vectors[first.id] == vector_of(world.embedder, "I live in Porto")
+    assert world.index.held == {first.id: ("home", vector_of(world.embedder, "I live in Porto"))}
 
     versions = world.service.history("alice", first.id)
     assert [(v.content, v.reason) for v in versions] == [
@@ -273,28 +278,26 @@ def test_search_ranks_an_updated_memory_by_its_new_content(world: World) -> None
 
 def test_update_of_metadata_alone_embeds_nothing_and_leaves_the_index(world: World) -> None:
     first = world.service.remember("alice", content="Miso is my cat", category="pets", metadata={"a": 1})
-    world.index.calls.clear()
-    calls_before = world.embedder.calls
+    index_calls, embedder_calls = world.index.calls, world.embedder.calls
     world.clock.advance(seconds=1)
 
     updated = world.service.update("alice", first.id, metadata={"a": 2})
 
     assert updated.metadata == {"a": 2} and updated.content == "Miso is my cat"
-    assert world.embedder.calls == calls_before
-    assert world.index.calls == []
+    assert world.embedder.calls == embedder_calls
+    assert world.index.calls == index_calls
     assert len(world.service.history("alice", first.id)) == 2
 
 
-def test_update_of_the_category_refiles_it_in_the_index(world: World) -> None:
-    first = world.service.remember("alice", content="Miso is my cat", category="general", metadata={})
-    world.index.calls.clear()
+def test_a_category_change_refiles_the_memory_for_search(world: World) -> None:
+    first = world.plain.remember("alice", content="Miso is my cat", category="general", metadata={})
     world.clock.advance(seconds=1)
 
-    updated = world.service.update("alice", first.id, category="pets")
+    updated = world.plain.update("alice", first.id, category="pets")
 
-    assert updated.category == "pets"
-    assert world.index.calls == [("removed", first.id, None), ("added", first.id, "pets")]
-    assert world.index.vectors[first.id] == vector_of(world.embedder, "Miso is my cat")
+    assert updated.category == "pets" and updated.content == "Miso is my cat"
+    assert [hit.memory.id for hit in world.plain.search("alice", "Miso", top=5, category="pets")] == [first.id]
+    assert world.plain.search("alice", "Miso", top=5, category="general") == []
 
 
 def test_an_update_that_changes_nothing_stores_nothing(world: World) -> None:
