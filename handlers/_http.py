@@ -250,7 +250,7 @@ def memory_json(memory: Memory) -> dict[str, Any]:
         "updatedAt": iso_utc(memory.last_changed),
         "origin": memory.origin,
     }
-    if memory.origin == "learned":
+    if memory.origin == "learned" and memory.source_session is not None:
         shaped["source"] = {"sessionId": memory.source_session}
     return shaped
 
