@@ -27,7 +27,7 @@ from pai_core.errors import (
     UpstreamInvalidResponse,
     UpstreamUnavailable,
 )
-from pai_core.models import JsonObject, Memory, iso_utc
+from pai_core.models import JsonObject, Memory, MemoryVersion, iso_utc
 
 MAX_BODY_BYTES = 256 * 1024
 INTERNAL_ERROR_MESSAGE = "Something went wrong on our side."
@@ -241,10 +241,26 @@ def _key_name(key: str) -> str:
 
 
 def memory_json(memory: Memory) -> dict[str, Any]:
-    return {
+    shaped: dict[str, Any] = {
         "id": memory.id,
         "content": memory.content,
         "category": memory.category,
         "metadata": memory.metadata,
         "createdAt": iso_utc(memory.created_at),
+        "updatedAt": iso_utc(memory.last_changed),
+        "origin": memory.origin,
+    }
+    if memory.origin == "learned" and memory.source_session is not None:
+        shaped["source"] = {"sessionId": memory.source_session}
+    return shaped
+
+
+def version_json(version: MemoryVersion) -> dict[str, Any]:
+    return {
+        "content": version.content,
+        "category": version.category,
+        "metadata": version.metadata,
+        "validFrom": iso_utc(version.valid_from),
+        "validTo": None if version.valid_to is None else iso_utc(version.valid_to),
+        "reason": version.reason,
     }

@@ -1,4 +1,5 @@
-"""POST /memory (store, retrieve, list, delete), POST /account (export, forget) and GET /health."""
+"""POST /memory (store, store_many, retrieve, list, update, history, delete), POST /account (export,
+forget) and GET /health."""
 
 from __future__ import annotations
 
@@ -7,16 +8,19 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers._http import create_app, json_body, json_response, logger, memory_json, request_owner
+from handlers._http import create_app, json_body, json_response, logger, memory_json, request_owner, version_json
 from pai_core.bootstrap import get_container
-from pai_core.models import JsonObject, iso_utc
+from pai_core.models import JsonObject, Memory, iso_utc
 from pai_core.requests import (
     DeleteMemory,
     ExportAccount,
     ForgetAccount,
     ListMemories,
+    MemoryHistory,
     RetrieveMemory,
+    StoreManyMemories,
     StoreMemory,
+    UpdateMemory,
     parse_account_command,
     parse_memory_command,
 )
@@ -26,7 +30,7 @@ app = create_app()
 
 
 @app.post("/memory")
-def memory() -> Response[str]:
+def memory() -> Response[str]:  # noqa: PLR0911 (one answer per action)
     owner = request_owner(app)
     command = parse_memory_command(json_body(app))
     container = get_container()
@@ -34,17 +38,27 @@ def memory() -> Response[str]:
     match command:
         case StoreMemory(content=content, category=category, metadata=metadata):
             stored = service.remember(owner, content=content, category=category, metadata=metadata)
-            return json_response(
-                201, {"id": stored.id, "category": stored.category, "createdAt": iso_utc(stored.created_at)}
-            )
+            return json_response(201, stored_json(stored))
+        case StoreManyMemories(items=items):
+            return json_response(201, {"items": [stored_json(m) for m in service.remember_many(owner, items)]})
         case RetrieveMemory(id=memory_id):
             return json_response(200, memory_json(service.recall(owner, memory_id)))
-        case ListMemories(category=category, limit=limit, cursor=cursor):
-            page = service.list_memories(owner, category=category, limit=limit, cursor=cursor)
+        case ListMemories(category=category, limit=limit, cursor=cursor, origin=origin):
+            page = service.list_memories(owner, category=category, limit=limit, cursor=cursor, origin=origin)
             return json_response(200, {"items": [memory_json(m) for m in page.items], "cursor": page.cursor})
+        case UpdateMemory(id=memory_id, content=content, category=category, metadata=metadata):
+            updated = service.update(owner, memory_id, content=content, category=category, metadata=metadata)
+            return json_response(200, memory_json(updated))
+        case MemoryHistory(id=memory_id):
+            versions = service.history(owner, memory_id)
+            return json_response(200, {"id": memory_id, "versions": [version_json(v) for v in versions]})
         case DeleteMemory(id=memory_id):
             service.forget(owner, memory_id)
             return json_response(200, {"id": memory_id, "deleted": True})
+
+
+def stored_json(memory: Memory) -> JsonObject:
+    return {"id": memory.id, "category": memory.category, "createdAt": iso_utc(memory.created_at)}
 
 
 @app.post("/account")
@@ -53,8 +67,8 @@ def account() -> Response[str]:
     command = parse_account_command(json_body(app))
     service = get_container().account
     match command:
-        case ExportAccount():
-            return json_response(200, export_json(owner, service.export(owner)))
+        case ExportAccount(cursor=cursor):
+            return json_response(200, export_json(owner, service.export_page(owner, cursor=cursor)))
         case ForgetAccount():
             report = service.forget(owner)
             return json_response(
@@ -75,11 +89,17 @@ def account() -> Response[str]:
 def export_json(owner: str, export: AccountExport) -> JsonObject:
     return {
         "userId": owner,
-        "memories": [memory_json(memory) for memory in export.memories],
+        "memories": [
+            {**memory_json(memory), "history": [version_json(v) for v in export.histories[memory.id]]}
+            for memory in export.memories
+        ],
+        # Documents arrive with the documents issue; the key is part of the export's shape already.
+        "documents": [],
         "conversations": [
             {"sessionId": session_id, "role": turn.role, "content": turn.content, "createdAt": iso_utc(turn.at)}
             for session_id, turn in export.turns
         ],
+        "cursor": export.cursor,
     }
 
 

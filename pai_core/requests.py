@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pai_core.errors import InvalidInput
-from pai_core.models import JsonObject
+from pai_core.models import ORIGINS, JsonObject, Origin
 
 CATEGORY_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -23,6 +24,7 @@ MAX_MESSAGE_CHARS = 32_000
 MAX_ID_CHARS = 128
 MAX_CURSOR_CHARS = 2048
 DEFAULT_CATEGORY = "general"
+MAX_STORE_MANY_ITEMS = 100
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,13 @@ class StoreMemory:
     content: str
     category: str
     metadata: JsonObject
+
+
+@dataclass(frozen=True)
+class StoreManyMemories:
+    """Every item is valid: parsing refuses the whole request at its first invalid item."""
+
+    items: tuple[StoreMemory, ...]
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,22 @@ class ListMemories:
     category: str | None
     limit: int
     cursor: str | None
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class UpdateMemory:
+    """At least one of content, category, metadata (None: left as it is; metadata is replaced whole)."""
+
+    id: str
+    content: str | None
+    category: str | None
+    metadata: JsonObject | None
+
+
+@dataclass(frozen=True)
+class MemoryHistory:
+    id: str
 
 
 @dataclass(frozen=True)
@@ -49,7 +74,9 @@ class DeleteMemory:
     id: str
 
 
-MemoryCommand = StoreMemory | RetrieveMemory | ListMemories | DeleteMemory
+MemoryCommand = (
+    StoreMemory | StoreManyMemories | RetrieveMemory | ListMemories | UpdateMemory | MemoryHistory | DeleteMemory
+)
 
 
 @dataclass(frozen=True)
@@ -70,13 +97,24 @@ class ChatRequest:
 
 
 class _Fields:
-    def __init__(self, body: JsonObject) -> None:
-        self._body = body
+    """Reads the fields of one JSON object; `path` is where that object sits in the request
+    (`items[3]`), so that an error names the field as the client sent it (`items[3].content`)."""
 
-    def _get(self, name: str, required: bool) -> Any:
-        value = self._body.get(name)
+    def __init__(self, body: JsonObject, *, path: str = "") -> None:
+        self._body = body
+        self._path = path
+
+    def name(self, key: str) -> str:
+        return f"{self._path}.{key}" if self._path else key
+
+    def invalid(self, key: str, problem: str) -> InvalidInput:
+        name = self.name(key)
+        return InvalidInput(f"'{name}' {problem}", field=name)
+
+    def _get(self, key: str, required: bool) -> Any:
+        value = self._body.get(key)
         if value is None and required:
-            raise InvalidInput(f"'{name}' is required", field=name)
+            raise self.invalid(key, "is required")
         return value
 
     def text(
@@ -92,11 +130,11 @@ class _Fields:
         if value is None:
             return None
         if not isinstance(value, str):
-            raise InvalidInput(f"'{name}' must be a string", field=name)
+            raise self.invalid(name, "must be a string")
         if not min_len <= len(value) <= max_len:
-            raise InvalidInput(f"'{name}' must have {min_len} to {max_len} characters", field=name)
+            raise self.invalid(name, f"must have {min_len} to {max_len} characters")
         if pattern is not None and not pattern.fullmatch(value):
-            raise InvalidInput(f"'{name}' must match {pattern.pattern}", field=name)
+            raise self.invalid(name, f"must match {pattern.pattern}")
         return value
 
     def required_text(self, name: str, *, max_len: int, pattern: re.Pattern[str] | None = None) -> str:
@@ -110,9 +148,9 @@ class _Fields:
             return default
         # bool is an int subclass in Python, but `true` is not a number in JSON.
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidInput(f"'{name}' must be an integer", field=name)
+            raise self.invalid(name, "must be an integer")
         if not low <= value <= high:
-            raise InvalidInput(f"'{name}' must be between {low} and {high}", field=name)
+            raise self.invalid(name, f"must be between {low} and {high}")
         return value
 
     def number(self, name: str, *, low: float, high: float) -> float | None:
@@ -120,9 +158,9 @@ class _Fields:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidInput(f"'{name}' must be a number", field=name)
+            raise self.invalid(name, "must be a number")
         if not low <= value <= high:
-            raise InvalidInput(f"'{name}' must be between {low} and {high}", field=name)
+            raise self.invalid(name, f"must be between {low} and {high}")
         return float(value)
 
     def boolean(self, name: str, *, default: bool) -> bool:
@@ -130,43 +168,102 @@ class _Fields:
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise InvalidInput(f"'{name}' must be true or false", field=name)
+            raise self.invalid(name, "must be true or false")
         return value
 
-    def json_object(self, name: str, *, max_bytes: int) -> JsonObject:
+    def json_object(self, name: str, *, max_bytes: int) -> JsonObject | None:
         value = self._get(name, False)
         if value is None:
-            return {}
+            return None
         if not isinstance(value, dict):
-            raise InvalidInput(f"'{name}' must be a JSON object", field=name)
+            raise self.invalid(name, "must be a JSON object")
         size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
         if size > max_bytes:
-            raise InvalidInput(f"'{name}' must be at most {max_bytes} bytes when serialized", field=name)
+            raise self.invalid(name, f"must be at most {max_bytes} bytes when serialized")
         return value
+
+    def origin(self, name: str) -> Origin | None:
+        value = self._get(name, False)
+        if value is None:
+            return None
+        for origin in ORIGINS:  # narrows the JSON value to the Literal
+            if value == origin:
+                return origin
+        raise self.invalid(name, f"must be one of {', '.join(ORIGINS)}")
+
+    def objects(self, name: str, *, low: int, high: int) -> list[_Fields]:
+        """A required array of `low`..`high` JSON objects, each read through its own _Fields."""
+        value = self._get(name, True)
+        if not isinstance(value, list):
+            raise self.invalid(name, "must be an array")
+        if not low <= len(value) <= high:
+            raise self.invalid(name, f"must have {low} to {high} items")
+        items = []
+        for index, item in enumerate(value):
+            path = f"{self.name(name)}[{index}]"
+            if not isinstance(item, dict):
+                raise InvalidInput(f"'{path}' must be a JSON object", field=path)
+            items.append(_Fields(item, path=path))
+        return items
+
+
+def _store_fields(fields: _Fields) -> StoreMemory:
+    return StoreMemory(
+        content=fields.required_text("content", max_len=MAX_CONTENT_CHARS),
+        category=fields.text("category", max_len=64, pattern=CATEGORY_PATTERN) or DEFAULT_CATEGORY,
+        metadata=fields.json_object("metadata", max_bytes=MAX_METADATA_BYTES) or {},
+    )
+
+
+def _update_fields(fields: _Fields) -> UpdateMemory:
+    update = UpdateMemory(
+        id=fields.required_text("id", max_len=MAX_ID_CHARS),
+        content=fields.text("content", max_len=MAX_CONTENT_CHARS),
+        category=fields.text("category", max_len=64, pattern=CATEGORY_PATTERN),
+        metadata=fields.json_object("metadata", max_bytes=MAX_METADATA_BYTES),
+    )
+    if update.content is None and update.category is None and update.metadata is None:
+        # No one field is at fault, so the error names none.
+        raise InvalidInput("'update' needs at least one of content, category, metadata")
+    return update
+
+
+def _store_many_fields(fields: _Fields) -> StoreManyMemories:
+    # Every item is parsed before anything is returned: one invalid item refuses the whole request.
+    items = fields.objects("items", low=1, high=MAX_STORE_MANY_ITEMS)
+    return StoreManyMemories(items=tuple(_store_fields(item) for item in items))
+
+
+def _list_fields(fields: _Fields) -> ListMemories:
+    return ListMemories(
+        category=fields.text("category", max_len=64, pattern=CATEGORY_PATTERN),
+        limit=fields.integer("limit", default=20, low=1, high=100),
+        cursor=fields.text("cursor", max_len=MAX_CURSOR_CHARS),
+        origin=fields.origin("origin"),
+    )
+
+
+_MEMORY_PARSERS: dict[str, Callable[[_Fields], MemoryCommand]] = {
+    "store": _store_fields,
+    "store_many": _store_many_fields,
+    "retrieve": lambda fields: RetrieveMemory(id=fields.required_text("id", max_len=MAX_ID_CHARS)),
+    "list": _list_fields,
+    "update": _update_fields,
+    "history": lambda fields: MemoryHistory(id=fields.required_text("id", max_len=MAX_ID_CHARS)),
+    "delete": lambda fields: DeleteMemory(id=fields.required_text("id", max_len=MAX_ID_CHARS)),
+}
+MEMORY_ACTIONS = tuple(_MEMORY_PARSERS)
 
 
 def parse_memory_command(body: JsonObject) -> MemoryCommand:
-    fields = _Fields(body)
     action = body.get("action")
-    if action == "store":
-        return StoreMemory(
-            content=fields.required_text("content", max_len=MAX_CONTENT_CHARS),
-            category=fields.text("category", max_len=64, pattern=CATEGORY_PATTERN) or DEFAULT_CATEGORY,
-            metadata=fields.json_object("metadata", max_bytes=MAX_METADATA_BYTES),
-        )
-    if action == "retrieve":
-        return RetrieveMemory(id=fields.required_text("id", max_len=MAX_ID_CHARS))
-    if action == "list":
-        return ListMemories(
-            category=fields.text("category", max_len=64, pattern=CATEGORY_PATTERN),
-            limit=fields.integer("limit", default=20, low=1, high=100),
-            cursor=fields.text("cursor", max_len=MAX_CURSOR_CHARS),
-        )
-    if action == "delete":
-        return DeleteMemory(id=fields.required_text("id", max_len=MAX_ID_CHARS))
+    parser = _MEMORY_PARSERS.get(action) if isinstance(action, str) else None
+    if parser is not None:
+        return parser(_Fields(body))
+    actions = ", ".join(MEMORY_ACTIONS)
     if action is None:
-        raise InvalidInput("'action' is required: store, retrieve, list or delete", field="action")
-    raise InvalidInput("'action' must be one of store, retrieve, list, delete", field="action", code="unknown_action")
+        raise InvalidInput(f"'action' is required: one of {actions}", field="action")
+    raise InvalidInput(f"'action' must be one of {actions}", field="action", code="unknown_action")
 
 
 def parse_search_query(body: JsonObject) -> SearchQuery:
@@ -192,7 +289,7 @@ def parse_chat_request(body: JsonObject) -> ChatRequest:
 
 @dataclass(frozen=True)
 class ExportAccount:
-    pass
+    cursor: str | None = None  # from the previous page of the export
 
 
 @dataclass(frozen=True)
@@ -207,7 +304,7 @@ FORGET_CONFIRMATION = "forget everything"
 def parse_account_command(body: JsonObject) -> AccountCommand:
     action = body.get("action")
     if action == "export":
-        return ExportAccount()
+        return ExportAccount(cursor=_Fields(body).text("cursor", max_len=MAX_CURSOR_CHARS))
     if action == "forget":
         # Irreversible by design (the keys are destroyed), so it takes more than a stray request.
         if body.get("confirm") != FORGET_CONFIRMATION:

@@ -32,12 +32,15 @@ from pai_core.models import (
     IndexedItem,
     ItemRef,
     Memory,
+    MemoryEdit,
     MemoryPage,
+    MemoryVersion,
+    Origin,
     TextDelta,
     Turn,
     Usage,
 )
-from pai_core.services import ChatService, MemoryService
+from pai_core.services import AccountService, ChatService, MemoryService
 
 
 class FakeKeyService:
@@ -160,12 +163,74 @@ class HashingEmbedder:
 @dataclass
 class InMemoryMemoryRepository:
     items: dict[tuple[str, str], tuple[Memory, bytes]] = field(default_factory=dict)
+    # Every version of each memory, oldest first (the last one is the memory as it is).
+    versions: dict[tuple[str, str], list[MemoryVersion]] = field(default_factory=dict)
     fail_with: Exception | None = None
 
     def add(self, owner: str, memory: Memory, embedding: np.ndarray) -> None:
         if self.fail_with is not None:
             raise self.fail_with
         self.items[(owner, memory.id)] = (memory, np.asarray(embedding, dtype="<f4").tobytes())
+        self.versions[(owner, memory.id)] = [
+            MemoryVersion(
+                content=memory.content,
+                category=memory.category,
+                metadata=memory.metadata,
+                valid_from=memory.created_at,
+                valid_to=None,
+                reason=None,
+            )
+        ]
+
+    def add_many(self, owner: str, memories: Sequence[tuple[Memory, np.ndarray]]) -> None:
+        if self.fail_with is not None:  # all or nothing, like one batch that failed before writing
+            raise self.fail_with
+        for memory, embedding in memories:
+            self.add(owner, memory, embedding)
+
+    def update(
+        self,
+        owner: str,
+        memory_id: str,
+        edit: MemoryEdit,
+        *,
+        embedding: np.ndarray | None,
+        reason: str | None,
+        at: datetime,
+    ) -> Memory | None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        found = self.items.get((owner, memory_id))
+        if found is None:
+            return None
+        memory, vector = found
+        changed = replace(
+            memory,
+            content=edit.content if edit.content is not None else memory.content,
+            category=edit.category if edit.category is not None else memory.category,
+            metadata=edit.metadata if edit.metadata is not None else memory.metadata,
+            updated_at=at,
+        )
+        if embedding is not None:
+            vector = np.asarray(embedding, dtype="<f4").tobytes()
+        self.items[(owner, memory_id)] = (changed, vector)
+        versions = self.versions[(owner, memory_id)]
+        versions[-1] = replace(versions[-1], valid_to=at)
+        versions.append(
+            MemoryVersion(
+                content=changed.content,
+                category=changed.category,
+                metadata=changed.metadata,
+                valid_from=at,
+                valid_to=None,
+                reason=reason,
+            )
+        )
+        return changed
+
+    def history(self, owner: str, memory_id: str) -> list[MemoryVersion] | None:
+        versions = self.versions.get((owner, memory_id))
+        return None if versions is None else list(versions)
 
     def get(self, owner: str, memory_id: str) -> Memory | None:
         found = self.items.get((owner, memory_id))
@@ -174,9 +239,16 @@ class InMemoryMemoryRepository:
     def get_many(self, owner: str, memory_ids: Sequence[str]) -> dict[str, Memory]:
         return {i: self.items[(owner, i)][0] for i in memory_ids if (owner, i) in self.items}
 
-    def page(self, owner: str, *, category: str | None, limit: int, cursor: str | None) -> MemoryPage:
+    def page(
+        self, owner: str, *, category: str | None, limit: int, cursor: str | None, origin: Origin | None = None
+    ) -> MemoryPage:
         ids = sorted(
-            (i for (o, i), (m, _) in self.items.items() if o == owner and category in (None, m.category)), reverse=True
+            (
+                i
+                for (o, i), (m, _) in self.items.items()
+                if o == owner and category in (None, m.category) and origin in (None, m.origin)
+            ),
+            reverse=True,
         )
         if cursor is not None:
             ids = [i for i in ids if i < cursor]
@@ -184,6 +256,7 @@ class InMemoryMemoryRepository:
         return MemoryPage(items=[self.items[(owner, i)][0] for i in page], cursor=page[-1] if rest else None)
 
     def delete(self, owner: str, memory_id: str) -> bool:
+        self.versions.pop((owner, memory_id), None)
         return self.items.pop((owner, memory_id), None) is not None
 
     def vectors(self, owner: str) -> list[IndexedItem]:
@@ -200,6 +273,7 @@ class InMemoryMemoryRepository:
         doomed = [key for key in self.items if key[0] == owner]
         for key in doomed:
             del self.items[key]
+            self.versions.pop(key, None)
         return len(doomed)
 
 
@@ -360,6 +434,7 @@ class FakeContainer:
         )
         self.storage_probe = self
         self.api_keys = ApiKeys(self.api_key_store, self.clock)
+        self.account = AccountService(self.memory_repository, self.conversations, fake_keyring())
 
     def check(self) -> None:
         if self.storage_down:

@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -42,7 +43,7 @@ from pai_core.adapters.llm_local import local_server_chat_model
 from pai_core.bootstrap import Container, get_container, set_container
 from pai_core.config import Settings
 from pai_core.errors import UpstreamInvalidResponse, UpstreamUnavailable
-from pai_core.models import ChatMessage, Completion, TextDelta
+from pai_core.models import ORIGINS, ChatMessage, Completion, TextDelta
 from pai_core.ports import ChatModel
 from pai_core.requests import FORGET_CONFIRMATION
 from pai_local.emulator import free_port
@@ -71,9 +72,10 @@ CHAT_THREADS = 1
 # Requests the schema cannot tell from valid ones and that the API refuses for a documented reason
 # (openapi.yaml says so in the field's description): (operation, error code, field).
 DOCUMENTED_REFUSALS = {
-    # A cursor the API did not hand out.
+    # A cursor the API did not hand out (a list's, an export's).
     ("POST /memory", "invalid_request", "cursor"),
-    # Metadata over 8 KiB serialized (checked against the request below).
+    ("POST /account", "invalid_request", "cursor"),
+    # Metadata over 8 KiB serialized (checked against the request below), also of a store_many item.
     ("POST /memory", "invalid_request", "metadata"),
     # A message longer than the model's window (a few thousand characters for the offline model).
     ("POST /chat", "message_too_long", "message"),
@@ -146,6 +148,16 @@ def test_spec_limits_are_the_ones_the_api_enforces() -> None:
     assert prop("StoreMemory", "category")["pattern"] == limits.CATEGORY_PATTERN.pattern
     assert prop("StoreMemory", "category")["default"] == limits.DEFAULT_CATEGORY
     assert str(limits.MAX_METADATA_BYTES) in prop("StoreMemory", "metadata")["description"]
+    for schema_name in ("StoreMemoryItem", "UpdateMemory"):
+        assert prop(schema_name, "content")["maxLength"] == limits.MAX_CONTENT_CHARS
+        assert prop(schema_name, "category")["pattern"] == limits.CATEGORY_PATTERN.pattern
+        assert str(limits.MAX_METADATA_BYTES) in prop(schema_name, "metadata")["description"]
+    assert prop("StoreMemoryItem", "category")["default"] == limits.DEFAULT_CATEGORY
+    assert prop("StoreManyMemories", "items")["maxItems"] == limits.MAX_STORE_MANY_ITEMS
+    assert prop("ListMemories", "origin")["enum"] == list(ORIGINS)
+    assert prop("ExportAccount", "cursor")["maxLength"] == limits.MAX_CURSOR_CHARS
+    for schema_name in ("UpdateMemory", "HistoryOfMemory"):
+        assert prop(schema_name, "id")["maxLength"] == limits.MAX_ID_CHARS
     assert prop("RetrieveMemory", "id")["maxLength"] == limits.MAX_ID_CHARS
     assert prop("DeleteMemory", "id")["maxLength"] == limits.MAX_ID_CHARS
     assert prop("ListMemories", "cursor")["maxLength"] == limits.MAX_CURSOR_CHARS
@@ -190,10 +202,11 @@ def contract_config() -> schemathesis.Config:
                 {
                     # Positive data these operations refuse for a documented reason the schema cannot
                     # express; `positive_refusals_are_documented` below holds each such 400 to that list.
-                    "include-name": ["POST /memory", "POST /chat"],
+                    # And 413: the schema bounds each store_many item, not the whole body (256 KiB).
+                    "include-name": ["POST /memory", "POST /chat", "POST /account"],
                     "checks": {
                         "positive_data_acceptance": {
-                            "expected-statuses": ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+                            "expected-statuses": ["2xx", "3xx", "400", "401", "403", "404", "409", "413", "429", "5xx"]
                         }
                     },
                 },
@@ -435,15 +448,23 @@ def positive_refusals_are_documented(ctx: Any, response: schemathesis.Response, 
     if meta is None or not meta.generation.mode.is_positive or response.status_code != 400:
         return None
     error = response.json()["error"]
-    reason = (case.operation.label, error.get("code"), error.get("field"))
+    # A store_many item's field is named by its path (`items[3].metadata`): the same reasons hold.
+    item = STORE_MANY_ITEM.match(error.get("field") or "")
+    field_name = error.get("field") if item is None else item.group(2)
+    reason = (case.operation.label, error.get("code"), field_name)
     assert reason in DOCUMENTED_REFUSALS, f"valid data refused: {error}"
     DOCUMENTED_REFUSALS_SEEN[f"{reason[0]} {reason[1]} ({reason[2]})"] += 1
     if reason[2] == "metadata":
-        metadata = case.body.get("metadata") if isinstance(case.body, dict) else None
+        fields = case.body if isinstance(case.body, dict) else {}
+        if item is not None:
+            fields = fields["items"][int(item.group(1))]
+        metadata = fields.get("metadata")
         size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
         assert size > limits.MAX_METADATA_BYTES, f"metadata of {size} bytes refused: {error}"
     return None
 
+
+STORE_MANY_ITEM = re.compile(r"^items\[(\d+)\]\.(\w+)$")
 
 schema = schemathesis.openapi.from_dict(load_spec(), config=contract_config())
 

@@ -198,7 +198,7 @@ def list_all_pages(limit: int, **fields: Any) -> list[list[dict[str, Any]]]:
         assert len(pages) < 50, "cursor paging does not terminate"
 
 
-MEMORY_KEYS = {"id", "content", "category", "metadata", "createdAt"}
+MEMORY_KEYS = {"id", "content", "category", "metadata", "createdAt", "updatedAt", "origin"}
 
 
 # == the recorded event ===========================================================================
@@ -245,6 +245,8 @@ def test_store_then_retrieve_returns_content_category_metadata(fake_container: F
         "category": "pets",
         "metadata": metadata,
         "createdAt": stored.body["createdAt"],
+        "updatedAt": stored.body["createdAt"],
+        "origin": "api",
     }
     assert len(fake_container.memory_repository.items) == 1
 

@@ -46,6 +46,22 @@ ROUTES: list[tuple[ModuleType, str, dict[str, Any]]] = [
     (handlers.chat, "POST /chat", {"message": "What is my cat called?", "sessionId": "s-1"}),
     (handlers.memory, "POST /account", {"action": "forget", "confirm": "forget everything"}),
     (handlers.memory, "POST /account", {"action": "export", "somethingUnknown": "ignored when it is text"}),
+    (
+        handlers.memory,
+        "POST /memory",
+        {
+            "action": "store_many",
+            "items": [{"content": "first"}, {"content": "second", "category": "pets", "metadata": {"tags": ["a"]}}],
+        },
+    ),
+    (
+        handlers.memory,
+        "POST /memory",
+        {"action": "update", "id": "0123456789abcdef0123456789abcdef", "content": "new", "metadata": {"k": "v"}},
+    ),
+    (handlers.memory, "POST /memory", {"action": "history", "id": "0123456789abcdef0123456789abcdef"}),
+    (handlers.memory, "POST /memory", {"action": "list", "origin": "import"}),
+    (handlers.memory, "POST /account", {"action": "export", "cursor": "eyJ0IjpudWxsfQ"}),
 ]
 
 
