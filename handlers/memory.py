@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers._http import create_app, json_body, json_response, logger, memory_json, request_owner
+from handlers._http import create_app, idempotent, json_body, json_response, logger, memory_json, request_owner
 from pai_core.bootstrap import get_container
 from pai_core.models import JsonObject, iso_utc
 from pai_core.requests import (
@@ -15,6 +15,7 @@ from pai_core.requests import (
     ExportAccount,
     ForgetAccount,
     ListMemories,
+    MemoryCommand,
     RetrieveMemory,
     StoreMemory,
     parse_account_command,
@@ -24,13 +25,23 @@ from pai_core.services import AccountExport
 
 app = create_app()
 
+# The actions that store something: an Idempotency-Key makes a repeat of one return the first answer
+# (handlers/_http.idempotent). The others ignore the header.
+STORING_COMMANDS: tuple[type[MemoryCommand], ...] = (StoreMemory,)
+
 
 @app.post("/memory")
 def memory() -> Response[str]:
     owner = request_owner(app)
-    command = parse_memory_command(json_body(app))
-    container = get_container()
-    service = container.memories
+    body = json_body(app)
+    command = parse_memory_command(body)
+    if isinstance(command, STORING_COMMANDS):
+        return idempotent(app, owner, body, lambda: run_memory_command(owner, command))
+    return run_memory_command(owner, command)
+
+
+def run_memory_command(owner: str, command: MemoryCommand) -> Response[str]:
+    service = get_container().memories
     match command:
         case StoreMemory(content=content, category=category, metadata=metadata):
             stored = service.remember(owner, content=content, category=category, metadata=metadata)
