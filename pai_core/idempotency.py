@@ -40,8 +40,9 @@ from pai_core.errors import Conflict, InvalidInput, PaiError, UpstreamUnavailabl
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_KEY_CHARS = 128
-# Printable ASCII: space to tilde.
-_KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_KEY_CHARS}}}")
+# Printable ASCII (space to tilde), not starting or ending with a space: HTTP drops those anyway.
+KEY_PATTERN = rf"[\x21-\x7e]([\x20-\x7e]{{0,{MAX_KEY_CHARS - 2}}}[\x21-\x7e])?"
+_KEY = re.compile(KEY_PATTERN)
 RECORD_LIFETIME_SECONDS = 24 * 3600
 # The record's key prefix (Powertools' "function name" part of the id); the same in every function.
 KEY_PREFIX = "pai"

@@ -91,7 +91,22 @@ def test_no_header_is_no_key() -> None:
     assert parse_idempotency_key(None) is None
 
 
-@pytest.mark.parametrize("value", ["", "x" * 129, "tab\there", "line\nbreak", "caf\u00e9", "\x7f", "nul\x00", "\u2603"])
+REFUSED = [
+    "",
+    " ",
+    " padded",
+    "padded ",
+    "x" * 129,
+    "tab\there",
+    "line\nbreak",
+    "caf\u00e9",
+    "\x7f",
+    "nul\x00",
+    "\u2603",
+]
+
+
+@pytest.mark.parametrize("value", REFUSED)
 def test_other_values_are_refused_naming_the_header(value: str) -> None:
     with pytest.raises(InvalidInput) as refused:
         parse_idempotency_key(value)
@@ -371,3 +386,19 @@ def test_a_repeated_streamed_chat_gets_the_same_events(
     assert first[0] == 200
     assert first[1]["Content-Type"] == "text/event-stream"
     assert again == first
+
+
+def test_openapi_describes_the_header_as_it_is_checked() -> None:
+    import yaml
+
+    from pai_core.config import REPO_ROOT
+    from pai_core.idempotency import KEY_PATTERN
+
+    spec = yaml.safe_load((REPO_ROOT / "openapi.yaml").read_text(encoding="utf-8"))
+    parameter = spec["components"]["parameters"]["IdempotencyKey"]
+    assert (parameter["name"], parameter["in"], parameter["required"]) == ("Idempotency-Key", "header", False)
+    assert parameter["schema"]["pattern"].lower() == f"^{KEY_PATTERN}$".lower()
+    for path in ("/memory", "/chat"):
+        operation = spec["paths"][path]["post"]
+        assert {"$ref": "#/components/parameters/IdempotencyKey"} in operation["parameters"]
+        assert operation["responses"]["409"] == {"$ref": "#/components/responses/IdempotencyConflict"}
