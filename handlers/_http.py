@@ -203,14 +203,21 @@ def json_body(app: APIGatewayHttpResolver) -> JsonObject:
 
 
 def idempotent(
-    app: APIGatewayHttpResolver, owner: str, body: JsonObject, run: Callable[[], Response[str]]
+    app: APIGatewayHttpResolver,
+    owner: str,
+    body: JsonObject,
+    run: Callable[[], Response[str]],
+    *,
+    stores: bool = True,
 ) -> Response[str]:
-    """`run()`'s response, or, for a request repeated with the same Idempotency-Key by the same user,
-    the first one's (pai_core.idempotency). Storing routes call this after parsing the body: a
-    request that is not valid is refused before any record is made. Without the header, `run()`."""
+    """`run()`'s response, or, for a storing request repeated with the same Idempotency-Key by the
+    same user, the first one's (pai_core.idempotency). Routes that take the header call this after
+    parsing the body, so a request that is not valid is refused before any record is made. A
+    malformed header is refused whatever the request; `stores=False` (an action that stores
+    nothing) and a request without the header just `run()`."""
     # Event headers are case-insensitive here.
     key = parse_idempotency_key(app.current_event.headers.get(IDEMPOTENCY_HEADER))
-    if key is None:
+    if key is None or not stores:
         return run()
     from pai_core.bootstrap import get_container
 

@@ -26,7 +26,7 @@ from pai_core.services import AccountExport
 app = create_app()
 
 # The actions that store something: an Idempotency-Key makes a repeat of one return the first answer
-# (handlers/_http.idempotent). The others ignore the header.
+# (handlers/_http.idempotent). The others do not act on the header (a malformed one is still a 400).
 STORING_COMMANDS: tuple[type[MemoryCommand], ...] = (StoreMemory,)
 
 
@@ -35,9 +35,9 @@ def memory() -> Response[str]:
     owner = request_owner(app)
     body = json_body(app)
     command = parse_memory_command(body)
-    if isinstance(command, STORING_COMMANDS):
-        return idempotent(app, owner, body, lambda: run_memory_command(owner, command))
-    return run_memory_command(owner, command)
+    return idempotent(
+        app, owner, body, lambda: run_memory_command(owner, command), stores=isinstance(command, STORING_COMMANDS)
+    )
 
 
 def run_memory_command(owner: str, command: MemoryCommand) -> Response[str]:

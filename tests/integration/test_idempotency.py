@@ -92,9 +92,17 @@ def test_a_bad_header_is_a_400_naming_it(api: ApiClient, value: str) -> None:
     assert listed(api, category) == []
 
 
-def test_actions_that_store_nothing_ignore_the_header(api: ApiClient) -> None:
-    result = api.post("/memory", {"action": "list"}, headers={"Idempotency-Key": "x" * 200})
-    assert result.status == 200, result
+def test_actions_that_store_nothing_do_not_act_on_the_header(api: ApiClient) -> None:
+    category, key = f"idem-{secrets.token_hex(4)}", new_key()
+    first = api.post("/memory", {"action": "list", "category": category}, headers={"Idempotency-Key": key})
+    assert (first.status, first.json["items"]) == (200, [])
+    stored = store(api, "listed after all", category, new_key())
+    again = api.post("/memory", {"action": "list", "category": category}, headers={"Idempotency-Key": key})
+    assert again.status == 200
+    assert [item["id"] for item in again.json["items"]] == [stored.json["id"]]
+    malformed = api.post("/memory", {"action": "list"}, headers={"Idempotency-Key": "x" * 200})
+    assert malformed.status == 400
+    assert malformed.json["error"]["field"] == "Idempotency-Key"
 
 
 def test_a_repeated_chat_answers_the_first_reply_and_asks_the_model_once(

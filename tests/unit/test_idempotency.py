@@ -335,12 +335,22 @@ def test_an_invalid_body_is_refused_before_any_record(installed: InMemoryPersist
     assert installed.items == {}
 
 
-def test_actions_that_store_nothing_ignore_the_header(
+def test_actions_that_store_nothing_do_not_act_on_the_header(
     installed: InMemoryPersistence, fake_container: FakeContainer
 ) -> None:
-    status, _, _ = post(handlers.memory, "POST /memory", {"action": "list"}, "not\tvalid")
-    assert status == 200
+    stored = json.loads(post(handlers.memory, "POST /memory", {"action": "store", "content": "one"}, None)[2])
+    for body in ({"action": "list"}, {"action": "retrieve", "id": stored["id"]}):
+        first = post(handlers.memory, "POST /memory", body, "same-key")
+        assert first[0] == 200
     assert installed.items == {}
+    assert post(handlers.memory, "POST /memory", {"action": "delete", "id": stored["id"]}, "same-key")[0] == 200
+    assert post(handlers.memory, "POST /memory", {"action": "delete", "id": stored["id"]}, "same-key")[0] == 404
+
+
+def test_a_malformed_header_is_a_400_on_any_action(installed: InMemoryPersistence) -> None:
+    status, _, body = post(handlers.memory, "POST /memory", {"action": "list"}, "not\tvalid")
+    assert status == 400
+    assert json.loads(body)["error"]["field"] == "Idempotency-Key"
 
 
 def test_a_request_in_progress_is_a_409_with_retry_after(
