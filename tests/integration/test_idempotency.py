@@ -10,6 +10,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -188,3 +189,15 @@ def test_a_forgotten_users_recorded_answers_cannot_be_read(
     assert forgotten.status == 200, forgotten
     with pytest.raises(KeyMaterialDestroyed):
         opened()
+
+
+def test_an_unreachable_idempotency_table_is_a_503_and_stores_nothing(
+    api: ApiClient, stack: RunningStack, installed: Callable[[Container], None]
+) -> None:
+    installed(Container(replace(stack.settings, idempotency_table=f"pai-idempotency-missing-{secrets.token_hex(3)}")))
+    category = f"idem-{secrets.token_hex(4)}"
+    result = store(api, "not stored while keys cannot be kept", category, new_key())
+    assert result.status == 503, result
+    assert result.json["error"]["code"] == "service_unavailable"
+    assert int(result.headers["retry-after"]) >= 1
+    assert listed(api, category) == []
