@@ -205,9 +205,9 @@ def json_body(app: APIGatewayHttpResolver) -> JsonObject:
 def idempotent(
     app: APIGatewayHttpResolver,
     owner: str,
+    *,
     body: JsonObject,
     run: Callable[[], Response[str]],
-    *,
     stores: bool = True,
 ) -> Response[str]:
     """`run()`'s response, or, for a storing request repeated with the same Idempotency-Key by the

@@ -67,7 +67,7 @@ def chat() -> Response[str]:
     owner = request_owner(app)
     body = json_body(app)
     request = parse_chat_request(body)
-    return idempotent(app, owner, body, lambda: answer(owner, request))
+    return idempotent(app, owner, body=body, run=lambda: answer(owner, request))
 
 
 def answer(owner: str, request: ChatRequest) -> Response[str]:

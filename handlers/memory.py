@@ -36,7 +36,11 @@ def memory() -> Response[str]:
     body = json_body(app)
     command = parse_memory_command(body)
     return idempotent(
-        app, owner, body, lambda: run_memory_command(owner, command), stores=isinstance(command, STORING_COMMANDS)
+        app,
+        owner,
+        body=body,
+        run=lambda: run_memory_command(owner, command),
+        stores=isinstance(command, STORING_COMMANDS),
     )
 
 
