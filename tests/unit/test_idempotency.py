@@ -32,6 +32,7 @@ from pai_core.idempotency import (
     parse_idempotency_key,
 )
 from tests.fakes import FakeContainer, FakeLambdaContext, as_user, fake_cipher
+from tests.unit.test_chat_stream import StreamingContext, parse_events
 from tests.unit.test_handlers import make_event
 
 TABLE = "pai-idempotency-test"
@@ -412,3 +413,44 @@ def test_openapi_describes_the_header_as_it_is_checked() -> None:
         operation = spec["paths"][path]["post"]
         assert {"$ref": "#/components/parameters/IdempotencyKey"} in operation["parameters"]
         assert operation["responses"]["409"] == {"$ref": "#/components/responses/IdempotencyConflict"}
+
+
+def streamed(body: dict[str, Any], key: str) -> tuple[StreamingContext, dict[str, Any]]:
+    """A chat through a handler given a response stream, as the local gateway gives one."""
+    event = make_event("POST /chat", json.dumps(body))
+    event["headers"]["idempotency-key"] = key
+    context = StreamingContext()
+    result = handlers.chat.handler(event, context)
+    return context, result
+
+
+def test_a_chat_streamed_as_it_came_is_replayed_as_one_stream(
+    installed: InMemoryPersistence, fake_container: FakeContainer
+) -> None:
+    fake_container.chat_model.reply = "one two three"
+    body = {"message": "count", "sessionId": "s-live", "stream": True}
+    context, _ = streamed(body, "live-1")
+    written = [parse_events(text)[0] for text in context.response_stream.writes]
+    assert [name for name, _ in written] == ["delta", "delta", "delta", "done"]
+
+    again, replay = streamed(body, "live-1")
+    assert again.response_stream.status is None  # answered in one body, not streamed
+    assert replay["statusCode"] == 200
+    assert replay["headers"]["Content-Type"] == "text/event-stream"
+    assert parse_events(replay["body"]) == [("delta", {"text": "one two three"}), written[-1]]
+    assert len(fake_container.chat_model.prompts) == 1
+    assert "three" not in installed.stored_text()
+
+
+def test_a_stream_that_broke_is_not_kept(installed: InMemoryPersistence, fake_container: FakeContainer) -> None:
+    fake_container.chat_model.reply = "one two three"
+    fake_container.chat_model.fail_after_deltas = 2
+    body = {"message": "count", "sessionId": "s-broken", "stream": True}
+    broken, _ = streamed(body, "live-2")
+    assert [parse_events(text)[0][0] for text in broken.response_stream.writes][-1] == "error"
+    assert installed.items == {}
+
+    fake_container.chat_model.fail_after_deltas = None
+    retried, _ = streamed(body, "live-2")
+    assert [parse_events(text)[0][0] for text in retried.response_stream.writes][-1] == "done"
+    assert len(fake_container.chat_model.prompts) == 2
