@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any, NoReturn
 
@@ -27,6 +27,7 @@ from pai_core.errors import (
     UpstreamInvalidResponse,
     UpstreamUnavailable,
 )
+from pai_core.idempotency import IDEMPOTENCY_HEADER, Answer, RequestInProgress, parse_idempotency_key
 from pai_core.models import JsonObject, Memory, MemoryVersion, iso_utc
 
 MAX_BODY_BYTES = 256 * 1024
@@ -106,7 +107,7 @@ def create_app() -> APIGatewayHttpResolver:
         if isinstance(exc, UpstreamUnavailable):
             headers = {"Retry-After": str(exc.retry_after_seconds)}
             logger.warning("dependency unavailable", extra={"code": exc.code, "reason": exc.message})
-        elif isinstance(exc, RateLimited):
+        elif isinstance(exc, RateLimited | RequestInProgress):
             headers = {"Retry-After": str(exc.retry_after_seconds)}
         elif isinstance(exc, Unauthenticated):
             headers = {"WWW-Authenticate": 'Bearer realm="pai"'}
@@ -199,6 +200,42 @@ def json_body(app: APIGatewayHttpResolver) -> JsonObject:
     if field is not None:
         raise InvalidInput(f"'{field}' holds an unpaired surrogate: it is not Unicode text", field=field)
     return body
+
+
+def idempotent(
+    app: APIGatewayHttpResolver,
+    owner: str,
+    *,
+    body: JsonObject,
+    run: Callable[[], Response[str]],
+    stores: bool = True,
+) -> Response[str]:
+    """`run()`'s response, or, for a storing request repeated with the same Idempotency-Key by the
+    same user, the first one's (pai_core.idempotency). Routes that take the header call this after
+    parsing the body, so a request that is not valid is refused before any record is made. A
+    malformed header is refused whatever the request; `stores=False` (an action that stores
+    nothing) and a request without the header just `run()`."""
+    # Event headers are case-insensitive here.
+    key = parse_idempotency_key(app.current_event.headers.get(IDEMPOTENCY_HEADER))
+    if key is None or not stores:
+        return run()
+    from pai_core.bootstrap import get_container
+
+    answer = get_container().idempotency.run(
+        owner,
+        scope=app.current_event.route_key,
+        key=key,
+        body=body,
+        work=lambda: _answer_of(run()),
+        lambda_context=app.lambda_context,
+    )
+    return Response(status_code=answer.status, body=answer.body, headers=dict(answer.headers))
+
+
+def _answer_of(response: Response[str]) -> Answer:
+    # The content type and the stream's Cache-Control: single-valued, nothing of the user's.
+    headers = {name: value for name, value in response.headers.items() if isinstance(value, str)}
+    return Answer(status=response.status_code, body=str(response.body or ""), headers=headers)
 
 
 def _reject_constant(name: str) -> NoReturn:

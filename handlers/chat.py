@@ -3,6 +3,10 @@
 Where the runtime hands the function a response stream (`context.response_stream`, as the local
 gateway does), events are written as the model produces them. API Gateway HTTP APIs buffer a
 Lambda's response, so there the same events arrive in one body once the reply is complete.
+
+With an Idempotency-Key, a repeat gets the first answer (handlers/_http.idempotent): the same JSON,
+or for a streamed chat the same events in one body (where the first was streamed as it came, its
+reply in one "delta" event, then the same "done" event).
 """
 
 from __future__ import annotations
@@ -19,15 +23,17 @@ from handlers._http import (
     error_json,
     event_stream_response,
     format_event,
+    idempotent,
     json_body,
     json_response,
     logger,
     request_owner,
+    status_of,
 )
 from pai_core.bootstrap import get_container
 from pai_core.errors import PaiError
 from pai_core.models import ChatReply, JsonObject, TextDelta
-from pai_core.requests import parse_chat_request
+from pai_core.requests import ChatRequest, parse_chat_request
 
 app = create_app()
 
@@ -59,7 +65,12 @@ def events(items: Iterable[TextDelta | ChatReply]) -> Iterator[tuple[str, JsonOb
 @app.post("/chat")
 def chat() -> Response[str]:
     owner = request_owner(app)
-    request = parse_chat_request(json_body(app))
+    body = json_body(app)
+    request = parse_chat_request(body)
+    return idempotent(app, owner, body=body, run=lambda: answer(owner, request))
+
+
+def answer(owner: str, request: ChatRequest) -> Response[str]:
     container = get_container()
     turn: dict[str, Any] = {
         "message": request.message,
@@ -76,15 +87,24 @@ def chat() -> Response[str]:
     if sink is None:
         return event_stream_response(events(items))
     sink.start(200, EVENT_STREAM_HEADERS)
+    done: JsonObject | None = None
     try:
         for name, data in events(items):
             sink.write(format_event(name, data))
+            if name == "done":
+                done = data
     except Exception as exc:
         # The status line is gone already: the stream ends with an error event instead.
         if not isinstance(exc, PaiError):
             logger.exception("unhandled error while streaming", exc_info=exc)
         sink.write(format_event("error", error_json(exc)))
-    return Response(status_code=200, body="", headers=EVENT_STREAM_HEADERS)
+        # The runtime sends nothing more once the stream has started; the status tells the
+        # idempotency wrapper that this answer is no answer to keep.
+        status = status_of(exc) if isinstance(exc, PaiError) else None
+        return Response(status_code=int(status or 500), body="", headers=EVENT_STREAM_HEADERS)
+    # What the client was sent, as one body: what a repeat with the same Idempotency-Key gets.
+    replay = [] if done is None else [("delta", {"text": done["reply"]}), ("done", done)]
+    return event_stream_response(replay)
 
 
 @logger.inject_lambda_context(log_event=False)

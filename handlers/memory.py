@@ -8,7 +8,16 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers._http import create_app, json_body, json_response, logger, memory_json, request_owner, version_json
+from handlers._http import (
+    create_app,
+    idempotent,
+    json_body,
+    json_response,
+    logger,
+    memory_json,
+    request_owner,
+    version_json,
+)
 from pai_core.bootstrap import get_container
 from pai_core.models import JsonObject, Memory, iso_utc
 from pai_core.requests import (
@@ -16,6 +25,7 @@ from pai_core.requests import (
     ExportAccount,
     ForgetAccount,
     ListMemories,
+    MemoryCommand,
     MemoryHistory,
     RetrieveMemory,
     StoreManyMemories,
@@ -28,13 +38,27 @@ from pai_core.services import AccountExport
 
 app = create_app()
 
+# The actions that store something: an Idempotency-Key makes a repeat of one return the first answer
+# (handlers/_http.idempotent). The others do not act on the header (a malformed one is still a 400).
+STORING_COMMANDS: tuple[type[MemoryCommand], ...] = (StoreMemory, StoreManyMemories, UpdateMemory)
+
 
 @app.post("/memory")
-def memory() -> Response[str]:  # noqa: PLR0911 (one answer per action)
+def memory() -> Response[str]:
     owner = request_owner(app)
-    command = parse_memory_command(json_body(app))
-    container = get_container()
-    service = container.memories
+    body = json_body(app)
+    command = parse_memory_command(body)
+    return idempotent(
+        app,
+        owner,
+        body=body,
+        run=lambda: run_memory_command(owner, command),
+        stores=isinstance(command, STORING_COMMANDS),
+    )
+
+
+def run_memory_command(owner: str, command: MemoryCommand) -> Response[str]:  # noqa: PLR0911 (one answer per action)
+    service = get_container().memories
     match command:
         case StoreMemory(content=content, category=category, metadata=metadata):
             stored = service.remember(owner, content=content, category=category, metadata=metadata)

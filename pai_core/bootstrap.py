@@ -29,6 +29,7 @@ from pai_core.adapters.s3 import S3SnapshotStore
 from pai_core.auth import ApiKeys
 from pai_core.config import ConfigError, Settings
 from pai_core.crypto import BranchKeyring, EnvelopeCipher, KeyringPolicy
+from pai_core.idempotency import IdempotentRequests
 from pai_core.limits import UsageLimits
 from pai_core.search import AnnSettings, DesignScanSearch, IndexPolicy, LiveMemoryIndex
 from pai_core.services import AccountService, ChatService, MemoryService
@@ -242,6 +243,15 @@ class Container:
         index = self.__dict__.get("search_index")
         if isinstance(index, LiveMemoryIndex):
             index.forget_owner(owner)
+
+    @cached_property
+    def idempotency(self) -> IdempotentRequests:
+        """Idempotency-Key records in their own table, through Powertools' DynamoDB layer on our
+        client (the emulator's endpoint locally, the request's deadline on every call)."""
+        from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+        persistence = DynamoDBPersistenceLayer(table_name=self.settings.idempotency_table, boto3_client=self.dynamodb)
+        return IdempotentRequests(persistence, self.cipher, table=self.settings.idempotency_table)
 
     @cached_property
     def api_keys(self) -> ApiKeys:

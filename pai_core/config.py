@@ -43,6 +43,8 @@ class Settings:
     api_keys_table: str = ""
     usage_table: str = ""
     keystore_table: str = ""
+    # Idempotency-Key records (pai_core/idempotency.py): hashed keys, sealed answers, 24 h TTL.
+    idempotency_table: str = ""
     embedding_model_dir: Path = DEFAULT_EMBEDDING_MODEL_DIR
     llm_provider: str = "local"
     local_llm_path: Path | None = None
@@ -103,6 +105,8 @@ class Settings:
             object.__setattr__(self, "usage_table", f"pai-usage-{self.env}")
         if not self.keystore_table:
             object.__setattr__(self, "keystore_table", f"pai-keystore-{self.env}")
+        if not self.idempotency_table:
+            object.__setattr__(self, "idempotency_table", f"pai-idempotency-{self.env}")
         if not self.kms_key_id:
             object.__setattr__(self, "kms_key_id", f"alias/pai-{self.env}")
 
@@ -122,6 +126,7 @@ class Settings:
             "api_keys_table": env.get("PAI_API_KEYS_TABLE", ""),
             "usage_table": env.get("PAI_USAGE_TABLE", ""),
             "keystore_table": env.get("PAI_KEYSTORE_TABLE", ""),
+            "idempotency_table": env.get("PAI_IDEMPOTENCY_TABLE", ""),
             "embedding_model_dir": Path(env.get("PAI_EMBEDDING_MODEL_DIR", str(DEFAULT_EMBEDDING_MODEL_DIR))),
             "llm_provider": env.get("PAI_LLM_PROVIDER", "local"),
             "local_llm_path": Path(env["PAI_LOCAL_LLM_PATH"]) if env.get("PAI_LOCAL_LLM_PATH") else None,

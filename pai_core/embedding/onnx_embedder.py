@@ -4,6 +4,13 @@ Texts longer than the model's window (256 word pieces for all-MiniLM-L6-v2) are 
 tokenizer splits them into overlapping windows, each window is embedded like a short text, and the
 text's embedding is the token-weighted mean of its window embeddings, L2-normalized. A text that
 fits one window gets exactly what sentence-transformers would give it.
+
+What one text may cost is bounded: past MAX_WINDOWS_PER_TEXT windows, only the first
+PREFIX_WINDOWS and a sample spread evenly over the rest (the last window included) are embedded.
+Embedding is linear in windows, and a 100,000-character text can hold hundreds of them (one token
+per character for CJK or punctuation), so without the bound a handful of large stores could hold
+every instance of the memory function for tens of seconds each. The beginning of a text is where
+its subject usually is; the sample keeps the rest of it in the mean.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from tokenizers import Encoding, Tokenizer
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
 WINDOW_OVERLAP_TOKENS = 32
+MAX_WINDOWS_PER_TEXT = 16
+PREFIX_WINDOWS = 8
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,7 @@ class OnnxEmbedder:
         windows: list[Encoding] = []
         text_of_window: list[int] = []
         for text_index, encoding in enumerate(self._tokenizer.encode_batch(list(texts))):
-            for window in (encoding, *encoding.overflowing):
+            for window in bounded_windows([encoding, *encoding.overflowing]):
                 windows.append(window)
                 text_of_window.append(text_index)
         window_vectors, window_tokens = self._embed_windows(windows)
@@ -87,6 +96,20 @@ class OnnxEmbedder:
             vectors[batch] = l2_normalize(mean_pool(token_embeddings, inputs["attention_mask"]))
             tokens[batch] = inputs["attention_mask"].sum(axis=1)
         return vectors, tokens
+
+
+def bounded_windows(
+    windows: Sequence[Encoding], *, limit: int = MAX_WINDOWS_PER_TEXT, prefix: int = PREFIX_WINDOWS
+) -> list[Encoding]:
+    """The windows of one text that are embedded: all of them up to `limit`; past it the first
+    `prefix`, then `limit - prefix` spread evenly over the rest, from its first to its last."""
+    if not 0 < prefix < limit:
+        raise ValueError("the prefix must leave room for a sample in the limit")
+    if len(windows) <= limit:
+        return list(windows)
+    rest = len(windows) - prefix
+    sample = np.linspace(prefix, len(windows) - 1, num=min(limit - prefix, rest)).round().astype(int)
+    return [*windows[:prefix], *(windows[i] for i in sorted(set(sample.tolist())))]
 
 
 def _pad(windows: Sequence[Encoding]) -> dict[str, npt.NDArray[np.int64]]:

@@ -95,7 +95,15 @@ def test_roles_are_least_privilege() -> None:
                 {"Fn::GetAtt": ["UsageTable", "Arn"]},
             )
     assert "dynamodb:DeleteItem" in actions["MemoryFunctionRole"]
-    assert "dynamodb:DeleteItem" not in actions["ChatFunctionRole"] | actions["SearchFunctionRole"]
+    assert "dynamodb:DeleteItem" not in actions["SearchFunctionRole"]
+    # Chat deletes nothing but the Idempotency-Key mark of a request that failed.
+    for statement in statements["ChatFunctionRole"]:
+        if "dynamodb:DeleteItem" in statement["Action"]:
+            assert statement["Resource"] == {"Fn::GetAtt": ["IdempotencyTable", "Arn"]}
+    # Only the functions that store something reach the idempotency records.
+    for role, granted_statements in statements.items():
+        reaches = any(s["Resource"] == {"Fn::GetAtt": ["IdempotencyTable", "Arn"]} for s in granted_statements)
+        assert reaches == (role in {"ChatFunctionRole", "MemoryFunctionRole"}), role
     (bedrock,) = [s for s in statements["ChatFunctionRole"] if s["Action"] == ["bedrock:InvokeModel"]]
     assert bedrock["Resource"]["Fn::Sub"].endswith("foundation-model/${BedrockModelId}")
     (secret,) = [s for s in statements["ChatFunctionRole"] if s["Action"] == ["secretsmanager:GetSecretValue"]]
