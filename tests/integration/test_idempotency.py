@@ -60,6 +60,29 @@ def test_a_repeated_store_answers_the_same_and_stores_once(api: ApiClient) -> No
     assert [item["id"] for item in listed(api, category)] == [first.json["id"]]
 
 
+def test_a_repeated_store_many_stores_its_items_once(api: ApiClient) -> None:
+    category, key = f"idem-{secrets.token_hex(4)}", new_key()
+    body = {"action": "store_many", "items": [{"content": f"imported {n}", "category": category} for n in range(3)]}
+    first = api.post("/memory", body, headers={"Idempotency-Key": key})
+    again = api.post("/memory", body, headers={"Idempotency-Key": key})
+    assert first.status == 201, first
+    assert (again.status, again.json) == (201, first.json)
+    assert sorted(item["content"] for item in listed(api, category)) == ["imported 0", "imported 1", "imported 2"]
+
+
+def test_a_repeated_update_keeps_one_new_version(api: ApiClient) -> None:
+    category, key = f"idem-{secrets.token_hex(4)}", new_key()
+    stored = store(api, "My bike is blue", category, new_key())
+    memory_id = stored.json["id"]
+    body = {"action": "update", "id": memory_id, "content": "My bike is red"}
+    first = api.post("/memory", body, headers={"Idempotency-Key": key})
+    again = api.post("/memory", body, headers={"Idempotency-Key": key})
+    assert first.status == 200, first
+    assert (again.status, again.json) == (200, first.json)
+    history = api.post("/memory", {"action": "history", "id": memory_id})
+    assert [version["content"] for version in history.json["versions"]] == ["My bike is blue", "My bike is red"]
+
+
 def test_the_same_key_with_another_body_is_a_409(api: ApiClient) -> None:
     category, key = f"idem-{secrets.token_hex(4)}", new_key()
     assert store(api, "first wording", category, key).status == 201
