@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from pai_core.errors import NotFound
@@ -55,12 +57,24 @@ class MemoryService:
         self._index.removed(owner, memory_id)
 
     def search(
-        self, owner: str, query: str, *, top: int, category: str | None = None, min_score: float | None = None
+        self,
+        owner: str,
+        query: str,
+        *,
+        top: int,
+        category: str | None = None,
+        min_score: float | None = None,
+        before_fetch: Callable[[], None] | None = None,
     ) -> list[SearchHit]:
         """The index ranks the owner's vectors; only the hits are fetched in full (one
-        BatchGetItem) and decrypted, so a memory deleted meanwhile is never a hit."""
+        BatchGetItem) and decrypted, so a memory deleted meanwhile is never a hit.
+
+        `before_fetch` runs once ranking is done and before any memory is read (a request's
+        admission, pai_core.limits): what it raises ends the search with nothing read."""
         query_vector = self._embedder.embed([query])[0]
         ranked = self._index.search(owner, query_vector, top=top, category=category, min_score=min_score)
+        if before_fetch is not None:
+            before_fetch()
         if not ranked:
             return []
         memories = self._repository.get_many(owner, [memory_id for memory_id, _ in ranked])
