@@ -71,6 +71,8 @@ HEAD_ID = "head"
 # seconds, and a snapshot older than half this is not used once anything has changed.
 TOMBSTONE_TTL_SECONDS = 7 * 24 * 3600
 _VECTOR_PROJECTION = "id, category, encryptedEmbedding"
+# What from_item reads: a hit's sealed embedding (the larger half of its item) stays in the table.
+_MEMORY_PROJECTION = "#owner, id, category, createdAt, encryptedContent, encryptedMetadata"
 
 
 def owner_category(owner: str, category: str) -> str:
@@ -179,7 +181,12 @@ class DynamoMemoryRepository:
         for start in range(0, len(unique_ids), _BATCH_GET_LIMIT):
             chunk = unique_ids[start : start + _BATCH_GET_LIMIT]
             request: dict[str, Any] = {
-                self._table: {"Keys": [self._key(owner, i) for i in chunk], "ConsistentRead": True}
+                self._table: {
+                    "Keys": [self._key(owner, i) for i in chunk],
+                    "ConsistentRead": True,
+                    "ProjectionExpression": _MEMORY_PROJECTION,
+                    "ExpressionAttributeNames": {"#owner": "owner"},
+                }
             }
             for attempt in range(_BATCH_GET_ATTEMPTS):
                 with translated_aws_errors("DynamoDB"):
