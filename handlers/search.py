@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers._http import create_app, json_body, json_response, logger, memory_json, request_owner
+from handlers._http import authenticated_owner, create_app, json_body, json_response, logger, memory_json
 from pai_core.bootstrap import get_container
 from pai_core.requests import parse_search_query
 
@@ -16,12 +16,20 @@ app = create_app()
 
 @app.post("/search")
 def search() -> Response[str]:
-    owner = request_owner(app)
-    query = parse_search_query(json_body(app))
+    owner = authenticated_owner(app)
     container = get_container()
-    hits = container.memories.search(
-        owner, query.query, top=query.top_k, category=query.category, min_score=query.min_score
-    )
+    # The request's count (the rate limit) is written while the query is read, embedded and
+    # ranked; its verdict is awaited before any memory is read, and a refusal is the answer.
+    with container.limits.admitting(owner) as admission:
+        query = parse_search_query(json_body(app))
+        hits = container.memories.search(
+            owner,
+            query.query,
+            top=query.top_k,
+            category=query.category,
+            min_score=query.min_score,
+            before_fetch=admission.wait,
+        )
     return json_response(200, {"results": [{**memory_json(hit.memory), "score": hit.score} for hit in hits]})
 
 

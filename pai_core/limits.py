@@ -12,12 +12,24 @@ client hammering the API keeps its own window full.
 The token budget is checked before a model call and charged after it, so concurrent calls can each
 pass the check and together overshoot the day's budget by what they spend; the next call is
 refused. 0 switches either limit off.
+
+A request's count need not hold up the work that comes before any answer: `admitting()` sends the
+`ADD` on a worker thread while the request goes on (a search embeds its query and refreshes its
+index meanwhile), and the route waits for the verdict before it reads or stores anything of the
+user's or answers. The count is the same single atomic write; only its wait overlaps other work.
+An owner this container has refused in the current minute is counted first again, so a client
+hammering past its limit gets no work done in parallel with its refusals.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from pai_core.errors import RateLimited, UpstreamUnavailable
@@ -25,6 +37,11 @@ from pai_core.ports import Clock, UsageCounters
 
 log = logging.getLogger(__name__)
 
+# Counts in flight at once, per container: a Lambda environment serves one request at a time; the
+# local gateway serves a few side by side.
+ADMISSION_WORKERS = 4
+# Owners remembered as refused in their current minute (a bound on what that memory holds).
+REFUSED_OWNERS_KEPT = 1024
 MINUTE = timedelta(minutes=1)
 DAY = timedelta(days=1)
 # Counters outlive their window a little, then DynamoDB's TTL deletes them; nothing reads an old
@@ -44,6 +61,19 @@ def _seconds_until(moment: datetime, now: datetime) -> int:
     return max(1, math.ceil((moment - now).total_seconds()))
 
 
+class PendingAdmission:
+    """A request's count on its way to the counter store. `wait()` returns once it has landed and
+    admits the request, or raises what the count decided (RateLimited, or UpstreamUnavailable when
+    the store could not be reached); every later `wait()` answers the same."""
+
+    def __init__(self, outcome: Future[None] | None) -> None:
+        self._outcome = outcome
+
+    def wait(self) -> None:
+        if self._outcome is not None:
+            self._outcome.result()
+
+
 class UsageLimits:
     def __init__(
         self, counters: UsageCounters, clock: Clock, *, requests_per_minute: int, daily_token_budget: int
@@ -54,6 +84,9 @@ class UsageLimits:
         self._clock = clock
         self._requests_per_minute = requests_per_minute
         self._daily_token_budget = daily_token_budget
+        self._workers: ThreadPoolExecutor | None = None
+        self._workers_lock = threading.Lock()
+        self._refused_until: dict[str, datetime] = {}  # owner -> end of the minute they were refused in
 
     def _now(self) -> datetime:
         return self._clock.now().astimezone(UTC)
@@ -62,16 +95,60 @@ class UsageLimits:
         """Counts this request in the owner's current minute; RateLimited when that makes too many."""
         if self._requests_per_minute == 0:
             return
+        self._count_request(owner, self._now())
+
+    @contextmanager
+    def admitting(self, owner: str) -> Iterator[PendingAdmission]:
+        """Counts this request while the block runs. Inside, call `wait()` on what it yields before
+        anything of the owner's is read or stored; on leaving, the verdict is awaited anyway, and a
+        refusal (or a store that is down) replaces whatever else the block raised, as it would have
+        had the count come first."""
+        pending = self.start_request(owner)
+        try:
+            yield pending
+        except BaseException:
+            pending.wait()
+            raise
+        pending.wait()
+
+    def start_request(self, owner: str) -> PendingAdmission:
+        """Sends this request's count on a worker thread (with the caller's context, so the request's
+        deadline bounds it) and returns at once; the request is counted in the minute it started."""
+        if self._requests_per_minute == 0:
+            return PendingAdmission(None)
         now = self._now()
+        refused_until = self._refused_until.get(owner)
+        if refused_until is not None and now < refused_until:
+            self._count_request(owner, now)
+            return PendingAdmission(None)
+        context = contextvars.copy_context()
+        return PendingAdmission(self._pool().submit(context.run, self._count_request, owner, now))
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._workers_lock:
+            if self._workers is None:
+                self._workers = ThreadPoolExecutor(ADMISSION_WORKERS, thread_name_prefix="pai-admission")
+            return self._workers
+
+    def _count_request(self, owner: str, now: datetime) -> None:
         window_start = now.replace(second=0, microsecond=0)
         window_end = window_start + MINUTE
         count = self._counters.add(request_counter(owner, window_start), 1, expires_at=window_end + COUNTER_GRACE)
         if count > self._requests_per_minute:
+            self._remember_refused(owner, window_end, now)
             raise RateLimited(
                 f"more than {self._requests_per_minute} requests in one minute",
                 retry_after_seconds=_seconds_until(window_end, now),
                 code="rate_limited",
             )
+
+    def _remember_refused(self, owner: str, until: datetime, now: datetime) -> None:
+        with self._workers_lock:
+            if len(self._refused_until) >= REFUSED_OWNERS_KEPT:
+                self._refused_until = {name: end for name, end in self._refused_until.items() if end > now}
+                while len(self._refused_until) >= REFUSED_OWNERS_KEPT:
+                    del self._refused_until[next(iter(self._refused_until))]
+            self._refused_until[owner] = until
 
     def ensure_token_budget(self, owner: str) -> None:
         """Before a model call: RateLimited when the owner's tokens today already reach the budget."""

@@ -77,6 +77,7 @@ class InMemoryBranchKeyStore:
     def __init__(self) -> None:
         self.items: dict[tuple[str, int], WrappedBranchKey] = {}
         self.active_versions: dict[str, int] = {}
+        self.retired_through: dict[str, int] = {}  # owner -> highest version ever destroyed
         self.reads = 0
 
     def active(self, owner: str) -> WrappedBranchKey | None:
@@ -88,8 +89,14 @@ class InMemoryBranchKeyStore:
         self.reads += 1
         return self.items.get((owner, version))
 
+    def first_version(self, owner: str) -> int:
+        self.reads += 1
+        return self.retired_through.get(owner, 0) + 1
+
     def activate(self, key: WrappedBranchKey, *, replacing: int | None) -> bool:
         if self.active_versions.get(key.owner) != replacing or (key.owner, key.version) in self.items:
+            return False
+        if key.version <= self.retired_through.get(key.owner, 0):
             return False
         self.items[(key.owner, key.version)] = key
         self.active_versions[key.owner] = key.version
@@ -97,6 +104,8 @@ class InMemoryBranchKeyStore:
 
     def destroy(self, owner: str) -> int:
         doomed = [k for k in self.items if k[0] == owner]
+        if doomed:
+            self.retired_through[owner] = max(self.retired_through.get(owner, 0), *(k[1] for k in doomed))
         for k in doomed:
             del self.items[k]
         return len(doomed) + (1 if self.active_versions.pop(owner, None) is not None else 0)

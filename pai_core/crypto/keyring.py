@@ -13,6 +13,11 @@ This is the pattern of the AWS Encryption SDK's hierarchical keyring. What it bu
   is deliberately not backed up (see infra/template.yaml), or a restore would bring the keys back.
 - Rotation writes a new version and moves the user's `active` pointer; records name the version
   they were sealed under, so older ones stay readable and nothing is re-encrypted.
+- A version number names one key for ever: the store keeps how far an owner's destroyed versions
+  went (a number, no secret), and a user made again after a forget starts past it. A container
+  that still caches a destroyed key can then never take it for a new one of the same number: what
+  it sealed names a version that no longer exists (KeyMaterialDestroyed for every reader), and what
+  others seal under the new key names a version it has never seen, so it fetches that key.
 """
 
 from __future__ import annotations
@@ -57,13 +62,19 @@ class BranchKeyStore(Protocol):
 
     def get(self, owner: str, version: int) -> WrappedBranchKey | None: ...
 
+    def first_version(self, owner: str) -> int:
+        """The version an owner's first key takes: 1, or one past every version of theirs ever
+        destroyed. `activate` refuses a first key at or below a destroyed version."""
+        ...
+
     def activate(self, key: WrappedBranchKey, *, replacing: int | None) -> bool:
         """Store `key` and make it the active one, provided the active version is still
         `replacing` (None: the user has no key yet). False when another writer got there first."""
         ...
 
     def destroy(self, owner: str) -> int:
-        """Delete every version of the owner's key material; how many items went."""
+        """Delete every version of the owner's key material, first recording the highest version
+        destroyed (see `first_version`); how many key items went."""
         ...
 
 
@@ -208,7 +219,7 @@ class BranchKeyring:
         return len(self._versions)
 
     def _create(self, owner: str, *, replacing: int | None) -> BranchKey:
-        version = 1 if replacing is None else replacing + 1
+        version = self._store.first_version(owner) if replacing is None else replacing + 1
         data_key = self._kms.generate_data_key(self._kms_context(owner, version))
         if len(data_key.plaintext) != DATA_KEY_BYTES:
             raise ValueError("branch keys must be 256 bits")

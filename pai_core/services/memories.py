@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -153,12 +153,24 @@ class MemoryService:
         self._index.removed(owner, ItemRef("memory", memory_id))
 
     def search(
-        self, owner: str, query: str, *, top: int, category: str | None = None, min_score: float | None = None
+        self,
+        owner: str,
+        query: str,
+        *,
+        top: int,
+        category: str | None = None,
+        min_score: float | None = None,
+        before_fetch: Callable[[], None] | None = None,
     ) -> list[SearchHit]:
         """The index ranks the owner's items; only the memory hits are fetched in full (one
-        BatchGetItem) and decrypted, so a memory deleted meanwhile is never a hit."""
+        BatchGetItem) and decrypted, so a memory deleted meanwhile is never a hit.
+
+        `before_fetch` runs once ranking is done and before any memory is read (a request's
+        admission, pai_core.limits): what it raises ends the search with nothing read."""
         query_vector = self._embedder.embed([query])[0]
         ranked = self._index.search(owner, query_vector, text=query, top=top, category=category, min_score=min_score)
+        if before_fetch is not None:
+            before_fetch()
         memory_ids = [hit.ref.id for hit in ranked if hit.ref.kind == "memory"]
         if not memory_ids:
             return []

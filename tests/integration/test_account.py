@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pai_core.adapters.dynamodb_changelog import HEAD_ID
+from pai_core.adapters.dynamodb_keystore import RETIRED
 from pai_core.bootstrap import Container
 from pai_core.crypto import KeyMaterialDestroyed, RecordContext
 from pai_core.models import Turn
@@ -47,6 +48,12 @@ def bare_head(item: dict[str, Any]) -> bool:
     return item.get("id", {}).get("S") == HEAD_ID and set(item) <= {"owner", "id", "version", "generation"}
 
 
+def bare_retired(item: dict[str, Any]) -> bool:
+    """The key store's marker of how far the user's destroyed key versions went (so that none is
+    ever reused) stays too, holding a number and nothing of the user's."""
+    return item.get("version", {}).get("S") == RETIRED and set(item) <= {"owner", "version", "retiredThrough"}
+
+
 def items_of(aws: Callable[[str], Any], stack: RunningStack, user: str) -> dict[str, int]:
     dynamodb = aws("dynamodb")
     counts: dict[str, int] = {}
@@ -55,7 +62,11 @@ def items_of(aws: Callable[[str], Any], stack: RunningStack, user: str) -> dict[
         for page in dynamodb.get_paginator("scan").paginate(TableName=table):
             items += page["Items"]
         counts[table] = sum(
-            1 for item in items if item.get("owner", {}).get("S", "").split("#")[0] == user and not bare_head(item)
+            1
+            for item in items
+            if item.get("owner", {}).get("S", "").split("#")[0] == user
+            and not bare_head(item)
+            and not bare_retired(item)
         )
     s3 = aws("s3")
     versions = s3.list_object_versions(Bucket=stack.resources.bucket, Prefix=f"index/{user}.snapshot")

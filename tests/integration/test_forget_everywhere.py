@@ -37,7 +37,8 @@ def branch_keys_of(aws: Callable[[str], Any], stack: RunningStack, user: str) ->
     items: list[dict[str, Any]] = []
     for page in aws("dynamodb").get_paginator("scan").paginate(TableName=stack.settings.keystore_table):
         items += page["Items"]
-    return sum(1 for item in items if item.get("owner", {}).get("S", "").split("#")[0] == user)
+    # Key items carry a wrapped key; the `retired` marker a forget leaves holds only a version number.
+    return sum(1 for item in items if item.get("owner", {}).get("S", "").split("#")[0] == user and "wrappedKey" in item)
 
 
 def snapshot_ids(aws: Callable[[str], Any], stack: RunningStack, user: str) -> list[set[str]]:

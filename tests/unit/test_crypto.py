@@ -290,3 +290,38 @@ def test_any_change_to_the_context_fails(key: str, value: str) -> None:
     record = {k: changed[k] for k in original.record}
     with pytest.raises(IntegrityError):
         cipher.decrypt(frame, RecordContext(partition=partition, record=record))
+
+
+def test_a_user_made_again_after_a_forget_never_gets_a_destroyed_keys_version() -> None:
+    """A warm container still caching the forgotten user's key must not be able to take it for the
+    new user's: the new key gets a version past every destroyed one, so what the stale container
+    seals names a version that no longer exists, and what others seal it fetches afresh."""
+    kms, store = FakeKeyService(), InMemoryBranchKeyStore()
+    stale, forgetter = fake_keyring(kms, store), fake_keyring(kms, store)
+    stale_cipher, cipher = EnvelopeCipher(stale), EnvelopeCipher(forgetter)
+    stale_cipher.encrypt(b"before the forget", context("m1"))  # caches version 1
+    forgetter.rotate("alice")
+    assert forgetter.destroy("alice") == 3
+    sealed_after = cipher.encrypt(b"the new alice", context("m2"))
+    assert int.from_bytes(sealed_after[1:5], "big") == 3
+    assert forgetter.rotate("alice") == 4
+    assert stale_cipher.decrypt(sealed_after, context("m2")) == b"the new alice"
+    sealed_stale = stale_cipher.encrypt(b"sealed under the destroyed key", context("m3"))
+    assert int.from_bytes(sealed_stale[1:5], "big") == 1
+    with pytest.raises(KeyMaterialDestroyed):
+        fake_cipher(kms, store).decrypt(sealed_stale, context("m3"))
+
+
+def test_a_first_key_at_or_below_a_destroyed_version_is_refused_by_the_store() -> None:
+    """A key being made while the user is forgotten: made from the version read before the destroy,
+    it is refused, and the keyring says the material was destroyed rather than reuse the number."""
+    kms, store = FakeKeyService(), InMemoryBranchKeyStore()
+    keyring = fake_keyring(kms, store)
+    keyring.active_key("alice")
+    keyring.destroy("alice")
+    read_before_the_destroy = store.first_version
+    store.first_version = lambda owner: 1  # type: ignore[method-assign]
+    with pytest.raises(KeyMaterialDestroyed):
+        fake_keyring(kms, store).active_key("alice")
+    store.first_version = read_before_the_destroy  # type: ignore[method-assign]
+    assert fake_keyring(kms, store).active_key("alice").version == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from types import ModuleType
@@ -19,7 +20,8 @@ import handlers.search
 from pai_core.adapters.dynamodb_usage import DynamoUsageCounters
 from pai_core.bootstrap import set_container
 from pai_core.config import Settings
-from pai_core.errors import RateLimited, UpstreamUnavailable
+from pai_core.deadline import remaining_seconds, request_deadline
+from pai_core.errors import InvalidInput, RateLimited, UpstreamUnavailable
 from pai_core.limits import UsageLimits, request_counter, token_counter
 from pai_core.services import ChatService, MemoryService
 from pai_local.template import Template
@@ -135,6 +137,106 @@ def test_a_counter_store_that_is_down_refuses_the_request_with_a_503() -> None:
     counters.fail_with = UpstreamUnavailable("DynamoDB cannot be reached")
     with pytest.raises(UpstreamUnavailable):
         limiter.admit_request("ann")
+
+
+class RecordingCounters(InMemoryUsageCounters):
+    """Also records, for each count, the thread it ran on and the request time it saw left."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, float | None]] = []
+
+    def add(self, name: str, amount: int, *, expires_at: datetime) -> int:
+        self.seen.append((threading.current_thread().name, remaining_seconds()))
+        return super().add(name, amount, expires_at=expires_at)
+
+
+def test_a_count_started_ahead_admits_up_to_the_limit_and_refuses_past_it_on_wait() -> None:
+    limiter, counters, _ = limits(per_minute=2)
+    for _ in range(2):
+        limiter.start_request("ann").wait()
+    pending = limiter.start_request("ann")
+    with pytest.raises(RateLimited):
+        pending.wait()
+    with pytest.raises(RateLimited):  # the verdict stands, however often it is asked
+        pending.wait()
+    assert counters.totals == {request_counter("ann", NOON): 3}
+
+
+def test_a_count_started_ahead_runs_on_a_worker_within_the_requests_deadline() -> None:
+    counters = RecordingCounters()
+    limiter = UsageLimits(counters, FixedClock(NOON), requests_per_minute=5, daily_token_budget=0)
+    with request_deadline(30.0):
+        limiter.start_request("ann").wait()
+    ((thread, remaining),) = counters.seen
+    assert thread != threading.current_thread().name
+    assert remaining is not None and 0 < remaining <= 30.0
+
+
+def test_a_refusal_replaces_whatever_else_the_admitted_block_raised() -> None:
+    limiter, _, _ = limits(per_minute=1)
+    with limiter.admitting("ann") as admission:
+        admission.wait()
+    with pytest.raises(RateLimited), limiter.admitting("ann"):
+        raise InvalidInput("a bad body")
+    with pytest.raises(InvalidInput), limits(per_minute=1)[0].admitting("ann"):
+        raise InvalidInput("a bad body, within the rate")
+
+
+def test_an_owner_refused_this_minute_is_counted_before_anything_else_runs() -> None:
+    """A client hammering past its limit gets no work done alongside its refusals: after its first
+    refusal in a minute, the count is made (and refused) on the caller's thread, before the block."""
+    counters = RecordingCounters()
+    clock = FixedClock(NOON)
+    limiter = UsageLimits(counters, clock, requests_per_minute=1, daily_token_budget=0)
+    limiter.start_request("ann").wait()
+    with pytest.raises(RateLimited):
+        limiter.start_request("ann").wait()
+    ran: list[str] = []
+    with pytest.raises(RateLimited), limiter.admitting("ann"):
+        ran.append("the block")
+    assert ran == []
+    assert counters.seen[-1][0] == threading.current_thread().name
+    assert counters.totals == {request_counter("ann", NOON): 3}
+    clock.advance(seconds=60)  # a new minute: counted alongside the work again
+    with limiter.admitting("ann") as admission:
+        ran.append("the block")
+        admission.wait()
+    assert ran == ["the block"]
+    assert counters.seen[-1][0] != threading.current_thread().name
+
+
+def test_a_counter_store_that_is_down_is_a_503_when_the_verdict_is_awaited() -> None:
+    limiter, counters, _ = limits()
+    counters.fail_with = UpstreamUnavailable("DynamoDB cannot be reached")
+    with pytest.raises(UpstreamUnavailable), limiter.admitting("ann"):
+        pass
+
+
+def test_a_search_refused_on_its_way_reads_no_memory() -> None:
+    """The ranking may run alongside the count; the hits are read only once the count admitted it."""
+    repository = InMemoryMemoryRepository()
+    service = MemoryService(repository, HashingEmbedder(), FixedClock(NOON))
+    service.remember("ann", content="the spare key is under the mat", category="home", metadata={})
+    read: list[str] = []
+    get_many = repository.get_many
+
+    def counting_get_many(owner: str, ids: Any) -> Any:
+        read.append(owner)
+        return get_many(owner, ids)
+
+    repository.get_many = counting_get_many  # type: ignore[method-assign]
+
+    def refuse() -> None:
+        raise RateLimited("over", retry_after_seconds=5)
+
+    with pytest.raises(RateLimited):
+        service.search("ann", "where is the key", top=3, before_fetch=refuse)
+    assert read == []
+    assert [hit.memory.content for hit in service.search("ann", "where is the key", top=3)] == [
+        "the spare key is under the mat"
+    ]
+    assert read == ["ann"]
 
 
 def test_negative_limits_are_refused_when_built() -> None:
@@ -367,6 +469,15 @@ def test_the_rate_is_counted_before_the_body_is_read(limited: FakeContainer) -> 
     for _ in range(2):
         assert send(handlers.memory, "POST /memory", {"action": "nonsense"})[0] == 400
     assert send(handlers.memory, "POST /memory", {"action": "nonsense"})[0] == 429
+
+
+def test_a_search_over_the_rate_is_refused_whatever_its_body(limited: FakeContainer) -> None:
+    """The search route counts the request alongside reading its body: a refusal still wins."""
+    for _ in range(2):
+        assert send(handlers.search, "POST /search", {"query": ""})[0] == 400
+    status, headers, payload = send(handlers.search, "POST /search", {"query": ""})
+    assert (status, payload["error"]["code"]) == (429, "rate_limited")
+    assert "retry-after" in headers
 
 
 def test_health_is_not_rate_limited(limited: FakeContainer) -> None:
