@@ -48,7 +48,8 @@ def test_a_user_made_again_after_a_forget_gets_a_new_version_everywhere(stack: R
 
 def test_the_store_refuses_a_first_key_at_a_destroyed_version(stack: RunningStack) -> None:
     user = new_user()
-    store = DynamoBranchKeyStore(Container(stack.settings).dynamodb, stack.settings.keystore_table)
+    container = Container(stack.settings)
+    store = DynamoBranchKeyStore(container.dynamodb, stack.settings.keystore_table, clock=container.clock)
     assert store.first_version(user) == 1
     assert store.activate(WrappedBranchKey(user, 1, b"wrapped one"), replacing=None)
     assert store.destroy(user) == 2
