@@ -26,6 +26,7 @@ import io
 import math
 import re
 import unicodedata
+import zipfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
@@ -266,9 +267,13 @@ class LexicalIndex:
                 vocabulary = _unpack_strings(arrays["vocabulary"], arrays["vocabulary_ends"])
                 times, lengths = arrays["times"], arrays["lengths"]
                 ends, terms, counts = arrays["term_ends"], arrays["terms"], arrays["counts"]
-        except (OSError, KeyError, ValueError, UnicodeDecodeError) as exc:
+        # zipfile's own errors for a damaged archive: RuntimeError (a flag bit says "encrypted"),
+        # NotImplementedError (an unknown compression method), BadZipFile.
+        except (OSError, EOFError, KeyError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile) as exc:
             raise ValueError(f"not a lexical index: {exc}") from exc
-        if not (len(keys) == times.shape[0] == lengths.shape[0] == ends.shape[0]):
+        if not _consistent(
+            len(keys), len(vocabulary), times=times, lengths=lengths, ends=ends, terms=terms, counts=counts
+        ):
             raise ValueError("not a lexical index: its arrays disagree")
         index = cls(k1=k1, b=b)
         index._terms = {name: term for term, name in enumerate(vocabulary)}
@@ -356,6 +361,28 @@ class LexicalIndex:
         self._total_length = 0
         for key, row_terms, row_counts, length, time in zip(keys, terms, counts, lengths, times, strict=True):
             self._append_row(key, row_terms, row_counts, length, time)
+
+
+def _consistent(
+    rows: int,
+    vocabulary: int,
+    *,
+    times: npt.NDArray[np.float64],
+    lengths: npt.NDArray[np.int32],
+    ends: npt.NDArray[np.int64],
+    terms: npt.NDArray[np.int32],
+    counts: npt.NDArray[np.int32],
+) -> bool:
+    if not (rows == times.shape[0] == lengths.shape[0] == ends.shape[0]) or terms.shape != counts.shape:
+        return False
+    if rows and (int(ends[-1]) != terms.shape[0] or bool(np.any(np.diff(ends) < 0)) or int(ends[0]) < 0):
+        return False
+    if not rows and terms.shape[0]:
+        return False
+    in_vocabulary = bool(np.all((terms >= 0) & (terms < vocabulary)))
+    return (
+        in_vocabulary and bool(np.all(counts > 0)) and bool(np.all(lengths >= 0)) and bool(np.all(np.isfinite(times)))
+    )
 
 
 def _pack_strings(values: Sequence[str]) -> npt.NDArray[np.uint8]:
