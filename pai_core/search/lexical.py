@@ -79,10 +79,12 @@ class _Postings:
 
     __slots__ = ("counts", "rows", "size")
 
-    def __init__(self) -> None:
-        self.rows = np.empty(4, dtype=np.int32)
-        self.counts = np.empty(4, dtype=np.float32)
-        self.size = 0
+    def __init__(
+        self, rows: npt.NDArray[np.int32] | None = None, counts: npt.NDArray[np.float32] | None = None
+    ) -> None:
+        self.rows = np.empty(4, dtype=np.int32) if rows is None else rows
+        self.counts = np.empty(4, dtype=np.float32) if counts is None else counts
+        self.size = 0 if rows is None else rows.shape[0]
 
     def append(self, row: int, count: int) -> None:
         if self.size == self.rows.shape[0]:
@@ -275,21 +277,11 @@ class LexicalIndex:
             len(keys), len(vocabulary), times=times, lengths=lengths, ends=ends, terms=terms, counts=counts
         ):
             raise ValueError("not a lexical index: its arrays disagree")
+        if len(set(keys)) != len(keys):
+            raise ValueError("not a lexical index: a key appears twice")
         index = cls(k1=k1, b=b)
         index._terms = {name: term for term, name in enumerate(vocabulary)}
-        index._postings = [_Postings() for _ in vocabulary]
-        index._df = [0] * len(vocabulary)
-        start = 0
-        for row, key in enumerate(keys):
-            end = int(ends[row])
-            index._append_row(
-                key,
-                terms[start:end].astype(np.int32),
-                counts[start:end].astype(np.int32),
-                int(lengths[row]),
-                float(times[row]),
-            )
-            start = end
+        index._load(keys, terms=terms, counts=counts, ends=ends, lengths=lengths, times=times)
         return index
 
     # -- internals ---------------------------------------------------------------------------------
@@ -325,6 +317,48 @@ class LexicalIndex:
             self._df[term] += 1
         self._order, self._neighbours = None, None
 
+    def _load(
+        self,
+        keys: list[str],
+        *,
+        terms: npt.NDArray[np.int32],
+        counts: npt.NDArray[np.int32],
+        ends: npt.NDArray[np.int64],
+        lengths: npt.NDArray[np.int32],
+        times: npt.NDArray[np.float64],
+    ) -> None:
+        """Replaces every row with these (live) rows at once: the postings are built by sorting,
+        not by appending row after row."""
+        rows = len(keys)
+        vocabulary = len(self._terms)
+        capacity = max(64, rows)
+        self._keys = list(keys)
+        self._rows = {key: row for row, key in enumerate(keys)}
+        starts = np.concatenate([np.zeros(1, dtype=np.int64), ends[:-1]]) if rows else np.zeros(0, dtype=np.int64)
+        self._row_terms = np.split(terms.astype(np.int32), ends[:-1]) if rows else []
+        self._row_counts = np.split(counts.astype(np.int32), ends[:-1]) if rows else []
+        self._lengths = np.zeros(capacity, dtype=np.float32)
+        self._lengths[:rows] = lengths
+        self._times = np.zeros(capacity, dtype=np.float64)
+        self._times[:rows] = times
+        self._alive = np.zeros(capacity, dtype=bool)
+        self._alive[:rows] = True
+        self._total_length = int(np.sum(lengths, dtype=np.int64))
+        row_of_entry = np.repeat(np.arange(rows, dtype=np.int32), (ends - starts).astype(np.int64))
+        order = np.argsort(terms, kind="stable")  # by term, rows ascending within a term
+        bounds = np.searchsorted(terms[order], np.arange(vocabulary + 1)).tolist()
+        entry_rows, entry_counts = row_of_entry[order], counts[order].astype(np.float32)
+        self._postings = [
+            _Postings(
+                entry_rows[bounds[term] : bounds[term + 1]].copy(), entry_counts[bounds[term] : bounds[term + 1]].copy()
+            )
+            if bounds[term + 1] > bounds[term]
+            else _Postings()
+            for term in range(vocabulary)
+        ]
+        self._df = np.bincount(terms, minlength=vocabulary).tolist()
+        self._order, self._neighbours = None, None
+
     def _idf(self, term: int) -> float:
         df = self._df[term]
         return math.log(1.0 + (len(self._rows) - df + 0.5) / (df + 0.5))
@@ -347,20 +381,15 @@ class LexicalIndex:
 
     def _compact(self) -> None:
         live = np.flatnonzero(self._alive[: self.rows]).tolist()
-        keys = [self._keys[row] for row in live]
         terms = [self._row_terms[row] for row in live]
-        counts = [self._row_counts[row] for row in live]
-        lengths = [int(self._lengths[row]) for row in live]
-        times = [float(self._times[row]) for row in live]
-        self._postings = [_Postings() for _ in self._terms]
-        self._df = [0] * len(self._terms)
-        self._keys, self._rows, self._row_terms, self._row_counts = [], {}, [], []
-        self._lengths = np.zeros(max(64, len(live)), dtype=np.float32)
-        self._times = np.zeros(max(64, len(live)), dtype=np.float64)
-        self._alive = np.zeros(max(64, len(live)), dtype=bool)
-        self._total_length = 0
-        for key, row_terms, row_counts, length, time in zip(keys, terms, counts, lengths, times, strict=True):
-            self._append_row(key, row_terms, row_counts, length, time)
+        self._load(
+            [self._keys[row] for row in live],
+            terms=np.concatenate(terms) if terms else np.empty(0, dtype=np.int32),
+            counts=np.concatenate([self._row_counts[row] for row in live]) if live else np.empty(0, dtype=np.int32),
+            ends=np.cumsum([row_terms.shape[0] for row_terms in terms], dtype=np.int64),
+            lengths=self._lengths[live].astype(np.int32),
+            times=self._times[live],
+        )
 
 
 def _consistent(
