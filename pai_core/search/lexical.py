@@ -234,11 +234,11 @@ class LexicalIndex:
         """The live items' statistics (keys, times, term counts, vocabulary) as bytes, for the
         sealed snapshot only."""
         live = np.flatnonzero(self._alive[: self.rows])
-        used = sorted({term for row in live.tolist() for term in self._row_terms[row].tolist()})
+        used = np.flatnonzero(np.asarray(self._df, dtype=np.int64) > 0)  # the terms live rows hold
         renumber = np.full(len(self._terms), -1, dtype=np.int32)
-        renumber[used] = np.arange(len(used), dtype=np.int32)
+        renumber[used] = np.arange(used.shape[0], dtype=np.int32)
         names = list(self._terms)
-        row_terms = [renumber[self._row_terms[row]] for row in live.tolist()]
+        row_terms = [self._row_terms[row] for row in live.tolist()]
         row_counts = [self._row_counts[row] for row in live.tolist()]
         buffer = io.BytesIO()
         np.savez(
@@ -247,12 +247,12 @@ class LexicalIndex:
             parameters=np.array([self.k1, self.b], dtype=np.float64),
             keys=_pack_strings([self._keys[row] for row in live.tolist()]),
             key_ends=_string_ends([self._keys[row] for row in live.tolist()]),
-            vocabulary=_pack_strings([names[term] for term in used]),
-            vocabulary_ends=_string_ends([names[term] for term in used]),
+            vocabulary=_pack_strings([names[term] for term in used.tolist()]),
+            vocabulary_ends=_string_ends([names[term] for term in used.tolist()]),
             times=self._times[live],
             lengths=self._lengths[live].astype(np.int32),
             term_ends=np.cumsum([terms.shape[0] for terms in row_terms], dtype=np.int64),
-            terms=np.concatenate(row_terms) if row_terms else np.empty(0, dtype=np.int32),
+            terms=renumber[np.concatenate(row_terms)] if row_terms else np.empty(0, dtype=np.int32),
             counts=np.concatenate(row_counts) if row_counts else np.empty(0, dtype=np.int32),
         )
         return buffer.getvalue()
@@ -335,8 +335,10 @@ class LexicalIndex:
         self._keys = list(keys)
         self._rows = {key: row for row, key in enumerate(keys)}
         starts = np.concatenate([np.zeros(1, dtype=np.int64), ends[:-1]]) if rows else np.zeros(0, dtype=np.int64)
-        self._row_terms = np.split(terms.astype(np.int32), ends[:-1]) if rows else []
-        self._row_counts = np.split(counts.astype(np.int32), ends[:-1]) if rows else []
+        terms, counts = terms.astype(np.int32), counts.astype(np.int32)
+        spans = list(zip(starts.tolist(), ends.tolist(), strict=True))
+        self._row_terms = [terms[start:end] for start, end in spans]
+        self._row_counts = [counts[start:end] for start, end in spans]
         self._lengths = np.zeros(capacity, dtype=np.float32)
         self._lengths[:rows] = lengths
         self._times = np.zeros(capacity, dtype=np.float64)
