@@ -85,10 +85,13 @@ DEFAULT_FUSION = FusionSettings()
 def own_scores(
     cosines: npt.NDArray[np.float32], lexical: npt.NDArray[np.float32], best_possible: float, *, dense_weight: float
 ) -> npt.NDArray[np.float32]:
-    """Each item's own fused score (before neighbours), from its cosine and its BM25."""
+    """Each item's own fused score (before neighbours), from its cosine and its BM25. A cosine of
+    -inf marks an item that is not a candidate (another category, say): its score is -inf too."""
     share = lexical / best_possible if best_possible > 0 else np.zeros_like(lexical)
     share = np.clip(share, 0.0, 1.0)
-    return np.asarray(dense_weight * cosines + (1.0 - dense_weight) * share, dtype=np.float32)
+    candidate = np.isfinite(cosines)
+    fused = dense_weight * np.where(candidate, cosines, 0.0) + (1.0 - dense_weight) * share
+    return np.asarray(np.where(candidate, fused, -np.inf), dtype=np.float32)
 
 
 def relevance(
@@ -117,8 +120,10 @@ def hybrid_search(
     """The best `top` keys by relevance (see the module docstring), best first, with it.
 
     `dense_top`: the dense index's best `settings.candidates(top)` keys and cosines for the query.
-    `dense_scores`: the cosines of any keys the dense index holds. `lexical` holds the same keys.
-    A key the lexical index lacks still ranks, on its cosine alone with no term match."""
+    `dense_scores`: the cosines of any keys, -inf for a key that must not be returned (not held by
+    the dense index, or filtered out: another category or source); such an item lends its
+    neighbours nothing either. `lexical` holds the same keys; a key it lacks still ranks, on its
+    cosine alone with no term match."""
     if top <= 0:
         return []
     lexical_all = lexical.scores(query)
@@ -188,7 +193,8 @@ def _best(
     if outside:
         keys = [*keys, *(key for key, _ in outside)]
         scores = np.concatenate([scores, np.array([score for _, score in outside], dtype=np.float32)])
-    kept = np.flatnonzero(scores >= min_score) if min_score is not None else np.arange(scores.shape[0])
+    floor = -np.inf if min_score is None else min_score
+    kept = np.flatnonzero(np.isfinite(scores) & (scores >= floor))
     if kept.shape[0] > top:
         kept = kept[np.argpartition(-scores[kept], top - 1)[:top]]
         kept.sort()  # ties keep the order given

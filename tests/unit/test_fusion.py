@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +20,7 @@ from pai_core.search.fusion import (
     own_scores,
     relevance,
 )
+from pai_core.search.index import VectorIndex
 from pai_core.search.lexical import LexicalIndex
 
 WORDS = ["garden", "bicycle", "ramen", "dentist", "piano", "birthday", "hiking", "violin", "lake", "coffee"]
@@ -191,3 +193,33 @@ def test_settings_are_checked() -> None:
 
 def test_the_chat_floor_is_a_relevance_inside_the_range() -> None:
     assert -DENSE_WEIGHT < CHAT_RELEVANCE_FLOOR < 1.0
+
+
+def test_items_the_dense_side_rules_out_are_neither_returned_nor_lend_to_neighbours() -> None:
+    """A category filter: the lexical index knows no categories, the dense index's scores_of says
+    -inf for items of another category, and those drop out of the ranking."""
+    rng = np.random.default_rng(6)
+    query = unit(rng, 16)
+    keys = ["work-1", "home-1", "work-2", "home-2"]
+    dense = VectorIndex(16)
+    dense.add_rows(keys, ["work", "home", "work", "home"], np.stack([unit(rng, 16) for _ in keys]))
+    lexical = LexicalIndex()
+    for i, key in enumerate(keys):
+        lexical.add(key, "dentist appointment" if key == "home-1" else "weekly report", time=float(i))
+    scores = dense.scores_of(query, [*keys, "unknown"], category="work")
+    assert np.isinf(scores[[1, 3, 4]]).all()
+    assert np.isfinite(scores[[0, 2]]).all()
+    found = hybrid_search(
+        "dentist appointment",
+        dense.search(query, 100, category="work"),
+        partial(dense.scores_of, query, category="work"),
+        lexical,
+        4,
+    )
+    assert [key for key, _ in found] == sorted(
+        ["work-1", "work-2"], key=lambda key: -float(dense.scores_of(query, [key])[0])
+    )
+    expected = own_scores(
+        dense.scores_of(query, ["work-1"]), np.zeros(1, dtype=np.float32), 1.0, dense_weight=DENSE_WEIGHT
+    )
+    assert dict(found)["work-1"] == pytest.approx(float(expected[0]) / (1 + NEIGHBOUR_WEIGHT))  # home-1 lends nothing
