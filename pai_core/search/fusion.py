@@ -66,8 +66,8 @@ class FusionSettings:
     neighbour_weight: float = NEIGHBOUR_WEIGHT
     neighbour_gap_ms: float = NEIGHBOUR_GAP_MS
     # Candidates asked of each ranking per requested result (at least `min_candidates`).
-    oversample: int = 10
-    min_candidates: int = 100
+    oversample: int = 5
+    min_candidates: int = 50
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.dense_weight <= 1.0:
