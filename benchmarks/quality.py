@@ -14,7 +14,10 @@ averaged over questions.
 
 Baselines over the same texts in the same run: exact cosine ranking with all-MiniLM-L6-v2 in fp32
 (sentence-transformers on torch, the model PAI's int8 ONNX copy was exported from), BM25 Okapi
-(benchmarks/bm25.py), and their reciprocal rank fusion. Nothing about the questions reaches the index.
+(benchmarks/bm25.py), and their reciprocal rank fusion. PAI's hybrid ranking (int8 cosines, PAI's own
+lexical index, pai_core.search.fusion) is computed in-process over the same texts, with and without its
+time-neighbour share, until the live index serves it through the handlers; from it, the calibration
+table of chat's relevance floor. Nothing about the questions reaches the index.
 
 Prints a table and writes it as the "## Retrieval quality (LoCoMo dev)" section of
 benchmarks/RESULTS.md, leaving the file's other sections as they are.
