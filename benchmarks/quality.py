@@ -14,7 +14,10 @@ averaged over questions.
 
 Baselines over the same texts in the same run: exact cosine ranking with all-MiniLM-L6-v2 in fp32
 (sentence-transformers on torch, the model PAI's int8 ONNX copy was exported from), BM25 Okapi
-(benchmarks/bm25.py), and their reciprocal rank fusion. Nothing about the questions reaches the index.
+(benchmarks/bm25.py), and their reciprocal rank fusion. PAI's hybrid ranking (int8 cosines, PAI's own
+lexical index, pai_core.search.fusion) is computed in-process over the same texts, with and without its
+time-neighbour share, until the live index serves it through the handlers; from it, the calibration
+table of chat's relevance floor. Nothing about the questions reaches the index.
 
 Prints a table and writes it as the "## Retrieval quality (LoCoMo dev)" section of
 benchmarks/RESULTS.md, leaving the file's other sections as they are.
@@ -33,10 +36,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from benchmarks.bench import QUALITY_SECTION as SECTION
 from benchmarks.bench import Handler, Requests, handler_logs_to_stderr, importlib_handler, machine
@@ -44,6 +49,9 @@ from benchmarks.bm25 import BM25
 from benchmarks.offline_models import replace_section
 from pai_core.bootstrap import Container, set_container
 from pai_core.config import REPO_ROOT, Settings
+from pai_core.search.fusion import CHAT_RELEVANCE_FLOOR, DEFAULT_FUSION, FusionSettings, hybrid_search
+from pai_core.search.index import VectorIndex
+from pai_core.search.lexical import LexicalIndex
 
 DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "locomo-dev"
 CONVERSATIONS = ("26", "30", "41")
@@ -56,7 +64,18 @@ RRF_K = 60
 # have (open-domain knowledge), 4 ask about one fact in one turn (single-hop). 5 is adversarial (no
 # answer in the conversation) and has no place in a retrieval metric.
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
-SYSTEMS = ("PAI (int8, via handlers)", "fp32 MiniLM exact", "BM25", "RRF BM25+fp32 dense")
+SYSTEMS = (
+    "PAI (int8, via handlers)",
+    "fp32 MiniLM exact",
+    "BM25",
+    "RRF BM25+fp32 dense",
+    "PAI hybrid (int8 + lexical + neighbours, in-process)",
+    "PAI hybrid, no neighbours",
+    "PAI lexical index alone",
+)
+HYBRID, HYBRID_NO_NEIGHBOURS, LEXICAL = SYSTEMS[4:]
+CHAT_TOP_K = 4  # chat's default topK: what the relevance floor is calibrated on
+FLOOR_KEEPS_EVIDENCE = 0.95
 
 _TURN_ID = re.compile(r"D\d+:\d+")
 _SESSION = re.compile(r"session_(\d+)")
@@ -206,6 +225,100 @@ def lexical_and_dense(conversation: Conversation, encode: Callable[[list[str]], 
     return {SYSTEMS[1]: dense, SYSTEMS[2]: lexical, SYSTEMS[3]: fused}
 
 
+@dataclass
+class InProcess:
+    """PAI's hybrid ranking before it is wired into the live index: the int8 embedder's vectors in a
+    VectorIndex, the same texts in a LexicalIndex, fused by pai_core.search.fusion, in-process. The
+    turns are stored one after another in one sitting, as the handlers store them (a millisecond
+    apart here, seconds apart there: both well within the neighbour gap)."""
+
+    conversation: Conversation
+    dense: VectorIndex
+    lexical: LexicalIndex
+    questions: npt.NDArray[np.float32]  # one query vector per question
+
+    @classmethod
+    def build(cls, conversation: Conversation, embed: Callable[[list[str]], Any]) -> InProcess:
+        texts = [turn.content for turn in conversation.turns]
+        ids = [turn.dia_id for turn in conversation.turns]
+        vectors = np.asarray(embed(texts), dtype=np.float32)
+        dense = VectorIndex(vectors.shape[1])
+        dense.add_rows(ids, ["general"] * len(ids), vectors)
+        lexical = LexicalIndex()
+        for position, (dia_id, text) in enumerate(zip(ids, texts, strict=True)):
+            lexical.add(dia_id, text, time=float(position))
+        questions = np.asarray(embed([question.text for question in conversation.questions]), dtype=np.float32)
+        return cls(conversation, dense, lexical, questions)
+
+    def search(
+        self, text: str, vector: npt.NDArray[np.float32], top: int, settings: FusionSettings = DEFAULT_FUSION
+    ) -> list[tuple[str, float]]:
+        candidates = self.dense.search(vector, settings.candidates(top))
+        return hybrid_search(
+            text, candidates, partial(self.dense.scores_of, vector), self.lexical, top, settings=settings
+        )
+
+    def ranked(self) -> dict[str, list[list[str]]]:
+        variants = {HYBRID: FusionSettings(), HYBRID_NO_NEIGHBOURS: FusionSettings(neighbour_weight=0.0)}
+        ranked: dict[str, list[list[str]]] = {name: [] for name in (*variants, LEXICAL)}
+        for question, vector in zip(self.conversation.questions, self.questions, strict=True):
+            for name, settings in variants.items():
+                ranked[name].append([key for key, _ in self.search(question.text, vector, TOP_K, settings)])
+            ranked[LEXICAL].append([key for key, _ in self.lexical.search(question.text, TOP_K)])
+        return ranked
+
+
+@dataclass
+class FloorCalibration:
+    """The relevance of what chat would put in its prompt (the top CHAT_TOP_K of the hybrid ranking):
+    for each conversation's own questions, split into evidence turns and other turns, and for the
+    other conversations' questions (about other people's lives: nothing in this memory answers them)."""
+
+    evidence: list[float] = field(default_factory=list)
+    other: list[float] = field(default_factory=list)
+    foreign: list[float] = field(default_factory=list)
+    best: list[float] = field(default_factory=list)  # the top relevance of each own question
+
+    @classmethod
+    def measure(cls, systems: Sequence[InProcess]) -> FloorCalibration:
+        calibration = cls()
+        for system in systems:
+            for question, vector in zip(system.conversation.questions, system.questions, strict=True):
+                found = system.search(question.text, vector, CHAT_TOP_K)
+                calibration.best += [score for _, score in found[:1]]
+                for key, score in found:
+                    (calibration.evidence if key in question.evidence else calibration.other).append(score)
+            for other in systems:
+                if other is not system:
+                    for question, vector in zip(other.conversation.questions, other.questions, strict=True):
+                        calibration.foreign += [score for _, score in system.search(question.text, vector, CHAT_TOP_K)]
+        return calibration
+
+    def calibrated(self) -> float:
+        """The highest floor (in steps of 0.01) that keeps FLOOR_KEEPS_EVIDENCE of the evidence."""
+        evidence = np.asarray(self.evidence)
+        floors = [step / 100 for step in range(-50, 101) if np.mean(evidence >= step / 100) >= FLOOR_KEEPS_EVIDENCE]
+        return max(floors) if floors and evidence.size else float("nan")
+
+    def row(self, floor: float) -> str:
+        def share(values: list[float], kept: bool) -> str:
+            if not values:
+                return "-"
+            array = np.asarray(values)
+            return f"{np.mean(array >= floor if kept else array < floor):.1%}"
+
+        return (
+            f"| {floor:.2f} | {share(self.evidence, True)} | {share(self.other, False)} |"
+            f" {share(self.foreign, False)} | {share(self.best, True)} |"
+        )
+
+
+def int8_encoder(settings: Settings) -> Callable[[list[str]], Any]:
+    from pai_core.embedding import OnnxEmbedder
+
+    return OnnxEmbedder(settings.embedding_model_dir).embed
+
+
 def sentence_transformers_encoder() -> Callable[[list[str]], Any]:
     os.environ["HF_HUB_OFFLINE"] = "1"
     try:
@@ -269,6 +382,7 @@ class Outcome:
     agreement: float  # mean share of PAI's top 10 that is in fp32's top 10
     failures: list[str]
     seconds: dict[str, float]
+    floor: FloorCalibration = field(default_factory=FloorCalibration)
 
 
 def score(conversations: Sequence[Conversation], ranked: Mapping[str, Sequence[Sequence[str]]]) -> dict[str, Scores]:
@@ -305,6 +419,16 @@ def run(conversations: Sequence[Conversation]) -> Outcome:
         for name, tops in lexical_and_dense(conversation, encode).items():
             baselines[name] += tops
     seconds["baselines"] = time.perf_counter() - started
+    started_hybrid = time.perf_counter()
+    embed = int8_encoder(Settings())
+    in_process = []
+    for conversation in conversations:
+        log(f"{conversation.name}: PAI hybrid, in-process")
+        in_process.append(InProcess.build(conversation, embed))
+        for name, tops in in_process[-1].ranked().items():
+            baselines[name] += tops
+    floor = FloorCalibration.measure(in_process)
+    seconds["hybrid"] = time.perf_counter() - started_hybrid
 
     # The per-user rate limit is counted on every request, as deployed, but set high enough that
     # the benchmark's own request rate never trips it.
@@ -325,6 +449,7 @@ def run(conversations: Sequence[Conversation]) -> Outcome:
         scores=score(conversations, ranked),
         agreement=agreement(ranked[SYSTEMS[0]], ranked[SYSTEMS[1]]),
         failures=pai.requests.failures,
+        floor=floor,
         seconds={**seconds, "stored": pai.stored},
     )
 
@@ -372,17 +497,43 @@ def render(outcome: Outcome, *, command: str) -> str:
         " memories stored and searched in-process with API Gateway v2 events against embedded moto."
         " fp32 MiniLM exact: the same model in fp32 (sentence-transformers on torch), cosine over every turn."
         f" BM25: Okapi, k1 1.5, b 0.75, lowercase word tokens (benchmarks/bm25.py). RRF: reciprocal rank fusion"
-        f" (k {RRF_K}) of the BM25 and fp32 rankings of every turn. The same texts for all four.",
-        f"Time: baselines {outcome.seconds['baselines']:.0f} s (model load included); through the handlers,"
+        f" (k {RRF_K}) of the BM25 and fp32 rankings of every turn."
+        " PAI hybrid: the int8 model's cosines and PAI's own lexical index (BM25, k1 0.9, b 0.4, stop words"
+        " dropped, Snowball stems) fused as pai_core/search/fusion.py says, with and without the time"
+        " neighbours' share, computed in-process (not yet through the handlers); PAI lexical index alone:"
+        " its BM25 ranking. The same texts for all.",
+        f"Time: baselines {outcome.seconds['baselines']:.0f} s (model load included), PAI hybrid"
+        f" {outcome.seconds['hybrid']:.0f} s (embedding included); through the handlers,"
         f" {int(outcome.seconds['stored']):,} stores in {outcome.seconds['stores']:.0f} s and"
         f" {len(questions)} searches in {outcome.seconds['searches']:.0f} s.",
         "For context (not this run): the LoCoMo paper's best retriever on dialog turns, DRAGON, reports"
         " R@5 0.567 and R@10 0.662 over all ten conversations.",
     ]
+    lines += floor_lines(outcome.floor)
     if outcome.failures:
         lines += ["", f"Failed requests ({len(outcome.failures)}; a failed search counts as finding nothing):"]
         lines += [f"- {failure}" for failure in outcome.failures[:20]]
     return "\n".join(lines) + "\n"
+
+
+def floor_lines(floor: FloorCalibration) -> list[str]:
+    if not floor.evidence:
+        return []
+    calibrated = floor.calibrated()
+    shown = sorted({round(value, 2) for value in (0.2, 0.24, calibrated, CHAT_RELEVANCE_FLOOR, 0.32, 0.36)})
+    return [
+        "",
+        f"Chat's relevance floor: the relevance (the hybrid score) of what chat would put in its prompt, the top"
+        f" {CHAT_TOP_K} of the in-process hybrid ranking. Evidence: the question's evidence turns among them"
+        f" (n={len(floor.evidence)}); other: the rest (n={len(floor.other)}); foreign: the top {CHAT_TOP_K} for"
+        f" the other conversations' questions, about other people's lives (n={len(floor.foreign)}). The highest"
+        f" floor keeping {FLOOR_KEEPS_EVIDENCE:.0%} of the evidence here: {calibrated:.2f}"
+        f" (pai_core.search.fusion.CHAT_RELEVANCE_FLOOR is {CHAT_RELEVANCE_FLOOR:.2f}).",
+        "",
+        "| floor | evidence kept | other dropped | foreign dropped | own questions keeping one or more |",
+        "|---:|---:|---:|---:|---:|",
+        *(floor.row(value) for value in shown),
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

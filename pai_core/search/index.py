@@ -236,6 +236,23 @@ class VectorIndex:
             return []
         return self._search_exact(np.asarray(query, dtype=np.float32), top, code=code, min_score=min_score)
 
+    def scores_of(
+        self, query: npt.NDArray[np.float32], memory_ids: Sequence[str], *, category: str | None = None
+    ) -> npt.NDArray[np.float32]:
+        """The cosine of `query` with each of `memory_ids`, in order: the dense half of hybrid
+        ranking for candidates the lexical index proposed. -inf (not a candidate) for an id not held
+        or, when `category` is given, of another category."""
+        rows = np.array([self._rows.get(memory_id, -1) for memory_id in memory_ids], dtype=np.int64)
+        eligible = rows >= 0
+        if category is not None:
+            code = self._code_of.get(category)
+            eligible &= (self._codes[rows] == code) if code is not None else False
+        scores = np.full(rows.shape[0], -np.inf, dtype=np.float32)
+        if eligible.any():
+            cosines = self._matrix[rows[eligible]] @ np.asarray(query, dtype=np.float32)
+            scores[eligible] = np.clip(cosines, -1.0, 1.0)
+        return scores
+
     def _search_exact(
         self, query: npt.NDArray[np.float32], top: int, *, code: int | None, min_score: float | None
     ) -> list[RankedItem]:
