@@ -4,7 +4,6 @@ adapter, and clocks."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -69,22 +68,10 @@ class InMemoryMemoryStore(InMemoryMemoryRepository):
         reason: str | None,
         at: datetime,
     ) -> Memory | None:
-        found = self.items.get((owner, memory_id))
-        if found is None:
-            return None
-        before, vector = found
-        after = dataclasses.replace(
-            before,
-            content=edit.content if edit.content is not None else before.content,
-            category=edit.category if edit.category is not None else before.category,
-            metadata=edit.metadata if edit.metadata is not None else before.metadata,
-            updated_at=at,
-        )
-        if embedding is not None:
-            vector = np.asarray(embedding, dtype="<f4").tobytes()
-        self.items[(owner, memory_id)] = (after, vector)
-        self.record(owner, [("update", ItemRef("memory", memory_id))])
-        return after
+        updated = super().update(owner, memory_id, edit, embedding=embedding, reason=reason, at=at)
+        if updated is not None:
+            self.record(owner, [("update", ItemRef("memory", memory_id))])
+        return updated
 
     def delete(self, owner: str, memory_id: str) -> bool:
         if not super().delete(owner, memory_id):
