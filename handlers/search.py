@@ -7,9 +7,10 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers._http import create_app, json_body, json_response, logger, memory_json, request_owner
+from handlers._http import create_app, json_body, json_response, logger, request_owner, search_result_json
 from pai_core.bootstrap import get_container
 from pai_core.requests import parse_search_query
+from pai_core.services.retrieval import SOURCES
 
 app = create_app()
 
@@ -19,10 +20,15 @@ def search() -> Response[str]:
     owner = request_owner(app)
     query = parse_search_query(json_body(app))
     container = get_container()
-    hits = container.memories.search(
-        owner, query.query, top=query.top_k, category=query.category, min_score=query.min_score
+    hits = container.retrieval.search(
+        owner,
+        query.query,
+        top=query.top_k,
+        category=query.category,
+        min_score=query.min_score,
+        sources=[source for source in SOURCES if source in query.sources],
     )
-    return json_response(200, {"results": [{**memory_json(hit.memory), "score": hit.score} for hit in hits]})
+    return json_response(200, {"results": [search_result_json(hit) for hit in hits]})
 
 
 @logger.inject_lambda_context(log_event=False)

@@ -365,7 +365,7 @@ def test_search_ranks_the_semantically_right_memory_first(api: ApiClient, person
 
     assert results[0]["id"] == personal_facts[CAT]
     assert results[0]["content"] == CAT
-    assert set(results[0]) == {"id", "content", "category", "metadata", "createdAt", "score"}
+    assert set(results[0]) == {"id", "content", "category", "metadata", "createdAt", "score", "kind"}
     scores = [hit["score"] for hit in results]
     assert scores == sorted(scores, reverse=True)
     assert all(-1.0 <= score <= 1.0 for score in scores)

@@ -537,7 +537,8 @@ def test_search_results_sorted_by_score_with_all_fields() -> None:
     assert set(reply.body) == {"results"}
     results = reply.body["results"]
     assert 1 <= len(results) <= 4
-    assert all(set(hit) == {*MEMORY_KEYS, "score"} for hit in results)
+    # API v2: every result says its kind.
+    assert all(set(hit) == {*MEMORY_KEYS, "score", "kind"} and hit["kind"] == "memory" for hit in results)
     scores = [hit["score"] for hit in results]
     assert all(isinstance(score, float) for score in scores)
     assert all(-1.0 <= score <= 1.0 + 1e-6 for score in scores)
