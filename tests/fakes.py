@@ -442,7 +442,7 @@ class FakeContainer:
             InMemoryDocumentFiles,
             InMemoryDocumentRepository,
             ScanningIndex,
-            test_fingerprint,
+            fake_fingerprint,
             word_spans,
         )
 
@@ -455,7 +455,7 @@ class FakeContainer:
             self.embedder,
             self.clock,
             spans=word_spans,
-            fingerprint=test_fingerprint,
+            fingerprint=fake_fingerprint,
             index=index,
             parser=parse_document,
         )

@@ -157,5 +157,5 @@ def word_spans(text: str) -> list[tuple[int, int]]:
     return [(m.start(), m.end()) for m in _WORD.finditer(text)]
 
 
-def test_fingerprint(owner: str, content: bytes) -> str:
+def fake_fingerprint(owner: str, content: bytes) -> str:
     return hmac.new(b"test fingerprint key", owner.encode() + b"\x00" + content, hashlib.sha256).hexdigest()

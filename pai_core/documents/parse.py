@@ -96,8 +96,17 @@ def _with_headings(blocks: Iterable[tuple[str, bool]], page: int | None = None) 
 # -- PDF ---------------------------------------------------------------------------------------------
 
 
+# A complete PDF ends with `%%EOF` (writers may append a little after it): without one the file was
+# cut short, and a lenient reader would quietly index what happened to arrive.
+_PDF_END = b"%%EOF"
+_PDF_TAIL_BYTES = 2048
+
+
 def _pdf(content: bytes, limits: ParseLimits) -> ParsedDocument:
     from pypdf import PdfReader
+
+    if _PDF_END not in content[-_PDF_TAIL_BYTES:]:
+        raise UnreadableDocument("the PDF is truncated (it has no end-of-file marker)")
 
     try:
         reader = PdfReader(io.BytesIO(content), strict=False)
