@@ -116,3 +116,27 @@ def zip_bomb_docx(inflated_bytes: int) -> bytes:
             for _ in range(inflated_bytes // len(chunk)):
                 member.write(chunk)
     return out.getvalue()
+
+
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+
+
+def bad_files() -> dict[str, tuple[bytes, str, str]]:
+    """Every file the issue names as unreadable: (content, declared type, words of the reason)."""
+    return {
+        "corrupt PDF": (b"%PDF-1.7\n" + b"\x8f garbage " * 200 + b"\n%%EOF\n", "application/pdf", "corrupt"),
+        "truncated PDF": (make_pdf([["complete sentence on a page"]] * 3)[:-400], "application/pdf", "truncated"),
+        "password-protected PDF": (make_pdf([["secret"]], password="pw"), "application/pdf", "password"),
+        "image-only PDF": (make_pdf([[], []]), "application/pdf", "no extractable text"),
+        "PDF of 100,000 pages": (pdf_of_many_pages(100_000), "application/pdf", "100000 pages"),
+        "DOCX that is not a zip": (b"PK\x03\x04 but then nothing of a zip", DOCX, "not a readable zip"),
+        "zip without a document part": (
+            zip_bomb_docx(0).replace(b"word/document.xml", b"word/elsewhere.xm"),
+            DOCX,
+            "not a DOCX",
+        ),
+        "zip bomb": (zip_bomb_docx(200 * 1024 * 1024), DOCX, "zip bomb"),
+        "empty text": (b"  \n\n  \n", "text/plain", "no extractable text"),
+        # pypdf stops inflating at its own bound; whichever bound stops it, the file is unreadable.
+        "PDF stream inflating to 1 GB": (pdf_with_inflating_stream(1024 * 1024 * 1024), "application/pdf", ""),
+    }
