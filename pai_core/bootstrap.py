@@ -267,6 +267,7 @@ class Container:
             history_max_turns=self.settings.history_max_turns,
             max_output_tokens=self.settings.llm_max_output_tokens,
             limits=self.limits,
+            retrieval=self.retrieval,
         )
 
     @cached_property

@@ -423,15 +423,6 @@ class FakeContainer:
             requests_per_minute=self.settings.rate_limit_per_minute,
             daily_token_budget=self.settings.daily_token_budget,
         )
-        self.chat = ChatService(
-            self.conversations,
-            self.memories,
-            self.chat_model,
-            self.clock,
-            history_max_turns=40,
-            max_output_tokens=64,
-            limits=self.limits,
-        )
         self.storage_probe = self
         self.api_keys = ApiKeys(self.api_key_store, self.clock)
         # The knowledge base (tests/fakes_documents.py), searched with memories by one scanning index.
@@ -460,6 +451,16 @@ class FakeContainer:
             parser=parse_document,
         )
         self.retrieval = RetrievalService(self.memory_repository, self.document_repository, self.embedder, index)
+        self.chat = ChatService(
+            self.conversations,
+            self.memories,
+            self.chat_model,
+            self.clock,
+            history_max_turns=40,
+            max_output_tokens=64,
+            limits=self.limits,
+            retrieval=self.retrieval,
+        )
         self.account = AccountService(
             self.memory_repository, self.conversations, fake_keyring(), documents=self.documents
         )

@@ -431,7 +431,7 @@ def test_chat_answers_with_the_stored_memory_in_its_prompt(
     assert body["usage"]["inputTokens"] > 0
     assert body["usage"]["outputTokens"] > 0
     assert memory_id in [source["id"] for source in body["sources"]]
-    assert all(set(source) == {"id", "score"} for source in body["sources"])
+    assert all(set(source) == {"kind", "id", "score"} and source["kind"] == "memory" for source in body["sources"])
     assert len(body["sources"]) <= 4
 
     assert chat_model.prompt_count() == asked_before + 1

@@ -4,10 +4,12 @@ service's duplicates, bounds and deletes (against in-memory fakes)."""
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import numpy as np
 import pytest
 
+from handlers import documents as documents_handler
 from pai_core.documents import Block, decide_type, parse_bounded, parse_document, split_passages
 from pai_core.documents.detect import DOCX
 from pai_core.errors import NotFound, PayloadTooLarge, QuotaExceeded, UnreadableDocument, UnsupportedMediaType
@@ -20,7 +22,7 @@ from tests.documents_support import (
     make_pdf,
     pdf_with_inflating_stream,
 )
-from tests.fakes import FixedClock, HashingEmbedder, InMemoryMemoryRepository
+from tests.fakes import FakeContainer, FixedClock, HashingEmbedder, InMemoryMemoryRepository
 from tests.fakes_documents import (
     InMemoryDocumentFiles,
     InMemoryDocumentRepository,
@@ -28,6 +30,7 @@ from tests.fakes_documents import (
     fake_fingerprint,
     word_spans,
 )
+from tests.unit.test_handlers import Reply, chat, invoke
 
 # -- detection -----------------------------------------------------------------------------------
 
@@ -268,3 +271,57 @@ def test_upload_content_is_base64_in_the_request() -> None:
         assert caught.value.field == "name"
     with pytest.raises(PayloadTooLarge):
         parse_document_command({**body, "content": base64.b64encode(b"x" * (4 * 1024 * 1024 + 30)).decode()})
+
+
+def test_chat_cites_document_passages_and_quotes_them_as_data(fake_container: FakeContainer) -> None:
+    content = b"# Boiler\n\nThe boiler service code is 4471 and the engineer is called Ada."
+    fake_container.documents.upload(
+        fake_container.settings.owner,
+        name='manual "v2".md',
+        content_type="text/markdown",
+        content=content,
+        category="home",
+    )
+    reply = chat({"message": "what is the boiler service code", "topK": 2})
+    assert reply.status == 200, reply
+    (source,) = [s for s in reply.body["sources"] if s["kind"] == "document"]
+    assert source["name"] == 'manual "v2".md' and source["page"] is None
+    assert source["id"].startswith(source["documentId"])
+    assert set(source) == {"kind", "id", "score", "documentId", "name", "page"}
+    system = fake_container.chat_model.prompts[-1][0].content
+    assert "<document name=\"manual 'v2'.md\">The boiler service code is 4471" in system
+
+
+def documents(body: Any) -> Reply:
+    return invoke(documents_handler, "POST /documents", body)
+
+
+def test_documents_route_statuses(fake_container: FakeContainer) -> None:
+    good = {
+        "action": "upload",
+        "name": "a.txt",
+        "contentType": "text/plain",
+        "content": base64.b64encode(b"hi").decode(),
+    }
+    created = documents(good)
+    assert created.status == 201 and created.body["name"] == "a.txt"
+    duplicate = documents({**good, "name": "b.txt"})
+    assert duplicate.status == 200 and duplicate.body == {**created.body, "duplicate": True}
+    assert documents({**good, "content": "%%%"}).status == 400
+    assert documents({**good, "contentType": "image/png"}).body["error"]["code"] == "unsupported_media_type"
+    unreadable = documents({**good, "contentType": "application/pdf"})
+    assert unreadable.status == 422 and unreadable.body["error"] == {
+        "code": "unreadable_document",
+        "message": "the content is not a PDF",
+    }
+    assert documents({"action": "get", "id": created.body["id"]}).body == created.body
+    assert documents({"action": "get", "id": "0" * 32}).status == 404
+    assert documents({"action": "list"}).body == {"items": [created.body], "cursor": None}
+    assert documents({"action": "nope"}).status == 400
+    # A body over 256 KiB is fine here (the route takes 6 MiB), and over 4 MiB decoded is a 413.
+    big = base64.b64encode(b"word " * 100_000).decode()
+    assert documents({**good, "name": "big.txt", "content": big}).status == 201
+    huge = base64.b64encode(b"x" * (4 * 1024 * 1024 + 1)).decode()
+    assert documents({**good, "content": huge}).status == 413
+    assert documents({"action": "delete", "id": created.body["id"]}).body == {"id": created.body["id"], "deleted": True}
+    assert documents({"action": "delete", "id": created.body["id"]}).status == 404

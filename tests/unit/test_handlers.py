@@ -732,7 +732,7 @@ def test_chat_uses_memories_as_sources(fake_container: FakeContainer) -> None:
     assert reply.status == 200
     sources = reply.body["sources"]
     assert sources
-    assert all(set(source) == {"id", "score"} for source in sources)
+    assert all(set(source) == {"kind", "id", "score"} and source["kind"] == "memory" for source in sources)
     assert all(isinstance(source["score"], float) for source in sources)
     assert {source["id"] for source in sources} <= {cat, dentist}
     assert sources[0]["id"] == cat
