@@ -9,11 +9,12 @@ are the memories' and are measured by `make bench`). The baseline, in the same r
 text uploaded as plain text: what ingestion costs without a format to read.
 
 Quality: the evaluation set is built at run time from text on this machine that may be used freely:
-the docstrings of Python standard-library modules (one Markdown document per module, nothing is
-shipped), with hand-written questions whose answer is in one known module's document. hit@5: the
-share of questions for which a passage of the right document is among the first five results,
-dense-only (cosine over the int8 model's vectors) against hybrid (the same ranking fused with BM25,
-benchmarks/bm25.py, by reciprocal rank, k=60). The index's own hybrid ranking is another change.
+the docstrings of Python standard-library modules and their public classes and functions (one
+Markdown document per module; nothing is shipped), with hand-written questions whose answer is in
+one known module's document. hit@k: the share of questions for which a passage of the right
+document is among the first k results, dense-only (cosine over the int8 model's vectors) against
+hybrid (the same ranking fused with BM25, benchmarks/bm25.py, by reciprocal rank, k=60). The
+index's own hybrid ranking (another change) is not what is measured here.
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ QUESTIONS = [
 ]
 
 
+_MAX_DOCUMENT_CHARS = 40_000
+
+
 @dataclass
 class _Timed:
     seconds: float = 0.0
@@ -97,8 +101,17 @@ def _corpus() -> dict[str, str]:
             module = importlib.import_module(name)
         except ImportError:
             continue
-        if module.__doc__ and len(module.__doc__) > 200:
-            docs[name] = f"# {name}\n\n{module.__doc__}"
+        # The module's docstring, then its public classes' and functions' under their own headings.
+        parts = [f"# {name}", module.__doc__ or ""]
+        for member_name in sorted(getattr(module, "__all__", None) or dir(module)):
+            member = getattr(module, member_name, None)
+            if member_name.startswith("_") or not callable(member) or getattr(member, "__module__", None) != name:
+                continue
+            if member.__doc__:
+                parts += [f"## {member_name}", member.__doc__]
+        text = "\n\n".join(parts)[:_MAX_DOCUMENT_CHARS]
+        if len(text) > 200:
+            docs[name] = text
     return docs
 
 
@@ -203,10 +216,10 @@ def main() -> None:
         rates = f"{pages / total:.1f} | {passages / total:.1f}"
         print(f"| {label} | {pages} | {passages} | {total:.1f} | {parse:.1f} | {rates} |")
     count, dense, hybrid = quality(embedder)
-    print(f"\nhit@5 over {count} questions on {len(_corpus())} standard-library module documents:")
-    print(
-        f"| ranking | hit@5 |\n|---|---:|\n| dense only | {dense:.2f} |\n| hybrid (dense + BM25, RRF) | {hybrid:.2f} |"
-    )
+    print(f"\n{count} questions on {len(_corpus())} standard-library module documents:")
+    print("| ranking | hit@5 | hit@1 |\n|---|---:|---:|")
+    print(f"| dense only | {dense[0]:.2f} | {dense[1]:.2f} |")
+    print(f"| hybrid (dense + BM25, RRF) | {hybrid[0]:.2f} | {hybrid[1]:.2f} |")
 
 
 if __name__ == "__main__":

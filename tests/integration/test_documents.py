@@ -12,6 +12,10 @@ from typing import Any
 import pytest
 
 from pai_core.adapters.document_codec import DOCUMENTS_SUFFIX, PASSAGES_SUFFIX
+from pai_core.bootstrap import Container
+from pai_core.models import ItemRef
+from pai_core.search import LiveMemoryIndex
+from pai_core.services.retrieval import PassageHit
 from pai_local.stack import RunningStack
 from tests.documents_support import DOCX, bad_files, make_docx, make_pdf
 from tests.integration.support import ApiClient, HttpResult, find_plaintext, scan_all
@@ -213,3 +217,31 @@ def test_no_plaintext_of_a_document_or_its_vectors_at_rest(
         if item["owner"]["S"] == user_id + DOCUMENTS_SUFFIX
     ]
     assert "name" not in meta and meta["encryptedName"]["B"][:1] == b"\x02"
+
+
+def test_another_containers_warm_index_gains_and_drops_passages_through_the_change_log(
+    user: tuple[str, ApiClient], stack: RunningStack
+) -> None:
+    """A container that did not upload (another Lambda environment) learns of the passages, and of
+    their deletion, from the owner's change log at its next search."""
+    user_id, api = user
+    other = Container(stack.settings)
+    other.embedder = stack.container.embedder  # share the loaded model
+    upload(api, "warm-up.txt", "text/plain", b"Nothing much in here about anything.")
+    assert other.retrieval.search(user_id, "warm the index", top=5)  # loads the index: one passage
+    index = other.search_index
+    assert isinstance(index, LiveMemoryIndex)
+
+    document = upload(api, "wine.md", "text/markdown", b"# Cellar\n\nThe 2015 Rioja is on the bottom rack.").json
+    (hit,) = other.retrieval.search(user_id, "where is the Rioja", top=1, sources=["documents"])
+    assert isinstance(hit, PassageHit) and hit.document.id == document["id"] and hit.passage.heading == "Cellar"
+    held = index.index_of(user_id)
+    assert held is not None
+    assert ItemRef("passage", f"{document['id']}#00000") in held.refs()
+
+    assert api.post("/documents", {"action": "delete", "id": document["id"]}).status == 200
+    after = other.retrieval.search(user_id, "where is the Rioja", top=5)
+    assert all(not isinstance(h, PassageHit) or h.document.id != document["id"] for h in after)
+    held = index.index_of(user_id)
+    assert held is not None
+    assert not [ref for ref in held.refs() if ref.id.startswith(document["id"])]
