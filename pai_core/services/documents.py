@@ -16,17 +16,19 @@ each pass the check and together overshoot by one document; the next upload is r
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
 
+from pai_core.deadline import remaining_seconds
 from pai_core.documents.chunk import TokenSpans, split_passages
 from pai_core.documents.detect import ContentType, decide_type
 from pai_core.documents.parse import ParsedDocument
 from pai_core.documents.records import Document, DocumentPage, DocumentTotals, StoredPassage
-from pai_core.documents.worker import parse_bounded
+from pai_core.documents.worker import WorkerBounds, parse_bounded
 from pai_core.errors import NotFound, PaiError, PayloadTooLarge, QuotaExceeded, UnreadableDocument
 from pai_core.ids import MemoryIds
 from pai_core.models import VECTOR_DTYPE, IndexedItem, ItemRef
@@ -35,6 +37,11 @@ from pai_core.ports import Clock, Embedder, MemorySearchIndex
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
+# Passages embedded per call; between calls, an upload that could not finish in its request's time
+# is refused (413) before anything is stored, rather than cut off by the function's timeout.
+EMBED_BATCH = 64
+# What storing a document takes after its passages are embedded (S3, table, change log), kept back.
+STORE_SECONDS = 4.0
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,11 @@ class Upload:
 
 
 def _default_parser(content: bytes, content_type: ContentType) -> ParsedDocument:
-    return parse_bounded(content, content_type)
+    bounds = WorkerBounds()
+    remaining = remaining_seconds()
+    if remaining is not None:  # the parser's time comes out of the request's, leaving room to embed
+        bounds = WorkerBounds(timeout_seconds=max(1.0, min(bounds.timeout_seconds, remaining / 2)))
+    return parse_bounded(content, content_type, bounds=bounds)
 
 
 class DocumentService:
@@ -105,6 +116,7 @@ class DocumentService:
         index: MemorySearchIndex | None = None,
         bounds: DocumentBounds | None = None,
         parser: Parser = _default_parser,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """`spans`: the embedder's tokenizer (token character spans, no truncation) for passage
         sizes; `fingerprint(owner, bytes)`: the keyed hash that recognizes a file uploaded again."""
@@ -117,6 +129,7 @@ class DocumentService:
         self._index = index
         self.bounds = bounds or DocumentBounds()
         self._parser = parser
+        self._monotonic = monotonic
         self._new_id = MemoryIds()
 
     def upload(self, owner: str, *, name: str, content_type: str, content: bytes, category: str) -> Upload:
@@ -145,7 +158,7 @@ class DocumentService:
             raise QuotaExceeded(
                 f"your documents would make more than {bounds.max_passages} passages: delete some first"
             )
-        embeddings = np.asarray(self._embedder.embed([piece.text for piece in pieces]), dtype=VECTOR_DTYPE)
+        embeddings = self._embed([piece.text for piece in pieces])
         created_at = self._clock.now()
         document_id = self._new_id(created_at)
         document = Document(
@@ -184,6 +197,22 @@ class DocumentService:
                 item = IndexedItem(ItemRef("passage", passage.id), category=category, vector=vector, text=passage.text)
                 self._index.put(owner, item)
         return Upload(document, duplicate=False)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """In batches; PayloadTooLarge as soon as the rest could not be embedded and stored in the
+        request's time left (at the pace of the batches so far)."""
+        batches = []
+        started = self._monotonic()
+        for start in range(0, len(texts), EMBED_BATCH):
+            remaining = remaining_seconds()
+            if remaining is not None and start:
+                per_text = (self._monotonic() - started) / start
+                if remaining < per_text * (len(texts) - start) + STORE_SECONDS:
+                    raise PayloadTooLarge(
+                        f"the document makes {len(texts)} passages, more than can be read in one request: split it"
+                    )
+            batches.append(np.asarray(self._embedder.embed(texts[start : start + EMBED_BATCH]), dtype=VECTOR_DTYPE))
+        return np.concatenate(batches)
 
     def _abandon(self, owner: str, document_id: str) -> None:
         try:

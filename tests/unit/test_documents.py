@@ -4,6 +4,7 @@ service's duplicates, bounds and deletes (against in-memory fakes)."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -325,3 +326,34 @@ def test_documents_route_statuses(fake_container: FakeContainer) -> None:
     assert documents({**good, "content": huge}).status == 413
     assert documents({"action": "delete", "id": created.body["id"]}).body == {"id": created.body["id"], "deleted": True}
     assert documents({"action": "delete", "id": created.body["id"]}).status == 404
+
+
+def test_an_upload_that_cannot_be_embedded_in_the_request_time_left_is_refused_before_storing() -> None:
+    from pai_core.deadline import request_deadline
+
+    now = [0.0]
+
+    class SlowEmbedder(HashingEmbedder):
+        def embed(self, texts: Sequence[str]) -> Any:
+            now[0] += 1.0  # a second per batch, by the injected clock
+            return super().embed(texts)
+
+    repository, files = InMemoryDocumentRepository(), InMemoryDocumentFiles()
+    documents = DocumentService(
+        repository,
+        files,
+        SlowEmbedder(),
+        FixedClock(),
+        spans=word_spans,
+        fingerprint=fake_fingerprint,
+        parser=parse_document,
+        monotonic=lambda: now[0],
+    )
+    content = "\n\n".join(" ".join(f"w{p}x{i}" for i in range(150)) for p in range(200)).encode()
+    with request_deadline(5.0, clock=lambda: now[0]), pytest.raises(PayloadTooLarge, match="split it"):
+        documents.upload("alice", name="long.txt", content_type="text/plain", content=content, category="g")
+    assert repository.documents == {} and files.objects == {}
+    now[0] = 0.0
+    with request_deadline(12.0, clock=lambda: now[0]):
+        stored = documents.upload("alice", name="long.txt", content_type="text/plain", content=content, category="g")
+    assert stored.document.passages == 200
