@@ -3,6 +3,9 @@
     python -m benchmarks.documents            # a 300-page PDF and the same text as Markdown and plain text
     python -m benchmarks.documents --pages 30 # smaller
 
+It also measures what passages cost every search: the index's search at 10K memories with and
+without 20K passages.
+
 Ingestion goes through DocumentService.upload with the real bounded parser (a child process), the
 embedding model's own tokenizer and the int8 model; storage is the in-memory fakes (storage costs
 are the memories' and are measured by `make bench`). The baseline, in the same run, is the same
@@ -24,7 +27,7 @@ import importlib
 import platform
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -200,6 +203,41 @@ def quality(embedder: OnnxEmbedder) -> tuple[int, tuple[float, float], tuple[flo
     return n, (dense_hits / n, dense_first / n), (hybrid_hits / n, hybrid_first / n)
 
 
+def search_latency(memories: int, passages: int, *, queries: int = 300) -> list[tuple[str, float, float]]:
+    """Index search p50 and p95 (ms, top 5) with `memories` memories alone (the baseline) and with
+    `passages` passages added: what passages cost every search. Seeded random unit vectors; the
+    query's embedding and the hits' reads by key are the same in both and left out."""
+    from pai_core.bootstrap import single_threaded_blas
+    from pai_core.models import IndexedItem, ItemRef
+    from pai_core.search.index import VectorIndex
+
+    single_threaded_blas()  # as every container runs it
+    rng = np.random.default_rng(12)
+
+    def items(kind: Literal["memory", "passage"], count: int) -> list[IndexedItem]:
+        vectors = rng.standard_normal((count, 384)).astype("<f4")
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        return [IndexedItem(ItemRef(kind, f"{kind}{i}"), "general", v.tobytes(), "") for i, v in enumerate(vectors)]
+
+    memory_items, passage_items = items("memory", memories), items("passage", passages)
+    probes = rng.standard_normal((queries, 384)).astype("<f4")
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    rows = []
+    for label, contents in (
+        (f"{memories // 1000}K memories (baseline)", memory_items),
+        (f"{memories // 1000}K memories + {passages // 1000}K passages", memory_items + passage_items),
+    ):
+        index = VectorIndex(384)
+        index.add(contents)
+        timings = []
+        for probe in probes:
+            started = time.perf_counter()
+            index.search(probe, 5)
+            timings.append((time.perf_counter() - started) * 1000)
+        rows.append((label, float(np.percentile(timings, 50)), float(np.percentile(timings, 95))))
+    return rows
+
+
 def _found(module: str, top: list[int], passages: list[tuple[StoredPassage, Any]], names: dict[str, str]) -> bool:
     return any(names[passages[i][0].document_id] == module for i in top)
 
@@ -215,6 +253,9 @@ def main() -> None:
     for label, pages, passages, total, parse in ingestion(embedder, args.pages):
         rates = f"{pages / total:.1f} | {passages / total:.1f}"
         print(f"| {label} | {pages} | {passages} | {total:.1f} | {parse:.1f} | {rates} |")
+    print("\n| index search, top 5 | p50 ms | p95 ms |\n|---|---:|---:|")
+    for label, p50, p95 in search_latency(10_000, 20_000):
+        print(f"| {label} | {p50:.2f} | {p95:.2f} |")
     count, dense, hybrid = quality(embedder)
     print(f"\n{count} questions on {len(_corpus())} standard-library module documents:")
     print("| ranking | hit@5 | hit@1 |\n|---|---:|---:|")
