@@ -150,7 +150,8 @@ def _service(embedder: OnnxEmbedder, parse_time: _Timed) -> tuple[DocumentServic
 
 def ingestion(embedder: OnnxEmbedder, pages: int) -> list[tuple[str, int, int, float, float]]:
     text = " ".join(_corpus().values()).split()
-    lines = [" ".join(text[i : i + 14]) for i in range(0, len(text), 14)]
+    # The PDF's standard font has Latin-1 glyphs only.
+    lines = [" ".join(text[i : i + 14]).encode("latin-1", "replace").decode("latin-1") for i in range(0, len(text), 14)]
     per_page = 45
     page_lines = [[lines[(p * per_page + i) % len(lines)] for i in range(per_page)] for p in range(pages)]
     pdf = make_pdf(page_lines)
