@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
@@ -22,13 +22,20 @@ from pai_core.errors import (
     NotFound,
     PaiError,
     PayloadTooLarge,
+    QuotaExceeded,
     RateLimited,
     Unauthenticated,
+    UnreadableDocument,
+    UnsupportedMediaType,
     UpstreamInvalidResponse,
     UpstreamUnavailable,
 )
 from pai_core.idempotency import IDEMPOTENCY_HEADER, Answer, RequestInProgress, parse_idempotency_key
-from pai_core.models import JsonObject, Memory, MemoryVersion, iso_utc
+from pai_core.models import JsonObject, Memory, MemoryVersion, SearchHit, iso_utc
+
+if TYPE_CHECKING:
+    from pai_core.documents.records import Document
+    from pai_core.services.retrieval import Hit
 
 MAX_BODY_BYTES = 256 * 1024
 INTERNAL_ERROR_MESSAGE = "Something went wrong on our side."
@@ -41,6 +48,9 @@ _STATUS: dict[type[PaiError], HTTPStatus] = {
     NotFound: HTTPStatus.NOT_FOUND,
     Conflict: HTTPStatus.CONFLICT,
     PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    UnsupportedMediaType: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    UnreadableDocument: HTTPStatus.UNPROCESSABLE_ENTITY,
+    QuotaExceeded: HTTPStatus.TOO_MANY_REQUESTS,
     UpstreamUnavailable: HTTPStatus.SERVICE_UNAVAILABLE,
     UpstreamInvalidResponse: HTTPStatus.BAD_GATEWAY,
 }
@@ -178,7 +188,8 @@ def authenticated_owner(app: APIGatewayHttpResolver) -> str:
     return str(user_id)
 
 
-def json_body(app: APIGatewayHttpResolver) -> JsonObject:
+def json_body(app: APIGatewayHttpResolver, *, max_bytes: int = MAX_BODY_BYTES) -> JsonObject:
+    """The request's JSON object; bodies over `max_bytes` (256 KiB unless the route says more) are a 413."""
     event = app.current_event
     try:
         raw = (
@@ -188,8 +199,8 @@ def json_body(app: APIGatewayHttpResolver) -> JsonObject:
         )
     except ValueError:  # binascii.Error, non-ASCII base64, unencodable text
         raise InvalidInput("request body must be a JSON object", code="invalid_json") from None
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"request body is larger than {MAX_BODY_BYTES // 1024} KiB")
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"request body is larger than {max_bytes // 1024} KiB")
     try:
         body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except (ValueError, RecursionError):  # bad UTF-8, bad JSON, NaN/Infinity, absurd nesting
@@ -300,4 +311,35 @@ def version_json(version: MemoryVersion) -> dict[str, Any]:
         "validFrom": iso_utc(version.valid_from),
         "validTo": None if version.valid_to is None else iso_utc(version.valid_to),
         "reason": version.reason,
+    }
+
+
+def document_json(document: Document) -> dict[str, Any]:
+    return {
+        "id": document.id,
+        "name": document.name,
+        "contentType": document.content_type,
+        "category": document.category,
+        "bytes": document.bytes,
+        "pages": document.pages,
+        "passages": document.passages,
+        "createdAt": iso_utc(document.created_at),
+    }
+
+
+def search_result_json(hit: Hit) -> dict[str, Any]:
+    """One /search result: a memory, or a passage of a document (`kind` says which)."""
+    if isinstance(hit, SearchHit):
+        return {"kind": "memory", **memory_json(hit.memory), "score": hit.score}
+    return {
+        "kind": "document",
+        "id": hit.passage.id,
+        "content": hit.passage.text,
+        "category": hit.passage.category,
+        "createdAt": iso_utc(hit.document.created_at),
+        "score": hit.score,
+        "documentId": hit.document.id,
+        "name": hit.document.name,
+        "page": hit.passage.page,
+        "heading": hit.passage.heading,
     }

@@ -32,7 +32,7 @@ from handlers._http import (
 )
 from pai_core.bootstrap import get_container
 from pai_core.errors import PaiError
-from pai_core.models import ChatReply, JsonObject, TextDelta
+from pai_core.models import ChatReply, JsonObject, Source, TextDelta
 from pai_core.requests import ChatRequest, parse_chat_request
 
 app = create_app()
@@ -48,10 +48,17 @@ def reply_json(reply: ChatReply) -> JsonObject:
     return {
         "sessionId": reply.session_id,
         "reply": reply.reply,
-        "sources": [{"id": source.id, "score": source.score} for source in reply.sources],
+        "sources": [source_json(source) for source in reply.sources],
         "model": reply.model,
         "usage": {"inputTokens": reply.usage.input_tokens, "outputTokens": reply.usage.output_tokens},
     }
+
+
+def source_json(source: Source) -> JsonObject:
+    shaped: JsonObject = {"kind": source.kind, "id": source.id, "score": source.score}
+    if source.kind == "document":
+        shaped.update(documentId=source.document_id, name=source.name, page=source.page)
+    return shaped
 
 
 def events(items: Iterable[TextDelta | ChatReply]) -> Iterator[tuple[str, JsonObject]]:

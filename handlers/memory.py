@@ -10,6 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handlers._http import (
     create_app,
+    document_json,
     idempotent,
     json_body,
     json_response,
@@ -105,6 +106,7 @@ def account() -> Response[str]:
                         "snapshotVersions": report.snapshot_versions,
                         "keyVersions": report.key_versions,
                         "apiKeys": report.api_keys,
+                        "documents": report.documents,
                     },
                 },
             )
@@ -117,8 +119,7 @@ def export_json(owner: str, export: AccountExport) -> JsonObject:
             {**memory_json(memory), "history": [version_json(v) for v in export.histories[memory.id]]}
             for memory in export.memories
         ],
-        # Documents arrive with the documents issue; the key is part of the export's shape already.
-        "documents": [],
+        "documents": [{**document_json(document), "text": text} for document, text in export.documents],
         "conversations": [
             {"sessionId": session_id, "role": turn.role, "content": turn.content, "createdAt": iso_utc(turn.at)}
             for session_id, turn in export.turns

@@ -7,9 +7,10 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers._http import authenticated_owner, create_app, json_body, json_response, logger, memory_json
+from handlers._http import authenticated_owner, create_app, json_body, json_response, logger, search_result_json
 from pai_core.bootstrap import get_container
 from pai_core.requests import parse_search_query
+from pai_core.services.retrieval import SOURCES
 
 app = create_app()
 
@@ -19,18 +20,19 @@ def search() -> Response[str]:
     owner = authenticated_owner(app)
     container = get_container()
     # The request's count (the rate limit) is written while the query is read, embedded and
-    # ranked; its verdict is awaited before any memory is read, and a refusal is the answer.
+    # ranked; its verdict is awaited before anything is read, and a refusal is the answer.
     with container.limits.admitting(owner) as admission:
         query = parse_search_query(json_body(app))
-        hits = container.memories.search(
+        hits = container.retrieval.search(
             owner,
             query.query,
             top=query.top_k,
             category=query.category,
             min_score=query.min_score,
+            sources=[source for source in SOURCES if source in query.sources],
             before_fetch=admission.wait,
         )
-    return json_response(200, {"results": [{**memory_json(hit.memory), "score": hit.score} for hit in hits]})
+    return json_response(200, {"results": [search_result_json(hit) for hit in hits]})
 
 
 @logger.inject_lambda_context(log_event=False)

@@ -20,12 +20,14 @@ from pai_core.adapters.aws_errors import translated_aws_errors
 from pai_core.adapters.dynamodb_api_keys import DynamoApiKeyStore
 from pai_core.adapters.dynamodb_changelog import DynamoChangeLog
 from pai_core.adapters.dynamodb_conversations import DynamoConversationRepository
+from pai_core.adapters.dynamodb_documents import DynamoDocumentRepository
 from pai_core.adapters.dynamodb_keystore import DynamoBranchKeyStore
 from pai_core.adapters.dynamodb_memories import DynamoMemoryRepository
 from pai_core.adapters.dynamodb_probe import DynamoStorageProbe
 from pai_core.adapters.dynamodb_usage import DynamoUsageCounters
 from pai_core.adapters.kms import KmsKeyService
 from pai_core.adapters.s3 import S3SnapshotStore
+from pai_core.adapters.s3_documents import S3DocumentStore
 from pai_core.auth import ApiKeys
 from pai_core.config import ConfigError, Settings
 from pai_core.crypto import BranchKeyring, EnvelopeCipher, KeyringPolicy
@@ -33,6 +35,8 @@ from pai_core.idempotency import IdempotentRequests
 from pai_core.limits import UsageLimits
 from pai_core.search import AnnSettings, DesignScanSearch, IndexPolicy, LiveMemoryIndex
 from pai_core.services import AccountService, ChatService, MemoryService
+from pai_core.services.documents import DocumentService
+from pai_core.services.retrieval import RetrievalService
 
 if TYPE_CHECKING:
     from pai_core.embedding import OnnxEmbedder
@@ -141,12 +145,61 @@ class Container:
         )
         return LiveMemoryIndex(
             self.change_log,
-            {"memory": self.memory_repository},
+            {"memory": self.memory_repository, "passage": self.document_repository},
             snapshots,
             dimensions=self.embedder.dimensions,
             policy=policy,
             on_generation_moved=self.keyring.drop_cached,
         )
+
+    @cached_property
+    def document_repository(self) -> DynamoDocumentRepository:
+        """Documents and their passages, in the knowledge table beside the memories."""
+        return DynamoDocumentRepository(
+            self.dynamodb,
+            self.settings.knowledge_table,
+            self.cipher,
+            context_name=f"pai-knowledge-{self.settings.env}",
+            changes=self.change_log,
+            sleep=time.sleep,
+        )
+
+    @cached_property
+    def document_store(self) -> S3DocumentStore:
+        if not self.settings.knowledge_bucket:
+            raise ConfigError("PAI_KNOWLEDGE_BUCKET is not set: documents are kept in the knowledge bucket")
+        return S3DocumentStore(self.client("s3"), self.settings.knowledge_bucket, self.cipher)
+
+    @cached_property
+    def documents(self) -> DocumentService:
+        from tokenizers import Tokenizer
+
+        from pai_core.crypto.fingerprint import content_fingerprint
+        from pai_core.embedding.onnx_embedder import TOKENIZER_FILE
+
+        # The embedder's tokenizer without its truncation: passage sizes are counted in its tokens.
+        tokenizer = Tokenizer.from_file(str(self.settings.embedding_model_dir / TOKENIZER_FILE))
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        keyring = self.keyring
+
+        def spans(text: str) -> list[tuple[int, int]]:
+            return list(tokenizer.encode(text, add_special_tokens=False).offsets)
+
+        return DocumentService(
+            self.document_repository,
+            self.document_store,
+            self.embedder,
+            self.clock,
+            spans=spans,
+            fingerprint=lambda owner, content: content_fingerprint(keyring, owner, content),
+            index=self.search_index,
+        )
+
+    @cached_property
+    def retrieval(self) -> RetrievalService:
+        """Search over memories and document passages together (/search, /chat)."""
+        return RetrievalService(self.memory_repository, self.document_repository, self.embedder, self.search_index)
 
     @cached_property
     def memories(self) -> MemoryService:
@@ -214,6 +267,7 @@ class Container:
             history_max_turns=self.settings.history_max_turns,
             max_output_tokens=self.settings.llm_max_output_tokens,
             limits=self.limits,
+            retrieval=self.retrieval,
         )
 
     @cached_property
@@ -236,6 +290,7 @@ class Container:
             credentials=self.api_keys,
             generations=self.change_log,
             on_forgotten=self._drop_from_search_index,
+            documents=self.documents if self.settings.knowledge_bucket else None,
         )
 
     def _drop_from_search_index(self, owner: str) -> None:

@@ -75,3 +75,23 @@ class IntegrityError(PaiError):
     """Stored ciphertext failed authentication: tampered, moved, or decrypted with the wrong context."""
 
     code = "integrity_error"
+
+
+class UnsupportedMediaType(PaiError):
+    """A file of a type PAI does not read."""
+
+    code = "unsupported_media_type"
+
+
+class UnreadableDocument(PaiError):
+    """A file that cannot be read as its type (corrupt, truncated, password-protected, without text,
+    or expanding past the parser's bounds); the message says why."""
+
+    code = "unreadable_document"
+
+
+class QuotaExceeded(PaiError):
+    """The caller holds as much of something as one user may (documents, passages); deleting some
+    makes room. Not a rate: there is no time after which it passes on its own."""
+
+    code = "quota_exceeded"

@@ -165,8 +165,15 @@ class TextDelta:
 
 @dataclass(frozen=True)
 class Source:
+    """What a chat reply drew on: a memory, or a passage of a document (with its document's id and
+    name, and the page the passage starts on)."""
+
     id: str
     score: float
+    kind: Literal["memory", "document"] = "memory"
+    document_id: str | None = None
+    name: str | None = None
+    page: int | None = None
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,15 @@ wrong type or out of range is an InvalidInput naming it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pai_core.errors import InvalidInput
+from pai_core.errors import InvalidInput, PayloadTooLarge
 from pai_core.models import ORIGINS, JsonObject, Origin
 
 CATEGORY_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
@@ -79,12 +81,17 @@ MemoryCommand = (
 )
 
 
+SEARCH_SOURCES = ("memories", "documents")
+
+
 @dataclass(frozen=True)
 class SearchQuery:
     query: str
     top_k: int
     category: str | None
     min_score: float | None
+    # What to search: "memories", "documents" or both (the default).
+    sources: tuple[str, ...] = SEARCH_SOURCES
 
 
 @dataclass(frozen=True)
@@ -273,7 +280,22 @@ def parse_search_query(body: JsonObject) -> SearchQuery:
         top_k=fields.integer("topK", default=5, low=1, high=50),
         category=fields.text("category", max_len=64, pattern=CATEGORY_PATTERN),
         min_score=fields.number("minScore", low=-1.0, high=1.0),
+        sources=_sources(body),
     )
+
+
+def _sources(body: JsonObject) -> tuple[str, ...]:
+    value = body.get("sources")
+    if value is None:
+        return SEARCH_SOURCES
+    if (
+        not isinstance(value, list)
+        or not value
+        or len(value) > len(SEARCH_SOURCES)
+        or not all(isinstance(v, str) and v in SEARCH_SOURCES for v in value)
+    ):
+        raise InvalidInput('\'sources\' must be a non-empty array of "memories" and "documents"', field="sources")
+    return tuple(dict.fromkeys(value))
 
 
 def parse_chat_request(body: JsonObject) -> ChatRequest:
@@ -313,3 +335,86 @@ def parse_account_command(body: JsonObject) -> AccountCommand:
     if action is None:
         raise InvalidInput("'action' is required: export or forget", field="action")
     raise InvalidInput("'action' must be one of export, forget", field="action", code="unknown_action")
+
+
+# -- POST /documents -----------------------------------------------------------------------------------
+
+MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
+MAX_DOCUMENT_NAME_CHARS = 255
+# No path separators and no control characters (C0, DEL, C1) in a document's name.
+_DOCUMENT_NAME = re.compile(r"[^/\\\x00-\x1f\x7f-\x9f]+")
+
+
+@dataclass(frozen=True)
+class UploadDocument:
+    name: str
+    content_type: str
+    content: bytes
+    category: str
+
+
+@dataclass(frozen=True)
+class ListDocuments:
+    limit: int
+    cursor: str | None
+
+
+@dataclass(frozen=True)
+class GetDocument:
+    id: str
+
+
+@dataclass(frozen=True)
+class DeleteDocument:
+    id: str
+
+
+DocumentCommand = UploadDocument | ListDocuments | GetDocument | DeleteDocument
+
+
+def _upload_fields(fields: _Fields) -> UploadDocument:
+    name = fields.required_text("name", max_len=MAX_DOCUMENT_NAME_CHARS)
+    if not _DOCUMENT_NAME.fullmatch(name):
+        raise fields.invalid("name", "must not hold '/', '\\' or control characters")
+    content_type = fields.required_text("contentType", max_len=255)
+    encoded = fields.required_text("content", max_len=(MAX_DOCUMENT_BYTES + 2) // 3 * 4 + 16)
+    try:
+        content = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise fields.invalid("content", "must be standard base64") from None
+    if not content:
+        raise fields.invalid("content", "must not be empty")
+    return UploadDocument(
+        name=name,
+        content_type=content_type,
+        content=content,
+        category=fields.text("category", max_len=64, pattern=CATEGORY_PATTERN) or DEFAULT_CATEGORY,
+    )
+
+
+_DOCUMENT_PARSERS: dict[str, Callable[[_Fields], DocumentCommand]] = {
+    "upload": _upload_fields,
+    "list": lambda fields: ListDocuments(
+        limit=fields.integer("limit", default=20, low=1, high=100),
+        cursor=fields.text("cursor", max_len=MAX_CURSOR_CHARS),
+    ),
+    "get": lambda fields: GetDocument(id=fields.required_text("id", max_len=MAX_ID_CHARS)),
+    "delete": lambda fields: DeleteDocument(id=fields.required_text("id", max_len=MAX_ID_CHARS)),
+}
+DOCUMENT_ACTIONS = tuple(_DOCUMENT_PARSERS)
+
+
+def parse_document_command(body: JsonObject) -> DocumentCommand:
+    """A file too large to be a document (over 4 MiB decoded) is a PayloadTooLarge, found before it is decoded."""
+    action = body.get("action")
+    parser = _DOCUMENT_PARSERS.get(action) if isinstance(action, str) else None
+    if parser is not None:
+        if action == "upload":
+            encoded = body.get("content")
+            if isinstance(encoded, str) and len(encoded) > (MAX_DOCUMENT_BYTES + 2) // 3 * 4 + 16:
+                raise PayloadTooLarge(f"a document is at most {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB")
+        return parser(_Fields(body))
+    actions = ", ".join(DOCUMENT_ACTIONS)
+    if action is None:
+        raise InvalidInput(f"'action' is required: one of {actions}", field="action")
+    raise InvalidInput(f"'action' must be one of {actions}", field="action", code="unknown_action")

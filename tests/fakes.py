@@ -432,6 +432,34 @@ class FakeContainer:
             requests_per_minute=self.settings.rate_limit_per_minute,
             daily_token_budget=self.settings.daily_token_budget,
         )
+        self.storage_probe = self
+        self.api_keys = ApiKeys(self.api_key_store, self.clock)
+        # The knowledge base (tests/fakes_documents.py), searched with memories by one scanning index.
+        from pai_core.documents.parse import parse_document
+        from pai_core.services.documents import DocumentService
+        from pai_core.services.retrieval import RetrievalService
+        from tests.fakes_documents import (
+            InMemoryDocumentFiles,
+            InMemoryDocumentRepository,
+            ScanningIndex,
+            fake_fingerprint,
+            word_spans,
+        )
+
+        self.document_repository = InMemoryDocumentRepository()
+        self.document_files = InMemoryDocumentFiles()
+        index = ScanningIndex([_MemorySource(self.memory_repository), self.document_repository])
+        self.documents = DocumentService(
+            self.document_repository,
+            self.document_files,
+            self.embedder,
+            self.clock,
+            spans=word_spans,
+            fingerprint=fake_fingerprint,
+            index=index,
+            parser=parse_document,
+        )
+        self.retrieval = RetrievalService(self.memory_repository, self.document_repository, self.embedder, index)
         self.chat = ChatService(
             self.conversations,
             self.memories,
@@ -440,14 +468,26 @@ class FakeContainer:
             history_max_turns=40,
             max_output_tokens=64,
             limits=self.limits,
+            retrieval=self.retrieval,
         )
-        self.storage_probe = self
-        self.api_keys = ApiKeys(self.api_key_store, self.clock)
-        self.account = AccountService(self.memory_repository, self.conversations, fake_keyring())
+        self.account = AccountService(
+            self.memory_repository, self.conversations, fake_keyring(), documents=self.documents
+        )
 
     def check(self) -> None:
         if self.storage_down:
             raise UpstreamUnavailable("DynamoDB cannot be reached")
+
+
+@dataclass
+class _MemorySource:
+    repository: InMemoryMemoryRepository
+
+    def all_items(self, owner: str) -> list[IndexedItem]:
+        return self.repository.vectors(owner)
+
+    def items_by_id(self, owner: str, ids: Sequence[str]) -> list[IndexedItem]:
+        return [item for item in self.repository.vectors(owner) if item.ref.id in set(ids)]
 
 
 class FakeLambdaContext:

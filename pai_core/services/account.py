@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from pai_core.crypto import BranchKeyring
+from pai_core.documents.records import Document, DocumentPage
 from pai_core.errors import InvalidInput
 from pai_core.ids import ID_HEX_CHARS
 from pai_core.models import Memory, MemoryPage, MemoryVersion, Origin, Turn
@@ -33,6 +34,17 @@ class ExportableMemories(Protocol):
     def purge(self, owner: str) -> int: ...
 
 
+class ExportableDocuments(Protocol):
+    """What the account needs of the knowledge base (DocumentService): pages of documents, newest
+    first, each one's extracted text, and purging the owner's documents."""
+
+    def list_documents(self, owner: str, *, limit: int, cursor: str | None) -> DocumentPage: ...
+
+    def text(self, owner: str, document_id: str) -> str: ...
+
+    def purge(self, owner: str) -> int: ...
+
+
 @dataclass(frozen=True)
 class AccountExport:
     """One page of a user's export (or all of it): memories newest first, each with its history
@@ -43,6 +55,8 @@ class AccountExport:
     turns: list[tuple[str, Turn]]
     histories: dict[str, list[MemoryVersion]] = field(default_factory=dict)
     cursor: str | None = None
+    # After the memories, before the turns: each document with the text read from it.
+    documents: list[tuple[Document, str]] = field(default_factory=list)
 
 
 # A page of the export holds about this much of the user's data, measured as the JSON it becomes:
@@ -65,6 +79,7 @@ class ForgetReport:
     memories: int
     conversation_turns: int
     snapshot_versions: int
+    documents: int = 0
 
 
 class AccountService:
@@ -78,6 +93,7 @@ class AccountService:
         credentials: CredentialRevoker | None = None,
         generations: OwnerGenerations | None = None,
         on_forgotten: Callable[[str], None] | None = None,
+        documents: ExportableDocuments | None = None,
         page_bytes: int = EXPORT_PAGE_BYTES,
         page_memories: int = EXPORT_PAGE_MEMORIES,
     ) -> None:
@@ -95,20 +111,23 @@ class AccountService:
         self._snapshots = snapshots
         self._credentials = credentials
         self._on_forgotten = on_forgotten
+        self._documents = documents
 
     def export(self, owner: str) -> AccountExport:
         """The whole export at once, every page joined (for operators' tools; the API pages)."""
         memories: list[Memory] = []
         turns: list[tuple[str, Turn]] = []
         histories: dict[str, list[MemoryVersion]] = {}
+        documents: list[tuple[Document, str]] = []
         cursor: str | None = None
         while True:
             page = self.export_page(owner, cursor=cursor)
             memories += page.memories
             turns += page.turns
+            documents += page.documents
             histories.update(page.histories)
             if page.cursor is None:
-                return AccountExport(memories=memories, turns=turns, histories=histories)
+                return AccountExport(memories=memories, turns=turns, histories=histories, documents=documents)
             cursor = page.cursor
 
     def export_page(self, owner: str, *, cursor: str | None) -> AccountExport:
@@ -121,6 +140,11 @@ class AccountService:
             rest = self._fill_with_memories(owner, position, page)
             if rest is not None:
                 return page.build(encode_export_cursor(rest))
+            position = DocumentsFrom(page=None, after=None)
+        if isinstance(position, DocumentsFrom):
+            rest_of_documents = self._fill_with_documents(owner, position, page)
+            if rest_of_documents is not None:
+                return page.build(encode_export_cursor(rest_of_documents))
             position = TurnsFrom(after=None)
         rest_of_turns = self._fill_with_turns(owner, position, page)
         return page.build(None if rest_of_turns is None else encode_export_cursor(rest_of_turns))
@@ -141,6 +165,23 @@ class AccountService:
                 if not page.add_memory(memory, history):
                     return MemoriesFrom(page=list_cursor, after=after)
                 after = memory.id
+            if listed.cursor is None:
+                return None
+            list_cursor, after = listed.cursor, None
+
+    def _fill_with_documents(self, owner: str, position: DocumentsFrom, page: _PageBuilder) -> DocumentsFrom | None:
+        """Adds documents (with their text) from `position` while they fit; where the next page starts."""
+        if self._documents is None:
+            return None
+        list_cursor, after = position.page, position.after
+        while True:
+            listed = self._documents.list_documents(owner, limit=_EXPORT_READ_BATCH, cursor=list_cursor)
+            for document in listed.items:
+                if after is not None and document.id >= after:  # exported already: the list is newest first
+                    continue
+                if not page.add_document(document, self._documents.text(owner, document.id)):
+                    return DocumentsFrom(page=list_cursor, after=after)
+                after = document.id
             if listed.cursor is None:
                 return None
             list_cursor, after = listed.cursor, None
@@ -195,6 +236,7 @@ class AccountService:
         memories = self._memories.purge(owner)
         turns = self._conversations.purge(owner)
         snapshot_versions = self._snapshots.purge(owner) if self._snapshots is not None else 0
+        documents = self._documents.purge(owner) if self._documents is not None else 0
         if self._on_forgotten is not None:
             self._on_forgotten(owner)
         return ForgetReport(
@@ -203,6 +245,7 @@ class AccountService:
             memories=memories,
             conversation_turns=turns,
             snapshot_versions=snapshot_versions,
+            documents=documents,
         )
 
 
@@ -212,6 +255,7 @@ class _PageBuilder:
         self.memories: list[Memory] = []
         self.histories: dict[str, list[MemoryVersion]] = {}
         self.turns: list[tuple[str, Turn]] = []
+        self.documents: list[tuple[Document, str]] = []
         self._bytes = 0
 
     def add_memory(self, memory: Memory, history: list[MemoryVersion]) -> bool:
@@ -224,6 +268,12 @@ class _PageBuilder:
         self.histories[memory.id] = history
         return True
 
+    def add_document(self, document: Document, text: str) -> bool:
+        if not self._fits(_json_bytes([document.name, text]) + _ENTRY_OVERHEAD_BYTES):
+            return False
+        self.documents.append((document, text))
+        return True
+
     def add_turn(self, session_turn: tuple[str, Turn]) -> bool:
         session_id, turn = session_turn
         if not self._fits(_json_bytes([session_id, turn.content]) + _ENTRY_OVERHEAD_BYTES):
@@ -232,14 +282,16 @@ class _PageBuilder:
         return True
 
     def _fits(self, size: int) -> bool:
-        empty = not self.memories and not self.turns
+        empty = not self.memories and not self.turns and not self.documents
         if not empty and self._bytes + size > self._budget:
             return False
         self._bytes += size
         return True
 
     def build(self, cursor: str | None) -> AccountExport:
-        return AccountExport(memories=self.memories, turns=self.turns, histories=self.histories, cursor=cursor)
+        return AccountExport(
+            memories=self.memories, turns=self.turns, histories=self.histories, cursor=cursor, documents=self.documents
+        )
 
 
 def _json_bytes(value: Any) -> int:
@@ -260,7 +312,8 @@ def _turn_key(session_turn: tuple[str, Turn]) -> tuple[int, str]:
 #
 # Where the next page starts, as unpadded URL-safe base64 of compact JSON, like the list's cursors:
 # `{"m": <the list cursor of the memories' page holding the next one, or null for the first>,
-# "a": <the id of the last memory exported, or null>}` while memories remain, then `{"t": null}` or
+# "a": <the id of the last memory exported, or null>}` while memories remain, then `{"d", "b"}` likewise for
+# documents (the document list's cursor, the last document exported), then `{"t": null}` or
 # `{"t": [<microseconds>, <sessionId>]}` (the last turn exported). The list cursor inside is the
 # memory store's own and is checked by it when used. Anything else is refused before anything is read.
 
@@ -272,11 +325,17 @@ class MemoriesFrom:
 
 
 @dataclass(frozen=True)
+class DocumentsFrom:
+    page: str | None
+    after: str | None
+
+
+@dataclass(frozen=True)
 class TurnsFrom:
     after: tuple[int, str] | None
 
 
-ExportPosition = MemoriesFrom | TurnsFrom
+ExportPosition = MemoriesFrom | DocumentsFrom | TurnsFrom
 _NOT_OURS = "cursor is not one this API returned"
 _MEMORY_ID = re.compile(f"[0-9a-f]{{{ID_HEX_CHARS}}}")
 _MAX_NESTED_CHARS = 1024
@@ -287,6 +346,8 @@ def encode_export_cursor(position: ExportPosition) -> str:
     fields: dict[str, Any]
     if isinstance(position, MemoriesFrom):
         fields = {"m": position.page, "a": position.after}
+    elif isinstance(position, DocumentsFrom):
+        fields = {"d": position.page, "b": position.after}
     else:
         fields = {"t": None if position.after is None else list(position.after)}
     raw = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -313,6 +374,11 @@ def _position_of(fields: object) -> ExportPosition | None:
         page_ok = page is None or (isinstance(page, str) and 0 < len(page) <= _MAX_NESTED_CHARS)
         after_ok = after is None or (isinstance(after, str) and _MEMORY_ID.fullmatch(after) is not None)
         return MemoriesFrom(page=page, after=after) if page_ok and after_ok else None
+    if isinstance(fields, dict) and set(fields) == {"d", "b"}:
+        page, after = fields["d"], fields["b"]
+        page_ok = page is None or (isinstance(page, str) and 0 < len(page) <= _MAX_NESTED_CHARS)
+        after_ok = after is None or (isinstance(after, str) and _MEMORY_ID.fullmatch(after) is not None)
+        return DocumentsFrom(page=page, after=after) if page_ok and after_ok else None
     if isinstance(fields, dict) and set(fields) == {"t"}:
         after_turn = fields["t"]
         if after_turn is None:

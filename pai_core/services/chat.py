@@ -13,6 +13,7 @@ from pai_core.models import ChatMessage, ChatReply, Completion, SearchHit, Sourc
 from pai_core.ports import ChatModel, Clock, ConversationRepository
 from pai_core.services.memories import MemoryService
 from pai_core.services.prompt import SYSTEM_PROMPT, TOKENS_PER_MESSAGE, build_messages
+from pai_core.services.retrieval import Hit, RetrievalService
 
 
 def new_session_id() -> str:
@@ -25,7 +26,7 @@ class _Prepared:
     session_id: str
     asked_at: datetime
     messages: list[ChatMessage]
-    hits: list[SearchHit]
+    hits: list[Hit]
 
 
 class ChatService:
@@ -39,8 +40,11 @@ class ChatService:
         history_max_turns: int,
         max_output_tokens: int,
         limits: UsageLimits | None = None,
+        retrieval: RetrievalService | None = None,
     ) -> None:
+        """`retrieval`: memories and document passages together; without it, memories alone."""
         self._conversations = conversations
+        self._retrieval = retrieval
         self._memories = memories
         self._model = model
         self._clock = clock
@@ -111,7 +115,12 @@ class ChatService:
         else:
             self._conversations.append(owner, session, Turn(role="user", content=message, at=asked_at))
 
-        hits = self._memories.search(owner, message, top=top_k) if use_memory and top_k > 0 else []
+        hits: list[Hit] = []
+        if use_memory and top_k > 0:
+            if self._retrieval is not None:
+                hits = self._retrieval.search(owner, message, top=top_k)
+            else:
+                hits = list(self._memories.search(owner, message, top=top_k))
         messages, used_hits = build_messages(
             message=message, history=history, hits=hits, count_tokens=self._model.count_tokens, budget=budget
         )
@@ -140,5 +149,18 @@ class ChatService:
             reply=completion.text,
             model=completion.model,
             usage=completion.usage,
-            sources=[Source(id=hit.memory.id, score=hit.score) for hit in prepared.hits],
+            sources=[source_of(hit) for hit in prepared.hits],
         )
+
+
+def source_of(hit: Hit) -> Source:
+    if isinstance(hit, SearchHit):
+        return Source(id=hit.memory.id, score=hit.score)
+    return Source(
+        id=hit.passage.id,
+        score=hit.score,
+        kind="document",
+        document_id=hit.document.id,
+        name=hit.document.name,
+        page=hit.passage.page,
+    )

@@ -365,7 +365,7 @@ def test_search_ranks_the_semantically_right_memory_first(api: ApiClient, person
 
     assert results[0]["id"] == personal_facts[CAT]
     assert results[0]["content"] == CAT
-    assert set(results[0]) == {"id", "content", "category", "metadata", "createdAt", "score"}
+    assert set(results[0]) == {"id", "content", "category", "metadata", "createdAt", "score", "kind"}
     scores = [hit["score"] for hit in results]
     assert scores == sorted(scores, reverse=True)
     assert all(-1.0 <= score <= 1.0 for score in scores)
@@ -431,7 +431,7 @@ def test_chat_answers_with_the_stored_memory_in_its_prompt(
     assert body["usage"]["inputTokens"] > 0
     assert body["usage"]["outputTokens"] > 0
     assert memory_id in [source["id"] for source in body["sources"]]
-    assert all(set(source) == {"id", "score"} for source in body["sources"])
+    assert all(set(source) == {"kind", "id", "score"} and source["kind"] == "memory" for source in body["sources"])
     assert len(body["sources"]) <= 4
 
     assert chat_model.prompt_count() == asked_before + 1

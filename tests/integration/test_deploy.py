@@ -125,6 +125,7 @@ def test_deploy_then_destroy_leaves_nothing(moto_endpoint: str, built_bundle: Pa
         f"pai-memory-{ENV}": 1024,
         f"pai-search-{ENV}": 2048,
         f"pai-authorizer-{ENV}": 256,
+        f"pai-documents-{ENV}": 3008,
     }
     assert {name: functions[name]["MemorySize"] for name in expected} == expected
     # moto's CloudFormation drops Architectures and Layers; test_template_routes checks them in the template.

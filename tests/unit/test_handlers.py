@@ -537,7 +537,8 @@ def test_search_results_sorted_by_score_with_all_fields() -> None:
     assert set(reply.body) == {"results"}
     results = reply.body["results"]
     assert 1 <= len(results) <= 4
-    assert all(set(hit) == {*MEMORY_KEYS, "score"} for hit in results)
+    # API v2: every result says its kind.
+    assert all(set(hit) == {*MEMORY_KEYS, "score", "kind"} and hit["kind"] == "memory" for hit in results)
     scores = [hit["score"] for hit in results]
     assert all(isinstance(score, float) for score in scores)
     assert all(-1.0 <= score <= 1.0 + 1e-6 for score in scores)
@@ -731,7 +732,7 @@ def test_chat_uses_memories_as_sources(fake_container: FakeContainer) -> None:
     assert reply.status == 200
     sources = reply.body["sources"]
     assert sources
-    assert all(set(source) == {"id", "score"} for source in sources)
+    assert all(set(source) == {"kind", "id", "score"} and source["kind"] == "memory" for source in sources)
     assert all(isinstance(source["score"], float) for source in sources)
     assert {source["id"] for source in sources} <= {cat, dentist}
     assert sources[0]["id"] == cat

@@ -544,7 +544,7 @@ def test_reading_a_counter_is_one_consistent_get(response: dict[str, Any], total
 
 # == the template ===================================================================================
 
-LIMITED_FUNCTIONS = {"ChatFunction", "MemoryFunction", "SearchFunction"}
+LIMITED_FUNCTIONS = {"ChatFunction", "MemoryFunction", "SearchFunction", "DocumentsFunction"}
 
 
 def test_the_usage_table_is_encrypted_with_the_stacks_key_and_expires_old_windows() -> None:
@@ -587,6 +587,7 @@ def test_roles_may_only_count_on_the_usage_table_and_only_chat_reads_it() -> Non
         "ChatFunctionRole": {"dynamodb:UpdateItem", "dynamodb:GetItem"},
         "MemoryFunctionRole": {"dynamodb:UpdateItem"},
         "SearchFunctionRole": {"dynamodb:UpdateItem"},
+        "DocumentsFunctionRole": {"dynamodb:UpdateItem"},
     }
 
 

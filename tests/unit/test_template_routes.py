@@ -4,7 +4,14 @@ import importlib
 
 from pai_local.template import Template
 
-API_ROUTES = {("POST", "/chat"), ("POST", "/memory"), ("POST", "/search"), ("POST", "/account"), ("GET", "/health")}
+API_ROUTES = {
+    ("POST", "/chat"),
+    ("POST", "/memory"),
+    ("POST", "/search"),
+    ("POST", "/account"),
+    ("POST", "/documents"),
+    ("GET", "/health"),
+}
 
 
 def test_template_routes_are_the_api_contract() -> None:
@@ -29,6 +36,8 @@ def test_functions_are_python_312_on_arm64_with_the_designs_sizes() -> None:
         "handlers.memory.handler": (1024, 60),
         "handlers.search.handler": (2048, 60),
         "handlers.authorizer.handler": (256, 10),
+        # Parsing and embedding inside the request, within API Gateway's 30 s integration bound.
+        "handlers.documents.handler": (3008, 29),
     }
     assert all(p["Runtime"] == "python3.12" and p["Architectures"] == ["arm64"] for p in functions.values())
 
@@ -63,14 +72,23 @@ def test_roles_are_least_privilege() -> None:
         ]
         for name, spec in template.of_type("AWS::IAM::Role").items()
     }
-    assert set(statements) == {"ChatFunctionRole", "MemoryFunctionRole", "SearchFunctionRole", "AuthorizerFunctionRole"}
+    assert set(statements) == {
+        "ChatFunctionRole",
+        "MemoryFunctionRole",
+        "SearchFunctionRole",
+        "AuthorizerFunctionRole",
+        "DocumentsFunctionRole",
+    }
     for role, granted in statements.items():
         for statement in granted:
             assert statement["Resource"] != "*", role
             assert all("*" not in action for action in statement["Action"]), role
     actions = {role: {a for s in granted for a in s["Action"]} for role, granted in statements.items()}
     assert "bedrock:InvokeModel" in actions["ChatFunctionRole"]
-    assert not any(a.startswith("bedrock:") for a in actions["MemoryFunctionRole"] | actions["SearchFunctionRole"])
+    assert not any(
+        a.startswith("bedrock:")
+        for a in actions["MemoryFunctionRole"] | actions["SearchFunctionRole"] | actions["DocumentsFunctionRole"]
+    )
     # KMS only ever wraps and unwraps users' branch keys (our encryption context says so), or serves
     # the bucket's own SSE-KMS through S3: no function can use the key for anything else.
     for role, granted_statements in statements.items():
@@ -81,12 +99,31 @@ def test_roles_are_least_privilege() -> None:
                     condition.get("kms:EncryptionContext:aws:s3:arn") == {"Fn::GetAtt": ["KnowledgeBaseBucket", "Arn"]}
                     and "kms:ViaService" in condition
                 ), role
-    for role in ("SearchFunctionRole", "ChatFunctionRole", "MemoryFunctionRole"):
+    # Each function reaches only its own prefixes of the bucket: index snapshots (search, chat; memory
+    # to forget them) and documents (the documents function; memory to export and forget them).
+    prefixes = {
+        "SearchFunctionRole": {"index"},
+        "ChatFunctionRole": {"index"},
+        "MemoryFunctionRole": {"index", "documents"},
+        "DocumentsFunctionRole": {"documents"},
+        "AuthorizerFunctionRole": set(),
+    }
+    for role, allowed in prefixes.items():
+        reached = set()
         for statement in statements[role]:
-            if statement["Action"] == ["s3:ListBucketVersions"]:  # forgetting a user, and only under index/
-                assert statement["Condition"] == {"StringLike": {"s3:prefix": "index/*"}}, role
+            if statement["Action"] == ["s3:ListBucketVersions"]:
+                (prefix,) = statement["Condition"]["StringLike"].values()
+                reached.add(prefix.removesuffix("/*"))
             elif any(action.startswith("s3:") for action in statement["Action"]):
-                assert statement["Resource"] == {"Fn::Sub": "${KnowledgeBaseBucket.Arn}/index/*"}, role
+                resource = statement["Resource"]["Fn::Sub"]
+                assert resource.startswith("${KnowledgeBaseBucket.Arn}/") and resource.endswith("/*"), role
+                reached.add(resource.removeprefix("${KnowledgeBaseBucket.Arn}/").removesuffix("/*"))
+        assert reached == allowed, role
+    # Only the documents function writes objects under documents/, and search never deletes anything there.
+    for role, granted_statements in statements.items():
+        for statement in granted_statements:
+            if "s3:PutObject" in statement["Action"] and "documents" in str(statement["Resource"]):
+                assert role == "DocumentsFunctionRole"
     # Search writes nothing but a user's first branch key and their request count (and its snapshots, above).
     for statement in statements["SearchFunctionRole"]:
         if {"dynamodb:PutItem", "dynamodb:UpdateItem"} & set(statement["Action"]):
@@ -103,7 +140,7 @@ def test_roles_are_least_privilege() -> None:
     # Only the functions that store something reach the idempotency records.
     for role, granted_statements in statements.items():
         reaches = any(s["Resource"] == {"Fn::GetAtt": ["IdempotencyTable", "Arn"]} for s in granted_statements)
-        assert reaches == (role in {"ChatFunctionRole", "MemoryFunctionRole"}), role
+        assert reaches == (role in {"ChatFunctionRole", "MemoryFunctionRole", "DocumentsFunctionRole"}), role
     (bedrock,) = [s for s in statements["ChatFunctionRole"] if s["Action"] == ["bedrock:InvokeModel"]]
     assert bedrock["Resource"]["Fn::Sub"].endswith("foundation-model/${BedrockModelId}")
     (secret,) = [s for s in statements["ChatFunctionRole"] if s["Action"] == ["secretsmanager:GetSecretValue"]]

@@ -1,0 +1,268 @@
+"""Documents: ingestion throughput and retrieval quality, measured in one run on this machine.
+
+    python -m benchmarks.documents            # a 300-page PDF and the same text as Markdown and plain text
+    python -m benchmarks.documents --pages 30 # smaller
+
+It also measures what passages cost every search: the index's search at 10K memories with and
+without 20K passages.
+
+Ingestion goes through DocumentService.upload with the real bounded parser (a child process), the
+embedding model's own tokenizer and the int8 model; storage is the in-memory fakes (storage costs
+are the memories' and are measured by `make bench`). The baseline, in the same run, is the same
+text uploaded as plain text: what ingestion costs without a format to read.
+
+Quality: the evaluation set is built at run time from text on this machine that may be used freely:
+the docstrings of Python standard-library modules and their public classes and functions (one
+Markdown document per module; nothing is shipped), with hand-written questions whose answer is in
+one known module's document. hit@k: the share of questions for which a passage of the right
+document is among the first k results, dense-only (cosine over the int8 model's vectors) against
+hybrid (the same ranking fused with BM25, benchmarks/bm25.py, by reciprocal rank, k=60). The
+index's own hybrid ranking (another change) is not what is measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from benchmarks.bm25 import BM25
+from pai_core.config import DEFAULT_EMBEDDING_MODEL_DIR
+from pai_core.documents import parse_bounded
+from pai_core.documents.detect import ContentType
+from pai_core.documents.parse import ParsedDocument
+from pai_core.documents.records import StoredPassage
+from pai_core.embedding import OnnxEmbedder
+from pai_core.embedding.onnx_embedder import TOKENIZER_FILE
+from pai_core.services.documents import DocumentBounds, DocumentService
+from tests.documents_support import make_pdf
+from tests.fakes import FixedClock
+from tests.fakes_documents import InMemoryDocumentFiles, InMemoryDocumentRepository, fake_fingerprint
+
+MODULES = [
+    "argparse", "csv", "heapq", "bisect", "json", "pickle", "sqlite3", "zipfile", "tarfile", "gzip", "shutil",
+    "tempfile", "glob", "fnmatch", "logging", "datetime", "calendar", "random", "statistics", "decimal",
+    "fractions", "itertools", "functools", "collections", "contextlib", "threading", "subprocess", "socket",
+    "ssl", "http.client", "urllib.parse", "email", "smtplib", "uuid", "hashlib", "hmac", "secrets", "base64",
+    "textwrap", "difflib", "string", "re", "unittest", "doctest", "pdb", "timeit", "cProfile", "trace",
+    "inspect", "dataclasses", "enum", "typing", "abc", "copy", "pprint", "shelve", "dbm", "configparser",
+    "getpass", "locale", "gettext", "codecs", "unicodedata", "struct", "array", "queue", "sched", "selectors",
+    "signal", "mmap", "wave", "colorsys", "imaplib", "ftplib", "poplib", "xml.dom.minidom", "plistlib",
+]  # fmt: skip
+# (question, module whose docstring answers it): written against the modules' own docstrings.
+QUESTIONS = [
+    ("How do I define command-line options and positional arguments for my script?", "argparse"),
+    ("read and write files of comma separated values like spreadsheets", "csv"),
+    ("priority queue where the smallest item is always at index zero", "heapq"),
+    ("insert into a sorted list and keep it sorted without sorting again", "bisect"),
+    ("serialize Python objects to a byte stream and restore them", "pickle"),
+    ("create and extract tar archives, possibly compressed", "tarfile"),
+    ("compress and decompress files the way the gzip program does", "gzip"),
+    ("copy and remove whole directory trees", "shutil"),
+    ("make a temporary file or directory that is removed afterwards", "tempfile"),
+    ("report events of an application with levels like warning and error to handlers", "logging"),
+    ("print a month calendar and compute leap years", "calendar"),
+    ("pseudo-random numbers from distributions such as gauss and choice", "random"),
+    ("compute the mean, median and standard deviation of data", "statistics"),
+    ("exact decimal floating point arithmetic for money", "decimal"),
+    ("rational numbers with a numerator and denominator", "fractions"),
+    ("start a program as a child process and read its output", "subprocess"),
+    ("low-level network connections with sockets", "socket"),
+    ("split a URL into scheme, host and path and quote its parts", "urllib.parse"),
+    ("send mail through an SMTP server", "smtplib"),
+    ("generate universally unique identifiers", "uuid"),
+    ("secure hash and message digest algorithms like sha256 and md5", "hashlib"),
+    ("keyed hashing for message authentication", "hmac"),
+    ("wrap and fill paragraphs of text to a given width", "textwrap"),
+    ("compute the differences between two sequences of lines", "difflib"),
+    ("run tests written as examples in docstrings", "doctest"),
+    ("measure how long a small snippet of code takes to run", "timeit"),
+    ("a persistent dictionary stored in a file", "shelve"),
+    ("read configuration files with sections and keys", "configparser"),
+    ("prompt for a password without echoing it", "getpass"),
+    ("pack and unpack binary data as C structs", "struct"),
+]
+
+
+_MAX_DOCUMENT_CHARS = 40_000
+
+
+@dataclass
+class _Timed:
+    seconds: float = 0.0
+
+
+def _corpus() -> dict[str, str]:
+    docs: dict[str, str] = {}
+    for name in MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        # The module's docstring, then its public classes' and functions' under their own headings.
+        parts = [f"# {name}", module.__doc__ or ""]
+        for member_name in sorted(getattr(module, "__all__", None) or dir(module)):
+            member = getattr(module, member_name, None)
+            if member_name.startswith("_") or not callable(member) or getattr(member, "__module__", None) != name:
+                continue
+            if member.__doc__:
+                parts += [f"## {member_name}", member.__doc__]
+        text = "\n\n".join(parts)[:_MAX_DOCUMENT_CHARS]
+        if len(text) > 200:
+            docs[name] = text
+    return docs
+
+
+def _service(embedder: OnnxEmbedder, parse_time: _Timed) -> tuple[DocumentService, InMemoryDocumentRepository]:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(DEFAULT_EMBEDDING_MODEL_DIR / TOKENIZER_FILE))
+    tokenizer.no_truncation()
+
+    def spans(text: str) -> list[tuple[int, int]]:
+        return list(tokenizer.encode(text, add_special_tokens=False).offsets)
+
+    def parser(content: bytes, content_type: ContentType) -> ParsedDocument:
+        started = time.perf_counter()
+        try:
+            return parse_bounded(content, content_type)
+        finally:
+            parse_time.seconds += time.perf_counter() - started
+
+    repository = InMemoryDocumentRepository()
+    service = DocumentService(
+        repository,
+        InMemoryDocumentFiles(),
+        embedder,
+        FixedClock(),
+        spans=spans,
+        fingerprint=fake_fingerprint,
+        bounds=DocumentBounds(max_passages=10**6, max_documents=10**6),
+        parser=parser,
+    )
+    return service, repository
+
+
+def ingestion(embedder: OnnxEmbedder, pages: int) -> list[tuple[str, int, int, float, float]]:
+    text = " ".join(_corpus().values()).split()
+    # The PDF's standard font has Latin-1 glyphs only.
+    lines = [" ".join(text[i : i + 14]).encode("latin-1", "replace").decode("latin-1") for i in range(0, len(text), 14)]
+    per_page = 45
+    page_lines = [[lines[(p * per_page + i) % len(lines)] for i in range(per_page)] for p in range(pages)]
+    pdf = make_pdf(page_lines)
+    plain = "\n\n".join("\n".join(page) for page in page_lines).encode()
+    markdown = "\n\n".join(f"## Page {n}\n\n" + "\n".join(page) for n, page in enumerate(page_lines, 1)).encode()
+    rows = []
+    for label, content_type, content in (
+        ("plain text (baseline)", "text/plain", plain),
+        ("Markdown", "text/markdown", markdown),
+        (f"PDF, {pages} pages, {len(pdf) / 2**20:.1f} MiB", "application/pdf", pdf),
+    ):
+        parse_time = _Timed()
+        service, _ = _service(embedder, parse_time)
+        started = time.perf_counter()
+        upload = service.upload("bench", name=label, content_type=content_type, content=content, category="bench")
+        total = time.perf_counter() - started
+        rows.append((label, pages, upload.document.passages, total, parse_time.seconds))
+    return rows
+
+
+def quality(embedder: OnnxEmbedder) -> tuple[int, tuple[float, float], tuple[float, float]]:
+    parse_time = _Timed()
+    service, repository = _service(embedder, parse_time)
+    names: dict[str, str] = {}
+    for module, text in _corpus().items():
+        names[
+            service.upload(
+                "q", name=module, content_type="text/markdown", content=text.encode(), category="g"
+            ).document.id
+        ] = module
+    passages = [(p, np.frombuffer(v, dtype="<f4")) for (_, _), (p, v) in sorted(repository.passages.items())]
+    matrix = np.stack([v for _, v in passages])
+    bm25 = BM25([p.text for p, _ in passages])
+    dense_hits = hybrid_hits = dense_first = hybrid_first = 0
+    questions = [(q, m) for q, m in QUESTIONS if m in names.values()]
+    for question, module in questions:
+        query = embedder.embed([question])[0]
+        dense = np.argsort(-(matrix @ query))
+        lexical = np.argsort(-bm25.scores(question))
+        fused: dict[int, float] = {}
+        for ranking in (dense, lexical):
+            for rank, index in enumerate(ranking[:100]):
+                fused[int(index)] = fused.get(int(index), 0.0) + 1.0 / (60 + rank + 1)
+        hybrid = sorted(fused, key=lambda index: -fused[index])
+        dense_hits += _found(module, [int(i) for i in dense[:5]], passages, names)
+        hybrid_hits += _found(module, hybrid[:5], passages, names)
+        dense_first += _found(module, [int(dense[0])], passages, names)
+        hybrid_first += _found(module, hybrid[:1], passages, names)
+    n = len(questions)
+    return n, (dense_hits / n, dense_first / n), (hybrid_hits / n, hybrid_first / n)
+
+
+def search_latency(memories: int, passages: int, *, queries: int = 300) -> list[tuple[str, float, float]]:
+    """Index search p50 and p95 (ms, top 5) with `memories` memories alone (the baseline) and with
+    `passages` passages added: what passages cost every search. Seeded random unit vectors; the
+    query's embedding and the hits' reads by key are the same in both and left out."""
+    from pai_core.bootstrap import single_threaded_blas
+    from pai_core.models import IndexedItem, ItemRef
+    from pai_core.search.index import VectorIndex
+
+    single_threaded_blas()  # as every container runs it
+    rng = np.random.default_rng(12)
+
+    def items(kind: Literal["memory", "passage"], count: int) -> list[IndexedItem]:
+        vectors = rng.standard_normal((count, 384)).astype("<f4")
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        return [IndexedItem(ItemRef(kind, f"{kind}{i}"), "general", v.tobytes(), "") for i, v in enumerate(vectors)]
+
+    memory_items, passage_items = items("memory", memories), items("passage", passages)
+    probes = rng.standard_normal((queries, 384)).astype("<f4")
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    rows = []
+    for label, contents in (
+        (f"{memories // 1000}K memories (baseline)", memory_items),
+        (f"{memories // 1000}K memories + {passages // 1000}K passages", memory_items + passage_items),
+    ):
+        index = VectorIndex(384)
+        index.add(contents)
+        timings = []
+        for probe in probes:
+            started = time.perf_counter()
+            index.search(probe, 5)
+            timings.append((time.perf_counter() - started) * 1000)
+        rows.append((label, float(np.percentile(timings, 50)), float(np.percentile(timings, 95))))
+    return rows
+
+
+def _found(module: str, top: list[int], passages: list[tuple[StoredPassage, Any]], names: dict[str, str]) -> bool:
+    return any(names[passages[i][0].document_id] == module for i in top)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=300)
+    args = parser.parse_args()
+    embedder = OnnxEmbedder(DEFAULT_EMBEDDING_MODEL_DIR)
+    print(f"machine: {platform.machine()}, {platform.python_version()}")
+    print("| ingestion | pages | passages | seconds | parse s | pages/s | passages/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, pages, passages, total, parse in ingestion(embedder, args.pages):
+        rates = f"{pages / total:.1f} | {passages / total:.1f}"
+        print(f"| {label} | {pages} | {passages} | {total:.1f} | {parse:.1f} | {rates} |")
+    print("\n| index search, top 5 | p50 ms | p95 ms |\n|---|---:|---:|")
+    for label, p50, p95 in search_latency(10_000, 20_000):
+        print(f"| {label} | {p50:.2f} | {p95:.2f} |")
+    count, dense, hybrid = quality(embedder)
+    print(f"\n{count} questions on {len(_corpus())} standard-library module documents:")
+    print("| ranking | hit@5 | hit@1 |\n|---|---:|---:|")
+    print(f"| dense only | {dense[0]:.2f} | {dense[1]:.2f} |")
+    print(f"| hybrid (dense + BM25, RRF) | {hybrid[0]:.2f} | {hybrid[1]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
