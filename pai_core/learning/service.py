@@ -19,7 +19,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal, Protocol
+from typing import Literal
 
 from pai_core.errors import RateLimited
 from pai_core.learning.jobs import LearningJob
@@ -39,7 +39,7 @@ from pai_core.learning.rules import (
 from pai_core.learning.secrets import holds_secret
 from pai_core.limits import UsageLimits
 from pai_core.models import Memory, Turn
-from pai_core.ports import Clock, UsageCounters
+from pai_core.ports import Clock, ConversationRepository, UsageCounters
 from pai_core.services.memories import MemoryService
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,6 @@ SIMILAR_LEARNED = 8
 FORGET_OVERLAP = 0.5
 # Markers of learned turns outlive the turns (24 h) and any redelivery.
 MARKER_LIFETIME = timedelta(days=2)
-
-
-class TurnSource(Protocol):
-    def recent(self, owner: str, session_id: str, *, now: object, limit: int) -> list[Turn]: ...
 
 
 @dataclass(frozen=True)
@@ -91,7 +87,7 @@ class LearningService:
     def __init__(
         self,
         memories: MemoryService,
-        turns: TurnSource,
+        turns: ConversationRepository,
         clock: Clock,
         *,
         mode: ExtractionMode,
