@@ -169,6 +169,10 @@ class Source:
     score: float
 
 
+# Whether the user's turn will be read for durable facts about them (pai_core.learning).
+LearningState = Literal["queued", "off"]
+
+
 @dataclass(frozen=True)
 class ChatReply:
     session_id: str
@@ -176,3 +180,4 @@ class ChatReply:
     model: str
     usage: Usage
     sources: list[Source] = field(default_factory=list)
+    learning: LearningState = "off"

@@ -26,18 +26,19 @@ MAX_KNOWN = 5
 MAX_KNOWN_CHARS = 300
 MAX_OUTPUT_TOKENS = 300
 
+# Bounds (lengths, counts, the range of `replaces`) are checked by parse_decisions rather than put
+# in the schema: OpenAI's strict mode refuses such keywords, and llama.cpp's grammar ignores some.
 EXTRACTION_SCHEMA: JsonObject = {
     "type": "object",
     "properties": {
         "facts": {
             "type": "array",
-            "maxItems": MAX_FACTS,
             "items": {
                 "type": "object",
                 "properties": {
-                    "fact": {"type": "string", "minLength": 1, "maxLength": MAX_FACT_CHARS},
+                    "fact": {"type": "string"},
                     "action": {"type": "string", "enum": ["add", "update", "none"]},
-                    "replaces": {"type": ["integer", "null"]},
+                    "replaces": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
                 },
                 "required": ["fact", "action", "replaces"],
                 "additionalProperties": False,

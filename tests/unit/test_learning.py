@@ -6,23 +6,29 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
-from pai_core.learning import LearningJob, LearningService, holds_secret, secret_kind
-from pai_core.learning.jobs import InvalidJob
+from pai_core.errors import UpstreamUnavailable
+from pai_core.learning.jobs import InvalidJob, LearningJob
 from pai_core.learning.model import parse_decisions
 from pai_core.learning.rules import explicit_command, grounded, is_instruction, rule_candidates
-from pai_core.learning.secrets import iban_valid, luhn_valid
+from pai_core.learning.secrets import holds_secret, iban_valid, luhn_valid, secret_kind
+from pai_core.learning.service import LearningService
 from pai_core.limits import UsageLimits
-from pai_core.models import ChatMessage, Completion, JsonObject, Turn, Usage
+from pai_core.models import ChatMessage, ChatReply, Completion, JsonObject, TextDelta, Turn, Usage
+from pai_core.services.chat import ChatService
 from pai_core.services.memories import MemoryService
 from tests.fakes import (
+    FakeContainer,
+    FakeLambdaContext,
     FixedClock,
     HashingEmbedder,
     InMemoryConversationRepository,
     InMemoryMemoryRepository,
     InMemoryUsageCounters,
+    ScriptedChatModel,
 )
 
 OWNER = "alice"
@@ -356,3 +362,111 @@ def test_an_expired_or_unknown_turn_is_skipped() -> None:
     job = world.say("I live in Berlin.")
     world.clock.advance(seconds=timedelta(hours=25).total_seconds())
     assert world.learning.learn_turn(job).skipped == "no_turn"
+
+
+# -- in the chat turn ----------------------------------------------------------------------------
+
+
+class RecordingQueue:
+    def __init__(self) -> None:
+        self.jobs: list[LearningJob] = []
+        self.fail = False
+
+    def send(self, job: LearningJob) -> None:
+        if self.fail:
+            raise UpstreamUnavailable("the learning queue is unavailable")
+        self.jobs.append(job)
+
+
+def chat_world(*, learning_on: bool = True) -> tuple[World, ChatService, RecordingQueue, ScriptedChatModel]:
+    world = World()
+    queue = RecordingQueue()
+    model = ScriptedChatModel("Nice!")
+    chat = ChatService(
+        world.conversations,
+        world.memories,
+        model,
+        world.clock,
+        history_max_turns=10,
+        max_output_tokens=64,
+        learning=world.learning if learning_on else None,
+        learning_queue=queue,
+    )
+    return world, chat, queue, model
+
+
+def test_a_chat_turn_is_queued_by_reference_and_learned_from() -> None:
+    world, chat, queue, _ = chat_world()
+    reply = chat.chat(OWNER, message="I live in Berlin.", session_id=SESSION, use_memory=True, top_k=4)
+    assert reply.learning == "queued" and reply.reply == "Nice!"
+    (job,) = queue.jobs
+    assert (job.owner, job.session_id) == (OWNER, SESSION)
+    assert len(world.learning.learn_turn(job).added) == 1
+    assert world.learned() == ["I live in Berlin."]
+
+
+def test_learn_false_and_a_deployment_without_learning_are_off() -> None:
+    _, chat, queue, _ = chat_world()
+    reply = chat.chat(OWNER, message="I live in Berlin.", session_id=SESSION, use_memory=True, top_k=4, learn=False)
+    assert reply.learning == "off" and queue.jobs == []
+    world, chat, queue, _ = chat_world(learning_on=False)
+    reply = chat.chat(OWNER, message="Remember that I live in Berlin", session_id=SESSION, use_memory=True, top_k=4)
+    assert reply.learning == "off" and queue.jobs == [] and world.learned() == []
+
+
+def test_a_queue_that_fails_never_loses_the_reply() -> None:
+    world, chat, queue, _ = chat_world()
+    queue.fail = True
+    reply = chat.chat(OWNER, message="I live in Berlin.", session_id=SESSION, use_memory=True, top_k=4)
+    assert reply.reply == "Nice!" and reply.learning == "off"
+    assert [t.role for t in world.conversations.turns[(OWNER, SESSION)]] == ["user", "assistant"]
+
+
+def test_explicit_commands_are_answered_in_the_turn() -> None:
+    world, chat, queue, model = chat_world()
+    reply = chat.chat(
+        OWNER, message="Remember that I prefer aisle seats.", session_id=SESSION, use_memory=True, top_k=4
+    )
+    assert reply.reply == "Got it, I'll remember that: I prefer aisle seats."
+    assert reply.learning == "queued" and reply.usage.input_tokens == 0
+    assert model.prompts == [] and queue.jobs == []
+    assert world.learned() == ["I prefer aisle seats."]
+    items = list(
+        chat.chat_stream(
+            OWNER, message="Forget that I prefer aisle seats", session_id=SESSION, use_memory=True, top_k=4
+        )
+    )
+    assert isinstance(items[0], TextDelta) and "forgotten" in items[0].text
+    assert isinstance(items[-1], ChatReply) and items[-1].learning == "queued"
+    assert world.learned() == []
+
+
+def test_a_streamed_reply_is_queued_too() -> None:
+    _, chat, queue, _ = chat_world()
+    items = list(chat.chat_stream(OWNER, message="I love jazz.", session_id=SESSION, use_memory=True, top_k=4))
+    final = items[-1]
+    assert isinstance(final, ChatReply) and final.learning == "queued" and len(queue.jobs) == 1
+
+
+# -- the learning function -----------------------------------------------------------------------
+
+
+def test_the_learning_handler_reports_failures_and_drops_junk(fake_container: FakeContainer) -> None:
+    from handlers import learning as learning_handler
+
+    context: Any = FakeLambdaContext()
+    world = World()
+    fake_container.learning = world.learning  # type: ignore[attr-defined]
+    job = world.say("I live in Berlin.")
+    event = {
+        "Records": [
+            {"messageId": "m1", "body": job.to_json()},
+            {"messageId": "m2", "body": "not a job"},
+        ]
+    }
+    assert learning_handler.handler(event, context) == {"batchItemFailures": []}
+    assert world.learned() == ["I live in Berlin."]
+    world.repository.fail_with = UpstreamUnavailable("DynamoDB cannot be reached")
+    other = world.say("I love jazz.")
+    failed = learning_handler.handler({"Records": [{"messageId": "m3", "body": other.to_json()}]}, context)
+    assert failed == {"batchItemFailures": [{"itemIdentifier": "m3"}]}
