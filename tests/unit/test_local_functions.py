@@ -31,6 +31,7 @@ def test_every_function_of_the_template_with_its_timeout_and_memory() -> None:
         "memory": FunctionSpec("memory", "handlers.memory.handler", 60.0, 1024),
         "search": FunctionSpec("search", "handlers.search.handler", 60.0, 2048),
         "authorizer": FunctionSpec("authorizer", "handlers.authorizer.handler", 10.0, 256),
+        "learning": FunctionSpec("learning", "handlers.learning.handler", 60.0, 1024),
     }
     routed = {route.handler for route in Template.load(Env="dev").routes()}
     assert routed <= {spec.handler for spec in specs.values()}

@@ -29,6 +29,7 @@ def test_functions_are_python_312_on_arm64_with_the_designs_sizes() -> None:
         "handlers.memory.handler": (1024, 60),
         "handlers.search.handler": (2048, 60),
         "handlers.authorizer.handler": (256, 10),
+        "handlers.learning.handler": (1024, 60),
     }
     assert all(p["Runtime"] == "python3.12" and p["Architectures"] == ["arm64"] for p in functions.values())
 
@@ -63,7 +64,13 @@ def test_roles_are_least_privilege() -> None:
         ]
         for name, spec in template.of_type("AWS::IAM::Role").items()
     }
-    assert set(statements) == {"ChatFunctionRole", "MemoryFunctionRole", "SearchFunctionRole", "AuthorizerFunctionRole"}
+    assert set(statements) == {
+        "ChatFunctionRole",
+        "MemoryFunctionRole",
+        "SearchFunctionRole",
+        "AuthorizerFunctionRole",
+        "LearningFunctionRole",
+    }
     for role, granted in statements.items():
         for statement in granted:
             assert statement["Resource"] != "*", role
@@ -81,7 +88,7 @@ def test_roles_are_least_privilege() -> None:
                     condition.get("kms:EncryptionContext:aws:s3:arn") == {"Fn::GetAtt": ["KnowledgeBaseBucket", "Arn"]}
                     and "kms:ViaService" in condition
                 ), role
-    for role in ("SearchFunctionRole", "ChatFunctionRole", "MemoryFunctionRole"):
+    for role in ("SearchFunctionRole", "ChatFunctionRole", "MemoryFunctionRole", "LearningFunctionRole"):
         for statement in statements[role]:
             if statement["Action"] == ["s3:ListBucketVersions"]:  # forgetting a user, and only under index/
                 assert statement["Condition"] == {"StringLike": {"s3:prefix": "index/*"}}, role
@@ -96,10 +103,14 @@ def test_roles_are_least_privilege() -> None:
             )
     assert "dynamodb:DeleteItem" in actions["MemoryFunctionRole"]
     assert "dynamodb:DeleteItem" not in actions["SearchFunctionRole"]
-    # Chat deletes nothing but the Idempotency-Key mark of a request that failed.
+    # Chat deletes nothing but the Idempotency-Key mark of a request that failed, and the learned
+    # memory a "forget that ..." names.
     for statement in statements["ChatFunctionRole"]:
         if "dynamodb:DeleteItem" in statement["Action"]:
-            assert statement["Resource"] == {"Fn::GetAtt": ["IdempotencyTable", "Arn"]}
+            assert statement["Resource"] in (
+                {"Fn::GetAtt": ["IdempotencyTable", "Arn"]},
+                {"Fn::GetAtt": ["KnowledgeTable", "Arn"]},
+            )
     # Only the functions that store something reach the idempotency records.
     for role, granted_statements in statements.items():
         reaches = any(s["Resource"] == {"Fn::GetAtt": ["IdempotencyTable", "Arn"]} for s in granted_statements)
