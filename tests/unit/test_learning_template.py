@@ -10,7 +10,7 @@ from pai_local.template import Template
 
 
 def role_statements(template: Template, role: str) -> list[dict[str, Any]]:
-    found = []
+    found: list[dict[str, Any]] = []
     for policy in template.properties(role)["Policies"]:
         for statement in policy["PolicyDocument"]["Statement"]:
             if "Fn::If" in statement:
