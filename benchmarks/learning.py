@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.providers:
             print(f"learning: {name} ...", file=sys.stderr, flush=True)
             if name in ("explicit", "rules"):
-                provider = Provider(f"{name} (no model)", name)  # type: ignore[arg-type]
+                provider = Provider(f"{name} (no model)", name)
             elif name == "offline":
                 try:
                     log = Path(tempfile.mkdtemp(prefix="pai-bench-learning-")) / "model-server.log"
