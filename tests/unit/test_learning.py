@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pai_core.config import ConfigError, Settings
 from pai_core.errors import UpstreamUnavailable
 from pai_core.learning.jobs import InvalidJob, LearningJob
 from pai_core.learning.model import parse_decisions
@@ -470,3 +471,21 @@ def test_the_learning_handler_reports_failures_and_drops_junk(fake_container: Fa
     other = world.say("I love jazz.")
     failed = learning_handler.handler({"Records": [{"messageId": "m3", "body": other.to_json()}]}, context)
     assert failed == {"batchItemFailures": [{"itemIdentifier": "m3"}]}
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def test_the_deployment_switch_and_the_extraction_mode() -> None:
+    assert Settings.from_env({}).learn_from_chat is True
+    assert Settings.from_env({"PAI_LEARN_FROM_CHAT": "false"}).learn_from_chat is False
+    with pytest.raises(ConfigError, match="PAI_LEARN_FROM_CHAT"):
+        Settings.from_env({"PAI_LEARN_FROM_CHAT": "maybe"})
+    with pytest.raises(ConfigError, match="PAI_LEARNING_EXTRACTION"):
+        Settings.from_env({"PAI_LEARNING_EXTRACTION": "magic"})
+    # The offline model is too weak to decide what to remember: rules by default; a real model otherwise.
+    assert Settings.from_env({}).learning_mode == "rules"
+    assert Settings.from_env({"PAI_LLM_PROVIDER": "openai"}).learning_mode == "model"
+    assert Settings.from_env({"PAI_LLM_PROVIDER": "bedrock", "PAI_LEARNING_EXTRACTION": "explicit"}).learning_mode == (
+        "explicit"
+    )
