@@ -122,15 +122,18 @@ def parse_decisions(text: str, known_count: int) -> list[Decision] | None:  # no
             return None
         if action not in ("add", "update", "none"):
             return None
+        chosen: Action = "add" if action == "add" else "update" if action == "update" else "none"
         if replaces is not None and (isinstance(replaces, bool) or not isinstance(replaces, int)):
             return None
         position: int | None = None
-        if action == "update":
-            # Numbered from 1 in the prompt; an update of nothing shown is no update.
+        if chosen == "update":
+            # Numbered from 1 in the prompt. An update of nothing that was shown is a fact without a
+            # known one to replace: an add (which consolidation still checks against what is known).
             if replaces is None or not 1 <= replaces <= known_count:
-                return None
-            position = replaces - 1
-        decisions.append(Decision(fact=fact.strip(), action=action, replaces=position))
+                chosen = "add"
+            else:
+                position = replaces - 1
+        decisions.append(Decision(fact=fact.strip(), action=chosen, replaces=position))
     return decisions
 
 

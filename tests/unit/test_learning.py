@@ -342,7 +342,10 @@ def test_model_learning_is_counted_against_the_token_budget() -> None:
 
 def test_parse_decisions_rejects_what_the_schema_forbids() -> None:
     assert parse_decisions('{"facts": []}', 0) == []
-    assert parse_decisions('{"facts": [{"fact": "a", "action": "update", "replaces": 3}]}', 2) is None
+    # An update of a known fact that was not shown is read as an add.
+    (decision,) = parse_decisions('{"facts": [{"fact": "a", "action": "update", "replaces": 3}]}', 2) or []
+    assert (decision.action, decision.replaces) == ("add", None)
+    assert parse_decisions('{"facts": [{"fact": "a", "action": "add", "replaces": "x"}]}', 2) is None
     assert parse_decisions('{"facts": [{"fact": "a", "action": "delete", "replaces": null}]}', 0) is None
     assert parse_decisions("[]", 0) is None
 
