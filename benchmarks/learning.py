@@ -178,6 +178,7 @@ class Score:
     updates_expected: int = 0
     updates_right: int = 0
     leaks: int = 0
+    refused: int = 0  # facts a model proposed that the guards refused (secret, instruction, not the user's words)
     model_turns: int = 0
     tokens: int = 0
     seconds: float = 0.0
@@ -191,7 +192,7 @@ class Score:
         tokens = f"{self.tokens / self.model_turns:.0f}" if self.model_turns else "0"
         return (
             f"| {name} | {share(self.stored_right, self.stored)} | {share(self.recalled, self.expected)} | "
-            f"{share(self.updates_right, self.updates_expected)} | {self.leaks} | {tokens} | "
+            f"{share(self.updates_right, self.updates_expected)} | {self.leaks} | {self.refused} | {tokens} | "
             f"{self.seconds / max(self.turns, 1):.2f} |"
         )
 
@@ -259,6 +260,7 @@ def run(provider: Provider, scenarios: Sequence[dict[str, Any]], embedder: Any) 
                 learning.explicit(owner, session, command)
             elif provider.mode != "explicit":
                 outcome = learning.learn_turn(LearningJob(owner, session, at))
+                score.refused += outcome.dropped
                 if outcome.tokens:
                     score.model_turns += 1
                     score.tokens += outcome.tokens
@@ -320,10 +322,13 @@ def report(scores: dict[str, Score], skipped: dict[str, str]) -> str:
         "(bundled embedding model, in-memory storage). Precision: stored facts that should have been stored; "
         "recall: expected facts, corrections and forgets done; correct updates: corrections made as an update "
         "of the right memory, the old wording kept in its history; secret leaks: stored memories holding a "
-        "secret (must be 0); tokens: per turn that called the model; seconds: per turn.",
+        "secret (must be 0); refused by the guards: facts the model proposed that were not stored because "
+        "they held a secret, were an instruction or were not the user's own words; tokens: per turn that called "
+        "the model (prompt and answer); seconds: per turn.",
         "",
-        "| provider | precision | recall | correct updates | secret leaks | tokens/turn | s/turn |",
-        "|---|---|---|---|---|---|---|",
+        "| provider | precision | recall | correct updates | secret leaks | refused by the guards | tokens/turn "
+        "| s/turn |",
+        "|---|---|---|---|---|---|---|---|",
         *(score.row(name) for name, score in scores.items()),
         "",
         "Turns handled exactly right, by kind:",
