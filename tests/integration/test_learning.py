@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 
-from pai_local.stack import RunningStack
-from tests.integration.support import ApiClient, RecordingChatModel
+from pai_core.config import Settings
+from pai_local.emulator import free_port
+from pai_local.stack import RunningStack, start_stack
+from tests.integration.support import REGION, ApiClient, Emulator, RecordingChatModel, new_env
+from tests.integration.test_gateway_processes import LlmStub
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +101,33 @@ def test_the_queue_carries_no_words(stack: RunningStack, aws: Callable[[str], An
     assert url is not None
     attributes = aws("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])["Attributes"]
     assert "maxReceiveCount" in attributes["RedrivePolicy"]
+
+
+def test_learned_in_worker_processes_as_make_run_serves(emulator: Emulator) -> None:
+    """`make run`'s way: every function in its own worker processes, the learning function among
+    them, fed by the harness's poller from the emulator's queue."""
+    stub = LlmStub()
+    settings = Settings(
+        env=new_env("learn"),
+        region=REGION,
+        endpoint_url=emulator.endpoint_url,
+        llm_provider="openai",
+        openai_base_url=stub.base_url,
+        openai_model="stub",
+        llm_timeout_seconds=5,
+        llm_max_attempts=1,
+        learning_extraction="rules",
+        local_concurrency=1,
+    )
+    running = start_stack(settings, emulator_port=free_port(), gateway_port=free_port(), execution="process")
+    try:
+        issued = running.container.api_keys.issue("learner", "process learning test")
+        api = ApiClient(running.gateway_url, api_key=issued.key)
+        sent = api.post("/chat", {"message": "I work at Initech these days.", "sessionId": "proc-1"})
+        assert sent.status == 200, sent.json
+        assert sent.json["learning"] == "queued"
+        wait_for(lambda: [m["content"] for m in learned(api)] == ["I work at Initech."])
+        assert learned(api)[0]["source"] == {"sessionId": "proc-1"}
+    finally:
+        running.stop()
+        stub.stop()
