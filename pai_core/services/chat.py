@@ -185,6 +185,7 @@ class ChatService:
         if command is None or self._learning is None:
             return None
         outcome = self._learning.explicit(prepared.owner, prepared.session_id, command)
+        prepared.hits.clear()  # no prompt was sent, so no memory was a source of the reply
         return Completion(text=outcome.reply, model=self._model.name, usage=Usage(input_tokens=0, output_tokens=0))
 
     def _queue_learning(self, prepared: _Prepared) -> LearningState:

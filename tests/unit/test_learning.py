@@ -428,11 +428,12 @@ def test_a_queue_that_fails_never_loses_the_reply() -> None:
 
 def test_explicit_commands_are_answered_in_the_turn() -> None:
     world, chat, queue, model = chat_world()
+    world.memories.remember(OWNER, content="I prefer aisle seats on trains.", category="travel", metadata={})
     reply = chat.chat(
         OWNER, message="Remember that I prefer aisle seats.", session_id=SESSION, use_memory=True, top_k=4
     )
     assert reply.reply == "Got it, I'll remember that: I prefer aisle seats."
-    assert reply.learning == "queued" and reply.usage.input_tokens == 0
+    assert reply.learning == "queued" and reply.usage.input_tokens == 0 and reply.sources == []
     assert model.prompts == [] and queue.jobs == []
     assert world.learned() == ["I prefer aisle seats."]
     items = list(
