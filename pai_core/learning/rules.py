@@ -268,6 +268,11 @@ _END = (
     r"(?=\s*(?:$|[,.;!?]|\s+(?:and|but|because|since|so|now|anymore|these\s+days|nowadays|with|for\s+\w+\s+years|"
     r"last|this|next|yesterday|today|recently|earlier|a\s+\w+\s+ago|in\s+\d{4})\b))"
 )
+# Likes and dislikes keep "cats and dogs" together, but not "hiking and I work at ...".
+_LIST_END = (
+    r"(?=\s*(?:$|[,.;!?]|\s+(?:but|because|since|so|now|anymore|these\s+days|nowadays|and\s+(?:i|my|i'm)|"
+    r"last|this|next|yesterday|today|recently|earlier)\b))"
+)
 _RELATIONS = (
     "wife|husband|partner|girlfriend|boyfriend|fiancée?|sister|brother|mother|mom|mum|father|dad|son|daughter|"
     "grandmother|grandma|grandfather|grandpa|aunt|uncle|cousin|niece|nephew|best\\s+friend|boss|manager|"
@@ -278,6 +283,9 @@ _MY_ATTRIBUTES = (
     r"first\s+language|job|profession|occupation|job\s+title|diet|blood\s+type|shoe\s+size|star\s+sign|"
     r"zodiac\s+sign|middle\s+name|last\s+name|surname|nickname|team|religion|commute|car"
 )
+# What follows "I like" or "I work at" that is not a thing or a place ("I hate when ...", "I work at night").
+_VAGUE_STARTS = ("to ", "it ", "that ", "this ", "these ", "those ", "when ", "how ", "what ", "the way ", "being ")
+_NOT_VALUES = {"home", "night", "nights", "weekends", "the moment", "the weekend", "all", "everything", "nothing"}
 _PRONOUNS = {"it", "that", "this", "them", "those", "these", "him", "her", "you", "me", "one", "so", "to"}
 
 _RULES: tuple[tuple[re.Pattern[str], str, str | None], ...] = (
@@ -329,7 +337,7 @@ _RULES: tuple[tuple[re.Pattern[str], str, str | None], ...] = (
     (
         re.compile(
             rf"\bI\s+(?:really\s+|absolutely\s+|also\s+|do\s+)?(?P<verb>like|love|enjoy|prefer|hate|dislike|adore)\s+"
-            rf"{_VALUE}{_END}",
+            rf"{_VALUE}{_LIST_END}",
             re.IGNORECASE,
         ),
         "I {verb} {v}.",
@@ -391,7 +399,8 @@ def rule_candidates(message: str) -> list[Candidate]:
 def _candidate(match: re.Match[str], template: str, slot: str | None) -> Candidate | None:
     groups = {name: (value or "") for name, value in match.groupdict().items()}
     value = re.sub(r"\s+", " ", groups.get("v", "")).strip(" '\"")
-    if not value or value.lower() in _PRONOUNS or value.lower().startswith(("to ", "it ", "that ")):
+    lowered = value.lower()
+    if not value or lowered in _PRONOUNS or lowered in _NOT_VALUES or lowered.startswith(_VAGUE_STARTS):
         return None
     groups["v"] = value
     for key in ("k", "verb", "p"):

@@ -107,6 +107,14 @@ def test_rule_candidates_and_their_slots() -> None:
     assert rule_candidates("What's the weather like in Lisbon?") == []
     assert rule_candidates("I don't live in Paris.") == []
     assert rule_candidates("If I lived in Rome I would eat pasta daily.") == []
+    # Not things or places: nothing to learn.
+    for vague in ("I hate when that happens.", "I work at night.", "I love this.", "I like it a lot."):
+        assert rule_candidates(vague) == [], vague
+    assert [c.text for c in rule_candidates("I love hiking and I work at Acme.")] == [
+        "I work at Acme.",
+        "I love hiking.",
+    ]
+    assert [c.text for c in rule_candidates("I like cats and dogs.")] == ["I like cats and dogs."]
 
 
 @pytest.mark.parametrize(
