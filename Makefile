@@ -11,7 +11,7 @@ RUNTIME := $(VENV)/.installed-runtime
 EXPORT := $(VENV)/.installed-export
 PYTEST_ARGS ?=
 
-.PHONY: setup lock run test lint unit integration integration-test fuzz bench model bundle deploy destroy clean keys bench-quality
+.PHONY: setup lock run test lint unit integration integration-test fuzz bench model bundle deploy destroy clean keys bench-quality bench-learning
 
 # llama-cpp-python comes first, as a wheel built once with portable CPU flags (scripts/llama_wheel.py),
 # so the lock's install finds it in place and never compiles it with pip's own flags. The project itself
@@ -92,6 +92,13 @@ bench: $(EXPORT)
 # minutes; writes its section of benchmarks/RESULTS.md.
 bench-quality: $(EXPORT)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.quality $(ARGS)
+
+# Learning from chat on the scripted turns of benchmarks/data/learning_eval.json: precision, recall,
+# correct updates and secret leaks (must be 0) for each available provider (no model, the offline
+# model, and an OpenAI-compatible endpoint when PAI_OPENAI_BASE_URL is set); writes its section of
+# benchmarks/RESULTS.md. ARGS="--providers rules offline" picks providers.
+bench-learning: $(RUNTIME)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.learning $(ARGS)
 
 model: $(EXPORT)
 	$(BIN)/python scripts/build_model.py

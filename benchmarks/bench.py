@@ -1093,7 +1093,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 # Sections other benchmarks write into the same file (they take too long to run with this one).
 # (benchmarks/quality.py takes its heading from here: it imports this module, so this one cannot import it.)
 QUALITY_SECTION = "## Retrieval quality (LoCoMo dev)"
-KEPT_SECTIONS = (OFFLINE_MODEL_SECTION, QUALITY_SECTION)
+# benchmarks/learning.py (`make bench-learning`) writes this one.
+LEARNING_SECTION = "## Learning from chat"
+KEPT_SECTIONS = (OFFLINE_MODEL_SECTION, QUALITY_SECTION, LEARNING_SECTION)
 
 
 def _with_kept_sections(report: str, output: Path) -> str:

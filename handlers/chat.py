@@ -51,6 +51,7 @@ def reply_json(reply: ChatReply) -> JsonObject:
         "sources": [source_json(source) for source in reply.sources],
         "model": reply.model,
         "usage": {"inputTokens": reply.usage.input_tokens, "outputTokens": reply.usage.output_tokens},
+        "learning": reply.learning,
     }
 
 
@@ -84,6 +85,7 @@ def answer(owner: str, request: ChatRequest) -> Response[str]:
         "session_id": request.session_id,
         "use_memory": request.use_memory,
         "top_k": request.top_k,
+        "learn": request.learn,
     }
     if not request.stream:
         return json_response(200, reply_json(container.chat.chat(owner, **turn)))

@@ -28,10 +28,12 @@ from pai_core.adapters.dynamodb_usage import DynamoUsageCounters
 from pai_core.adapters.kms import KmsKeyService
 from pai_core.adapters.s3 import S3SnapshotStore
 from pai_core.adapters.s3_documents import S3DocumentStore
+from pai_core.adapters.sqs_learning import SqsLearningQueue
 from pai_core.auth import ApiKeys
 from pai_core.config import ConfigError, Settings
 from pai_core.crypto import BranchKeyring, EnvelopeCipher, KeyringPolicy
 from pai_core.idempotency import IdempotentRequests
+from pai_core.learning.service import EXTRACTION_MODES, LearningService
 from pai_core.limits import UsageLimits
 from pai_core.search import AnnSettings, DesignScanSearch, IndexPolicy, LiveMemoryIndex
 from pai_core.services import AccountService, ChatService, MemoryService
@@ -268,6 +270,33 @@ class Container:
             max_output_tokens=self.settings.llm_max_output_tokens,
             limits=self.limits,
             retrieval=self.retrieval,
+            learning=self.learning if self.settings.learn_from_chat else None,
+            learning_queue=self.learning_queue,
+        )
+
+    @cached_property
+    def learning_queue(self) -> SqsLearningQueue | None:
+        """Where the chat function sends turns to learn from; None: none is configured."""
+        if not self.settings.learning_queue_url:
+            return None
+        return SqsLearningQueue(self.client("sqs"), self.settings.learning_queue_url)
+
+    @cached_property
+    def learning(self) -> LearningService:
+        mode = next(m for m in EXTRACTION_MODES if m == self.settings.learning_mode)
+        model = None
+        if mode == "model":
+            model = self.chat_model
+            if not hasattr(model, "complete_structured"):
+                raise ConfigError("PAI_LEARNING_EXTRACTION=model needs a provider with structured output")
+        return LearningService(
+            self.memories,
+            self.conversation_repository,
+            self.clock,
+            mode=mode,
+            model=model,  # type: ignore[arg-type]
+            limits=self.limits,
+            markers=DynamoUsageCounters(self.dynamodb, self.settings.usage_table),
         )
 
     @cached_property

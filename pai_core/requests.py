@@ -101,6 +101,7 @@ class ChatRequest:
     use_memory: bool
     top_k: int
     stream: bool
+    learn: bool = True
 
 
 class _Fields:
@@ -306,6 +307,7 @@ def parse_chat_request(body: JsonObject) -> ChatRequest:
         use_memory=fields.boolean("useMemory", default=True),
         top_k=fields.integer("topK", default=4, low=0, high=20),
         stream=fields.boolean("stream", default=False),
+        learn=fields.boolean("learn", default=True),
     )
 
 

@@ -37,7 +37,9 @@ _log = logging.getLogger("pai_local.emulator")
 # Actions that only read. Anything else (and any method but GET/HEAD on S3's REST API) counts as a change.
 _READ_ONLY_ACTION = re.compile(
     r"(Get|Describe|List|BatchGet|TransactGet)[A-Za-z]*|Query|Scan|Decrypt|Encrypt|ReEncrypt|"
-    r"GenerateDataKey[A-Za-z]*|GenerateRandom|Sign|Verify|GenerateMac|VerifyMac"
+    r"GenerateDataKey[A-Za-z]*|GenerateRandom|Sign|Verify|GenerateMac|VerifyMac|"
+    # SQS is not kept on disk (pai_local.state): its polls need no snapshot.
+    r"ReceiveMessage|DeleteMessage|ChangeMessageVisibility|SendMessage"
 )
 
 

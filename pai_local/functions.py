@@ -53,6 +53,7 @@ WARM_UP: dict[str, tuple[str, ...]] = {
     "chat": ("chat_model", "embedder"),
     "memory": ("embedder",),
     "search": ("embedder",),
+    "learning": ("embedder",),
 }
 # "spawn": the gateway process runs threads (the HTTP server, the embedded emulator), and a fork
 # would copy their locks mid-use.

@@ -6,7 +6,7 @@ local stack cannot drift from the deployed one."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -19,6 +19,7 @@ class Provisioned:
     kms_key_arn: str
     tables: dict[str, str]  # logical id -> table name
     bucket: str
+    queues: dict[str, str] = field(default_factory=dict)  # logical id -> queue URL
 
 
 def provision(template: Template, session: Any, *, endpoint_url: str | None) -> Provisioned:
@@ -35,7 +36,28 @@ def provision(template: Template, session: Any, *, endpoint_url: str | None) -> 
     }
     (bucket_id,) = template.of_type("AWS::S3::Bucket")
     bucket = _ensure_bucket(template, bucket_id, client("s3"), session.region_name)
-    return Provisioned(kms_key_arn=key_arn, tables=tables, bucket=bucket)
+    queues = _ensure_queues(template, client("sqs"))
+    return Provisioned(kms_key_arn=key_arn, tables=tables, bucket=bucket, queues=queues)
+
+
+def _ensure_queues(template: Template, sqs: Any) -> dict[str, str]:
+    """Every SQS queue, dead-letter queues first (a redrive policy names its target's ARN)."""
+    specs = template.of_type("AWS::SQS::Queue")
+    ordered = sorted(specs, key=lambda logical_id: "RedrivePolicy" in specs[logical_id].get("Properties", {}))
+    urls: dict[str, str] = {}
+    for logical_id in ordered:
+        props = template.resolve(template.properties(logical_id))
+        attributes = {
+            name: str(props[name]) for name in ("VisibilityTimeout", "MessageRetentionPeriod") if name in props
+        }
+        if "RedrivePolicy" in props:
+            attributes["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
+        url = sqs.create_queue(QueueName=props["QueueName"], Attributes=attributes)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        template.known[logical_id] = url
+        template.known[f"{logical_id}.Arn"] = arn
+        urls[logical_id] = url
+    return urls
 
 
 def _ensure_key(template: Template, kms: Any) -> str:

@@ -21,6 +21,7 @@ from pai_local.functions import Functions, InlineFunctions, ProcessFunctions, fu
 from pai_local.gateway import LocalGateway
 from pai_local.model_server import DEFAULT_LOG_FILE, ModelServer
 from pai_local.provision import Provisioned, provision
+from pai_local.queues import QueuePoller, sqs_mappings
 from pai_local.template import Template
 
 
@@ -34,11 +35,14 @@ class RunningStack:
     endpoint_url: str
     emulator: EmbeddedMoto | None
     model_server: ModelServer | None = None
+    queue_poller: QueuePoller | None = None
     # Inline: this process's handlers serve from `container` (set_container). Process mode leaves
     # the process-wide container alone: the workers build their own.
     installed: bool = True
 
     def stop(self) -> None:
+        if self.queue_poller is not None:
+            self.queue_poller.stop()
         self.gateway.stop()
         if self.installed:
             set_container(None)
@@ -88,13 +92,21 @@ def start_stack(
             settings = replace(settings, local_llm_url=model_server.url)
         session = boto3.session.Session(region_name=settings.region)
         resources = provision(Template.load(Env=settings.env), session, endpoint_url=endpoint_url)
-        settings = replace(settings, endpoint_url=endpoint_url, knowledge_bucket=resources.bucket)
+        template = Template.load(Env=settings.env)
+        mappings = sqs_mappings(template)
+        # The queue the chat function sends turns to learn from: the one the learning function is mapped to.
+        learning_queue = next((resources.queues[m.queue_id] for m in mappings if m.handler == LEARNING_HANDLER), None)
+        settings = replace(
+            settings,
+            endpoint_url=endpoint_url,
+            knowledge_bucket=resources.bucket,
+            learning_queue_url=settings.learning_queue_url or learning_queue,
+        )
         container = Container(settings, chat_model=chat_model)
         if execution == "inline":
             set_container(container)
         if model_server is not None:
             model_server.wait_ready()
-        template = Template.load(Env=settings.env)
         functions: Functions = InlineFunctions()
         if execution == "process":
             specs = functions_from_template(template, timeouts=function_timeouts)
@@ -105,6 +117,15 @@ def start_stack(
         except BaseException:
             gateway.stop()
             raise
+        # The learning function's queue, polled as its event source mapping would be.
+        poller = QueuePoller(
+            mappings,
+            resources.queues,
+            session.client("sqs", endpoint_url=endpoint_url),
+            functions,
+            region=settings.region,
+        )
+        poller.start()
     except BaseException:
         if model_server is not None:
             model_server.stop()
@@ -120,10 +141,12 @@ def start_stack(
         endpoint_url,
         emulator,
         model_server,
+        queue_poller=poller,
         installed=execution == "inline",
     )
 
 
+LEARNING_HANDLER = "handlers.learning.handler"
 # .pai/ is git-ignored.
 LOCAL_API_KEY_FILE = REPO_ROOT / ".pai" / "api-key"
 LOCAL_API_KEY_LABEL = "make run"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,35 @@ class BedrockChatModel:
             return Completion(text=text, model=self.name, usage=_usage(response.get("usage", {})))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UpstreamInvalidResponse("Bedrock answered with something that is not a chat reply") from exc
+
+    def complete_structured(
+        self, messages: Sequence[ChatMessage], *, schema: Mapping[str, Any], schema_name: str, max_tokens: int
+    ) -> Completion:
+        """A reply held to a JSON schema (pai_core.learning.model.StructuredModel): the schema is a
+        tool's input schema and the model is made to call that tool; its input is the JSON."""
+        request = self._request(messages, max_tokens)
+        request["inferenceConfig"]["temperature"] = 0.0
+        request["toolConfig"] = {
+            "tools": [
+                {
+                    "toolSpec": {
+                        "name": schema_name,
+                        "description": "Record the answer.",
+                        "inputSchema": {"json": dict(schema)},
+                    }
+                }
+            ],
+            "toolChoice": {"tool": {"name": schema_name}},
+        }
+        with _translated_errors():
+            response: Any = self._client.converse(**request)
+        try:
+            blocks = response["output"]["message"]["content"]
+            calls = [block["toolUse"]["input"] for block in blocks if "toolUse" in block]
+            text = json.dumps(calls[0]) if calls else "".join(block.get("text", "") for block in blocks).strip()
+            return Completion(text=text, model=self.name, usage=_usage(response.get("usage", {})))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise UpstreamInvalidResponse("Bedrock answered with something that is not a reply") from exc
 
     def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Iterator[TextDelta | Completion]:
         pieces: list[str] = []

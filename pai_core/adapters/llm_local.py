@@ -9,7 +9,7 @@ OpenAI-compatible adapter, with the model's own tokenizer for the prompt budget.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,10 @@ class LocalServerChatModel(OpenAiChatModel):
     here. The server stops writing a streamed reply as soon as its reader leaves (a timeout, say),
     while a plain one is finished whoever still waits for it, and, one reply at a time, every
     request after it would wait too."""
+
+    def response_format(self, schema: Mapping[str, Any], schema_name: str) -> dict[str, Any]:
+        # llama-cpp-python's server turns a JSON schema into a grammar in this form (not OpenAI's).
+        return {"type": "json_object", "schema": dict(schema)}
 
     def complete(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Completion:
         # stream() ends with exactly one Completion, or raises.

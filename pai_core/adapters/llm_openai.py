@@ -109,6 +109,27 @@ class OpenAiChatModel:
             text=text, model=response.model or self.name, usage=self._usage(response.usage, messages, text)
         )
 
+    def response_format(self, schema: Mapping[str, Any], schema_name: str) -> dict[str, Any]:
+        """OpenAI's structured outputs: decoding constrained to the schema."""
+        return {"type": "json_schema", "json_schema": {"name": schema_name, "schema": dict(schema), "strict": True}}
+
+    def complete_structured(
+        self, messages: Sequence[ChatMessage], *, schema: Mapping[str, Any], schema_name: str, max_tokens: int
+    ) -> Completion:
+        """A reply held to a JSON schema (pai_core.learning.model.StructuredModel), at temperature 0."""
+        request = self._request(messages, max_tokens)
+        request["temperature"] = 0.0
+        request["response_format"] = self.response_format(schema, schema_name)
+        with _translated_errors():
+            response, _ = self._create(**request)
+        try:
+            text = (response.choices[0].message.content or "").strip()
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise UpstreamInvalidResponse("the model endpoint answered with something that is not a reply") from exc
+        return Completion(
+            text=text, model=response.model or self.name, usage=self._usage(response.usage, messages, text)
+        )
+
     def stream(self, messages: Sequence[ChatMessage], *, max_tokens: int) -> Iterator[TextDelta | Completion]:
         pieces: list[str] = []
         usage: Any = None

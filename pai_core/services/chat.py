@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from pai_core.errors import InvalidInput, UpstreamInvalidResponse
+from pai_core.errors import InvalidInput, UpstreamInvalidResponse, UpstreamUnavailable
+from pai_core.learning.jobs import LearningJob, LearningQueue
+from pai_core.learning.rules import explicit_command
 from pai_core.limits import UsageLimits
-from pai_core.models import ChatMessage, ChatReply, Completion, SearchHit, Source, TextDelta, Turn
+from pai_core.models import (
+    ChatMessage,
+    ChatReply,
+    Completion,
+    LearningState,
+    SearchHit,
+    Source,
+    TextDelta,
+    Turn,
+    Usage,
+)
 from pai_core.ports import ChatModel, Clock, ConversationRepository
 from pai_core.services.memories import MemoryService
 from pai_core.services.prompt import SYSTEM_PROMPT, TOKENS_PER_MESSAGE, build_messages
 from pai_core.services.retrieval import Hit, RetrievalService
+
+if TYPE_CHECKING:
+    from pai_core.learning.service import LearningService
+
+log = logging.getLogger(__name__)
 
 
 def new_session_id() -> str:
@@ -27,6 +46,7 @@ class _Prepared:
     asked_at: datetime
     messages: list[ChatMessage]
     hits: list[Hit]
+    user_turn_at: datetime  # when the user's turn was stored (a retry's is the first attempt's)
 
 
 class ChatService:
@@ -41,8 +61,12 @@ class ChatService:
         max_output_tokens: int,
         limits: UsageLimits | None = None,
         retrieval: RetrievalService | None = None,
+        learning: LearningService | None = None,
+        learning_queue: LearningQueue | None = None,
     ) -> None:
-        """`retrieval`: memories and document passages together; without it, memories alone."""
+        """`retrieval`: memories and document passages together; without it, memories alone.
+        `learning`: None when the deployment does not learn from chat; its explicit commands are
+        answered in the turn, and other turns go to `learning_queue` (read off the request path)."""
         self._conversations = conversations
         self._retrieval = retrieval
         self._memories = memories
@@ -51,21 +75,46 @@ class ChatService:
         self._history_max_turns = history_max_turns
         self._max_output_tokens = max_output_tokens
         self._limits = limits
+        self._learning = learning
+        self._learning_queue = learning_queue
 
-    def chat(self, owner: str, *, message: str, session_id: str | None, use_memory: bool, top_k: int) -> ChatReply:
+    def chat(
+        self, owner: str, *, message: str, session_id: str | None, use_memory: bool, top_k: int, learn: bool = True
+    ) -> ChatReply:
         prepared = self._prepare(owner, message=message, session_id=session_id, use_memory=use_memory, top_k=top_k)
+        learn = learn and self._learning is not None
+        answered = self._explicit_command(prepared, message) if learn else None
+        if answered is not None:
+            return self._finish(prepared, answered, learning="queued")
         completion = self._model.complete(prepared.messages, max_tokens=self._max_output_tokens)
         self._charge(owner, completion.usage.input_tokens + completion.usage.output_tokens)
-        return self._finish(prepared, completion)
+        return self._finish(prepared, completion, learning=self._queue_learning(prepared) if learn else "off")
 
     def chat_stream(
-        self, owner: str, *, message: str, session_id: str | None, use_memory: bool, top_k: int
+        self,
+        owner: str,
+        *,
+        message: str,
+        session_id: str | None,
+        use_memory: bool,
+        top_k: int,
+        learn: bool = True,
     ) -> Iterator[TextDelta | ChatReply]:
         """The reply as it is produced, then the whole ChatReply. Everything that can refuse the
         request (validation, storage) happens before the first item, so a caller can still answer
         with a plain error status; a failure after that ends the stream with the exception, and
         no assistant turn is stored."""
         prepared = self._prepare(owner, message=message, session_id=session_id, use_memory=use_memory, top_k=top_k)
+        learn = learn and self._learning is not None
+        answered = self._explicit_command(prepared, message) if learn else None
+        if answered is not None:
+            confirmation = answered
+
+            def confirm() -> Iterator[TextDelta | ChatReply]:
+                yield TextDelta(confirmation.text)
+                yield self._finish(prepared, confirmation, learning="queued")
+
+            return confirm()
         # Counted now: once the stream has started, the model may be busy with it (llama.cpp's lock).
         prompt_tokens = sum(self._model.count_tokens(m.content) + TOKENS_PER_MESSAGE for m in prepared.messages)
 
@@ -77,7 +126,7 @@ class ChatService:
                     if isinstance(item, Completion):
                         self._charge(owner, item.usage.input_tokens + item.usage.output_tokens)
                         charged = True
-                        yield self._finish(prepared, item)
+                        yield self._finish(prepared, item, learning=self._queue_learning(prepared) if learn else "off")
                         return
                     pieces += 1
                     yield item
@@ -108,9 +157,11 @@ class ChatService:
         session = session_id or new_session_id()
         asked_at = self._clock.now()
         history = self._conversations.recent(owner, session, now=asked_at, limit=self._history_max_turns)
+        user_turn_at = asked_at
         if history and history[-1].role == "user" and history[-1].content == message:
             # The same message again after an attempt that got no reply: a retry. Its turn is
             # already stored, so it is neither stored twice nor put in the prompt twice.
+            user_turn_at = history[-1].at
             history = history[:-1]
         else:
             self._conversations.append(owner, session, Turn(role="user", content=message, at=asked_at))
@@ -130,13 +181,39 @@ class ChatService:
             asked_at=asked_at,
             messages=messages,
             hits=used_hits,
+            user_turn_at=user_turn_at,
         )
 
     def _charge(self, owner: str, tokens: int) -> None:
         if self._limits is not None:
             self._limits.record_tokens(owner, tokens)
 
-    def _finish(self, prepared: _Prepared, completion: Completion) -> ChatReply:
+    def _explicit_command(self, prepared: _Prepared, message: str) -> Completion | None:
+        """'Remember that ...' / 'forget that ...', done now and confirmed as the reply (no model call)."""
+        command = explicit_command(message)
+        if command is None or self._learning is None:
+            return None
+        outcome = self._learning.explicit(prepared.owner, prepared.session_id, command)
+        prepared.hits.clear()  # no prompt was sent, so no memory was a source of the reply
+        return Completion(text=outcome.reply, model=self._model.name, usage=Usage(input_tokens=0, output_tokens=0))
+
+    def _queue_learning(self, prepared: _Prepared) -> LearningState:
+        """Hands the user's turn (by reference) to the learning function. The reply never waits for
+        learning and never fails for it: a queue that cannot be reached leaves the turn unlearned."""
+        if self._learning is None:
+            return "off"
+        if self._learning.mode == "explicit":
+            return "queued"  # read for explicit commands only, which this turn answered already
+        if self._learning_queue is None:
+            return "off"
+        try:
+            self._learning_queue.send(LearningJob(prepared.owner, prepared.session_id, prepared.user_turn_at))
+        except UpstreamUnavailable:
+            log.warning("learning: the turn could not be queued; it will not be learned from")
+            return "off"
+        return "queued"
+
+    def _finish(self, prepared: _Prepared, completion: Completion, *, learning: LearningState = "off") -> ChatReply:
         if not completion.text.strip():
             # An empty answer is no answer: nothing is stored, and the caller may retry.
             raise UpstreamInvalidResponse("the model returned an empty reply")
@@ -150,6 +227,7 @@ class ChatService:
             model=completion.model,
             usage=completion.usage,
             sources=[source_of(hit) for hit in prepared.hits],
+            learning=learning,
         )
 
 

@@ -25,7 +25,7 @@ from pai_local.stack import RunningStack
 
 # Pinned, so a run today and a run next year talk to the same emulator.
 LOCALSTACK_IMAGE = "localstack/localstack:4.4.0"
-LOCALSTACK_SERVICES = ("dynamodb", "kms", "s3", "sts")
+LOCALSTACK_SERVICES = ("dynamodb", "kms", "s3", "sts", "sqs")
 LOCALSTACK_EDGE_PORT = 4566
 REGION = "us-east-1"
 

@@ -423,7 +423,7 @@ def test_chat_answers_with_the_stored_memory_in_its_prompt(
     assert result.status == 200, result
     assert result.headers["content-type"].startswith("application/json")
     body = result.json
-    assert set(body) == {"sessionId", "reply", "sources", "model", "usage"}
+    assert set(body) == {"sessionId", "reply", "sources", "model", "usage", "learning"}
     assert SESSION_ID.match(body["sessionId"])
     assert isinstance(body["reply"], str)
     assert isinstance(body["model"], str)
@@ -468,7 +468,7 @@ def test_chat_stream_sends_server_sent_events(api: ApiClient, chat_model: Record
     assert [data for _, data in events[:-1]] == [{"text": piece} for piece in scripted_pieces(reply)]
     last = events[-1][1]
     assert result.headers["transfer-encoding"] == "chunked"  # written as produced, not buffered
-    assert set(last) == {"sessionId", "reply", "sources", "model", "usage"}
+    assert set(last) == {"sessionId", "reply", "sources", "model", "usage", "learning"}
     assert last["sessionId"] == session
     assert last["reply"] == reply
     assert last["model"] == chat_model.name

@@ -70,6 +70,7 @@ def pai_leftovers(client: Any, stack_keys: list[str]) -> dict[str, list[str]]:
     return {
         "tables": [t for t in client("dynamodb").list_tables()["TableNames"] if t.endswith(mine)],
         "buckets": [b["Name"] for b in client("s3").list_buckets()["Buckets"] if b["Name"].endswith(mine)],
+        "queues": [q for q in client("sqs").list_queues().get("QueueUrls", []) if q.endswith(mine)],
         "functions": [
             f["FunctionName"]
             for f in client("lambda").list_functions()["Functions"]
@@ -126,8 +127,14 @@ def test_deploy_then_destroy_leaves_nothing(moto_endpoint: str, built_bundle: Pa
         f"pai-search-{ENV}": 2048,
         f"pai-authorizer-{ENV}": 256,
         f"pai-documents-{ENV}": 3008,
+        f"pai-learning-{ENV}": 1024,
     }
     assert {name: functions[name]["MemorySize"] for name in expected} == expected
+    # Learning from chat: its queue (and dead-letter queue) and the mapping that feeds the function.
+    queues = client("sqs").list_queues().get("QueueUrls", [])
+    assert {url.rsplit("/", 1)[-1] for url in queues} >= {f"pai-learning-{ENV}", f"pai-learning-dlq-{ENV}"}
+    mappings = client("lambda").list_event_source_mappings(FunctionName=f"pai-learning-{ENV}")["EventSourceMappings"]
+    assert [m["EventSourceArn"].rsplit(":", 1)[-1] for m in mappings] == [f"pai-learning-{ENV}"]
     # moto's CloudFormation drops Architectures and Layers; test_template_routes checks them in the template.
     assert {functions[name]["Runtime"] for name in expected} == {"python3.12"}
     layers = client("lambda").list_layers()["Layers"]
@@ -182,7 +189,7 @@ def test_deploy_then_destroy_leaves_nothing(moto_endpoint: str, built_bundle: Pa
 
     destroyed, destroy_seconds = run_script("destroy.py", moto_endpoint, "--yes")
     assert destroyed.returncode == 0, destroyed.stderr[-3000:]
-    nothing = {k: [] for k in ("tables", "buckets", "functions", "stacks", "live_keys", "aliases")}
+    nothing = {k: [] for k in ("tables", "buckets", "queues", "functions", "stacks", "live_keys", "aliases")}
     assert pai_leftovers(client, stack_keys) == nothing
     twice, _ = run_script("destroy.py", moto_endpoint, "--yes")
     assert twice.returncode == 0, twice.stderr[-3000:]

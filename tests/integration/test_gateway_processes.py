@@ -345,7 +345,8 @@ def test_stopping_a_stack_stops_its_workers(process_stack: RunningStack) -> None
     running = start_stack(settings, emulator_port=free_port(), gateway_port=free_port(), execution="process")
     functions = running.gateway.functions
     assert isinstance(functions, ProcessFunctions)
-    pids = [pid for name in ("chat", "memory", "search", "authorizer") for pid in functions.pool(name).pids()]
-    assert len(pids) == 4  # one warm worker per function
+    names = ("chat", "memory", "search", "authorizer", "learning")
+    pids = [pid for name in names for pid in functions.pool(name).pids()]
+    assert len(pids) == 5  # one warm worker per function
     running.stop()
     assert all(process_gone(pid) for pid in pids)

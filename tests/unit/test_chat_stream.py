@@ -45,7 +45,7 @@ def test_stream_true_answers_with_server_sent_events(fake_container: FakeContain
     done = events[-1][1]
     assert done["reply"] == "Hello from the stream"
     assert done["sessionId"] == "s-1"
-    assert set(done) == {"sessionId", "reply", "sources", "model", "usage"}
+    assert set(done) == {"sessionId", "reply", "sources", "model", "usage", "learning"}
 
 
 def test_stream_errors_are_plain_json_errors(fake_container: FakeContainer) -> None:

@@ -667,7 +667,8 @@ def test_search_accepts_values_at_the_limits(body: dict[str, Any]) -> None:
 def test_chat_returns_reply_with_all_fields() -> None:
     reply = chat({"message": "Hello there"})
     assert reply.status == 200
-    assert set(reply.body) == {"sessionId", "reply", "sources", "model", "usage"}
+    assert set(reply.body) == {"sessionId", "reply", "sources", "model", "usage", "learning"}
+    assert reply.body["learning"] == "off"  # the fake composition root has no learning
     assert SESSION_ID.match(reply.body["sessionId"])
     assert reply.body["reply"] == "Noted."
     assert reply.body["model"] == "scripted-model"

@@ -588,6 +588,8 @@ def test_roles_may_only_count_on_the_usage_table_and_only_chat_reads_it() -> Non
         "MemoryFunctionRole": {"dynamodb:UpdateItem"},
         "SearchFunctionRole": {"dynamodb:UpdateItem"},
         "DocumentsFunctionRole": {"dynamodb:UpdateItem"},
+        # Learning from chat checks and charges the user's daily model tokens (and marks learned turns).
+        "LearningFunctionRole": {"dynamodb:UpdateItem", "dynamodb:GetItem"},
     }
 
 

@@ -38,6 +38,7 @@ def test_functions_are_python_312_on_arm64_with_the_designs_sizes() -> None:
         "handlers.authorizer.handler": (256, 10),
         # Parsing and embedding inside the request, within API Gateway's 30 s integration bound.
         "handlers.documents.handler": (3008, 29),
+        "handlers.learning.handler": (1024, 60),
     }
     assert all(p["Runtime"] == "python3.12" and p["Architectures"] == ["arm64"] for p in functions.values())
 
@@ -78,6 +79,7 @@ def test_roles_are_least_privilege() -> None:
         "SearchFunctionRole",
         "AuthorizerFunctionRole",
         "DocumentsFunctionRole",
+        "LearningFunctionRole",
     }
     for role, granted in statements.items():
         for statement in granted:
@@ -107,6 +109,7 @@ def test_roles_are_least_privilege() -> None:
         "MemoryFunctionRole": {"index", "documents"},
         "DocumentsFunctionRole": {"documents"},
         "AuthorizerFunctionRole": set(),
+        "LearningFunctionRole": set(),
     }
     for role, allowed in prefixes.items():
         reached = set()
@@ -133,10 +136,14 @@ def test_roles_are_least_privilege() -> None:
             )
     assert "dynamodb:DeleteItem" in actions["MemoryFunctionRole"]
     assert "dynamodb:DeleteItem" not in actions["SearchFunctionRole"]
-    # Chat deletes nothing but the Idempotency-Key mark of a request that failed.
+    # Chat deletes nothing but the Idempotency-Key mark of a request that failed, and the learned
+    # memory a "forget that ..." names.
     for statement in statements["ChatFunctionRole"]:
         if "dynamodb:DeleteItem" in statement["Action"]:
-            assert statement["Resource"] == {"Fn::GetAtt": ["IdempotencyTable", "Arn"]}
+            assert statement["Resource"] in (
+                {"Fn::GetAtt": ["IdempotencyTable", "Arn"]},
+                {"Fn::GetAtt": ["KnowledgeTable", "Arn"]},
+            )
     # Only the functions that store something reach the idempotency records.
     for role, granted_statements in statements.items():
         reaches = any(s["Resource"] == {"Fn::GetAtt": ["IdempotencyTable", "Arn"]} for s in granted_statements)

@@ -1,0 +1,60 @@
+"""The learning function: reads chat turns for durable facts, off the request path.
+
+Its events come from the learning queue (SQS, through an event source mapping in AWS, through the
+local harness's poller locally). Each message names one user turn by reference (owner, session, the
+turn's time); the turn itself is read, sealed, from the conversations table. A message that fails
+is reported back (partial batch response) and delivered again later, up to the queue's limit, then
+kept in its dead-letter queue; a message that is not a learning job is dropped. Nothing the user
+said is logged: counts only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from handlers._http import RESPONSE_MARGIN_SECONDS, logger
+from pai_core.bootstrap import get_container
+from pai_core.deadline import request_deadline
+from pai_core.learning.jobs import InvalidJob, LearningJob
+
+
+def learn(records: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The batch item failures: the messages to deliver again."""
+    learning = get_container().learning
+    failures: list[dict[str, str]] = []
+    for record in records:
+        try:
+            job = LearningJob.from_json(str(record.get("body", "")))
+        except InvalidJob:
+            logger.warning("learning: dropped a message that is not a learning job")
+            continue
+        try:
+            outcome = learning.learn_turn(job)
+        except Exception as exc:
+            logger.warning("learning: turn not learned, to be retried", extra={"error": type(exc).__name__})
+            failures.append({"itemIdentifier": str(record.get("messageId", ""))})
+            continue
+        logger.info(
+            "learning: turn read",
+            extra={
+                "added": len(outcome.added),
+                "updated": len(outcome.updated),
+                "unchanged": outcome.unchanged,
+                "dropped": outcome.dropped,
+                "tokens": outcome.tokens,
+                "skipped": outcome.skipped,
+            },
+        )
+    return failures
+
+
+@logger.inject_lambda_context(log_event=False)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    records = [record for record in event.get("Records") or [] if isinstance(record, dict)]
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return {"batchItemFailures": learn(records)}
+    with request_deadline(remaining() / 1000 - RESPONSE_MARGIN_SECONDS):
+        return {"batchItemFailures": learn(records)}
