@@ -102,14 +102,15 @@ def test_roles_are_least_privilege() -> None:
                     and "kms:ViaService" in condition
                 ), role
     # Each function reaches only its own prefixes of the bucket: index snapshots (search, chat; memory
-    # to forget them) and documents (the documents function; memory to export and forget them).
+    # to forget them; learning, whose search keeps its own) and documents (the documents function; memory
+    # to export and forget them).
     prefixes = {
         "SearchFunctionRole": {"index"},
         "ChatFunctionRole": {"index"},
         "MemoryFunctionRole": {"index", "documents"},
         "DocumentsFunctionRole": {"documents"},
         "AuthorizerFunctionRole": set(),
-        "LearningFunctionRole": set(),
+        "LearningFunctionRole": {"index"},
     }
     for role, allowed in prefixes.items():
         reached = set()
