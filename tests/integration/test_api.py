@@ -131,7 +131,10 @@ def raw_memory(aws: Callable[[str], Any], stack: RunningStack, memory_id: str) -
 
 
 def count_memories(aws: Callable[[str], Any], stack: RunningStack) -> int:
-    return len(scan_all(aws("dynamodb"), stack.settings.knowledge_table))
+    """The memories in the knowledge table (not its change logs, histories or documents, whose
+    partitions are `{owner}#...`)."""
+    items = scan_all(aws("dynamodb"), stack.settings.knowledge_table)
+    return sum("#" not in item["owner"]["S"] for item in items)
 
 
 # -- health and routing ------------------------------------------------------------------------------
@@ -285,6 +288,8 @@ def test_store_then_retrieve_round_trips_every_field(api: ApiClient) -> None:
         "category": category,
         "metadata": metadata,
         "createdAt": stored.json["createdAt"],
+        "updatedAt": stored.json["createdAt"],
+        "origin": "api",
     }
 
 
@@ -365,7 +370,17 @@ def test_search_ranks_the_semantically_right_memory_first(api: ApiClient, person
 
     assert results[0]["id"] == personal_facts[CAT]
     assert results[0]["content"] == CAT
-    assert set(results[0]) == {"id", "content", "category", "metadata", "createdAt", "score", "kind"}
+    assert set(results[0]) == {
+        "id",
+        "content",
+        "category",
+        "metadata",
+        "createdAt",
+        "updatedAt",
+        "origin",
+        "score",
+        "kind",
+    }
     scores = [hit["score"] for hit in results]
     assert scores == sorted(scores, reverse=True)
     assert all(-1.0 <= score <= 1.0 for score in scores)
@@ -602,6 +617,8 @@ def test_no_plaintext_at_rest(
             "ownerCategory",
             "timestamp",
             "createdAt",
+            "origin",
+            "version",
             "encryptedContent",
             "encryptedMetadata",
             "encryptedEmbedding",
