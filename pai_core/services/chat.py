@@ -11,6 +11,7 @@ from pai_core.errors import InvalidInput, UpstreamInvalidResponse
 from pai_core.limits import UsageLimits
 from pai_core.models import ChatMessage, ChatReply, Completion, SearchHit, Source, TextDelta, Turn
 from pai_core.ports import ChatModel, Clock, ConversationRepository
+from pai_core.search.fusion import CHAT_RELEVANCE_FLOOR
 from pai_core.services.memories import MemoryService
 from pai_core.services.prompt import SYSTEM_PROMPT, TOKENS_PER_MESSAGE, build_messages
 
@@ -111,7 +112,13 @@ class ChatService:
         else:
             self._conversations.append(owner, session, Turn(role="user", content=message, at=asked_at))
 
-        hits = self._memories.search(owner, message, top=top_k) if use_memory and top_k > 0 else []
+        # Only memories relevant to the message reach the prompt: without the floor, the top few
+        # ride along whatever they score.
+        hits = (
+            self._memories.search(owner, message, top=top_k, min_score=CHAT_RELEVANCE_FLOOR)
+            if use_memory and top_k > 0
+            else []
+        )
         messages, used_hits = build_messages(
             message=message, history=history, hits=hits, count_tokens=self._model.count_tokens, budget=budget
         )
