@@ -6,7 +6,8 @@ Layout (integers little-endian):
 
 Sections: `refs` (UTF-8, one `kind:id` per row, newline-separated; an empty line is a deleted row),
 `lexical` (the lexical index over the same live items, pai_core.search.lexical's `to_bytes`: its
-term statistics, so a cold start ranks lexically without reading any item), `alive` (u8 per row),
+term statistics, so a cold start ranks lexically without reading any item; zlib-compressed at its
+fastest level, as its integer arrays are mostly small numbers), `alive` (u8 per row),
 `codes` (u32 category code per row),
 `vectors` (rows x dimensions, float16), and `ann` (the approximate index's own serialization, keyed
 by row) when there is one. The header holds the change-log position the index had applied (see
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import cast
 
@@ -74,7 +76,7 @@ def encode(snapshot: IndexSnapshot) -> bytes:
         raise ValueError("snapshot arrays disagree on the number of rows")
     sections = {
         "refs": "\n".join("" if ref is None else f"{ref.kind}:{ref.id}" for ref in snapshot.refs).encode("utf-8"),
-        "lexical": snapshot.lexical,
+        "lexical": zlib.compress(snapshot.lexical, 1),
         "alive": snapshot.alive.astype(np.uint8).tobytes(),
         "codes": snapshot.codes.astype("<u4").tobytes(),
         "vectors": snapshot.vectors.astype(SNAPSHOT_VECTOR_DTYPE).tobytes(),
@@ -103,7 +105,7 @@ def decode(payload: bytes) -> IndexSnapshot:
         return _decode(memoryview(payload))
     except SnapshotError:
         raise
-    except (KeyError, TypeError, ValueError, struct.error, UnicodeDecodeError) as exc:
+    except (KeyError, TypeError, ValueError, struct.error, UnicodeDecodeError, zlib.error) as exc:
         raise SnapshotError(f"malformed index snapshot: {exc}") from exc
 
 
@@ -139,7 +141,7 @@ def _decode(view: memoryview) -> IndexSnapshot:
     ann = bytes(sections["ann"]) or None
     return IndexSnapshot(
         refs=refs,
-        lexical=bytes(sections["lexical"]),
+        lexical=zlib.decompress(sections["lexical"]),
         alive=alive,
         codes=codes,
         categories=categories,
