@@ -349,8 +349,7 @@ class LexicalIndex:
         row_of_entry = np.repeat(np.arange(rows, dtype=np.int32), (ends - starts).astype(np.int64))
         # By term, rows ascending within a term. numpy sorts 16-bit integers stably by radix, several
         # times faster than its merge sort of wider ones: most owners' vocabularies fit.
-        keys = terms.astype(np.uint16) if vocabulary <= 1 << 16 else terms
-        order = np.argsort(keys, kind="stable")
+        order = np.argsort(terms.astype(np.uint16) if vocabulary <= 1 << 16 else terms, kind="stable")
         bounds = np.searchsorted(terms[order], np.arange(vocabulary + 1)).tolist()
         entry_rows, entry_counts = row_of_entry[order], counts[order].astype(np.float32)
         self._postings = [
