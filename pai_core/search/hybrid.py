@@ -54,6 +54,9 @@ class HybridIndex:
     def __init__(self, vectors: VectorIndex, lexical: LexicalIndex) -> None:
         self.vectors = vectors
         self.lexical = lexical
+        # The ref of each key the lexical index holds: fusion scores a few hundred keys per search,
+        # and building a ref from its key each time cost more than the scoring.
+        self._refs: dict[str, ItemRef] = {ref_key(ref): ref for ref in vectors.refs()}
 
     @classmethod
     def empty(cls, dimensions: int, *, ann: AnnSettings | None) -> HybridIndex:
@@ -108,17 +111,24 @@ class HybridIndex:
             raise ValueError("refs and texts disagree")
         added = self.vectors.add_rows(refs, categories, matrix)
         for ref, text in zip(refs, texts, strict=True):
-            self.lexical.add(ref_key(ref), text, time=_time_of(ref))
+            key = ref_key(ref)
+            self.lexical.add(key, text, time=_time_of(ref))
+            self._refs[key] = ref
         return added
 
     def remove(self, refs: Iterable[ItemRef]) -> int:
         refs = list(refs)
-        self.lexical.remove([ref_key(ref) for ref in refs])
+        keys = [ref_key(ref) for ref in refs]
+        self.lexical.remove(keys)
+        for key in keys:
+            self._refs.pop(key, None)
         return self.vectors.remove(refs)
 
     def _index_texts(self, items: Iterable[IndexedItem]) -> None:
         for item in items:
-            self.lexical.add(ref_key(item.ref), item.text, time=_time_of(item.ref))
+            key = ref_key(item.ref)
+            self.lexical.add(key, item.text, time=_time_of(item.ref))
+            self._refs[key] = item.ref
 
     # -- search ------------------------------------------------------------------------------------
 
@@ -152,12 +162,16 @@ class HybridIndex:
             min_score=min_score,
             settings=fusion,
         )
-        return [RankedItem(ref=key_ref(key), score=score) for key, score in found]
+        return [RankedItem(ref=self._ref(key), score=score) for key, score in found]
+
+    def _ref(self, key: str) -> ItemRef:
+        ref = self._refs.get(key)
+        return key_ref(key) if ref is None else ref
 
     def _dense_scores(
         self, query: npt.NDArray[np.float32], keys: Sequence[str], *, category: str | None
     ) -> npt.NDArray[np.float32]:
-        return self.vectors.scores_of(query, [key_ref(key) for key in keys], category=category)
+        return self.vectors.scores_of(query, [self._ref(key) for key in keys], category=category)
 
     # -- snapshots ---------------------------------------------------------------------------------
 
