@@ -51,12 +51,12 @@ def _time_of(ref: ItemRef) -> float:
 class HybridIndex:
     """A VectorIndex and a LexicalIndex holding the same items; see the module docstring."""
 
-    def __init__(self, vectors: VectorIndex, lexical: LexicalIndex) -> None:
+    def __init__(self, vectors: VectorIndex, lexical: LexicalIndex, *, refs: dict[str, ItemRef] | None = None) -> None:
         self.vectors = vectors
         self.lexical = lexical
         # The ref of each key the lexical index holds: fusion scores a few hundred keys per search,
         # and building a ref from its key each time cost more than the scoring.
-        self._refs: dict[str, ItemRef] = {ref_key(ref): ref for ref in vectors.refs()}
+        self._refs: dict[str, ItemRef] = refs if refs is not None else {ref_key(r): r for r in vectors.refs()}
 
     @classmethod
     def empty(cls, dimensions: int, *, ann: AnnSettings | None) -> HybridIndex:
@@ -192,6 +192,7 @@ class HybridIndex:
         """Raises ValueError when the snapshot's two halves do not load or disagree on their items."""
         lexical = LexicalIndex.from_bytes(snapshot.lexical)
         vectors = VectorIndex.from_snapshot(snapshot, ann=ann)
-        if lexical.keys() != {ref_key(ref) for ref in vectors.refs()}:
+        refs = {ref_key(ref): ref for ref in vectors.refs()}
+        if lexical.keys() != refs.keys():
             raise ValueError("the snapshot's lexical index and vectors hold different items")
-        return cls(vectors, lexical)
+        return cls(vectors, lexical, refs=refs)
