@@ -43,9 +43,18 @@ def key_ref(key: str) -> ItemRef:
     return ItemRef(cast(ItemKind, kind), item_id)
 
 
-def _time_of(ref: ItemRef) -> float:
+def time_of(ref: ItemRef) -> float:
+    """An item's place in time for the lexical index's neighbours (milliseconds): its time-ordered
+    id's creation time; for a passage ("{document id}#{number}"), its document's plus its number, so
+    a document's passages sit next to each other in order. 0 for an id that carries no time."""
     millis = id_millis(ref.id)
-    return float(millis) if millis is not None else 0.0
+    if millis is not None:
+        return float(millis)
+    document, _, number = ref.id.rpartition("#")
+    millis = id_millis(document)
+    if millis is not None and number.isdigit():
+        return float(millis + int(number))
+    return 0.0
 
 
 class HybridIndex:
@@ -112,7 +121,7 @@ class HybridIndex:
         added = self.vectors.add_rows(refs, categories, matrix)
         for ref, text in zip(refs, texts, strict=True):
             key = ref_key(ref)
-            self.lexical.add(key, text, time=_time_of(ref))
+            self.lexical.add(key, text, time=time_of(ref))
             self._refs[key] = ref
         return added
 
@@ -127,7 +136,7 @@ class HybridIndex:
     def _index_texts(self, items: Iterable[IndexedItem]) -> None:
         for item in items:
             key = ref_key(item.ref)
-            self.lexical.add(key, item.text, time=_time_of(item.ref))
+            self.lexical.add(key, item.text, time=time_of(item.ref))
             self._refs[key] = item.ref
 
     # -- search ------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pai_core.config import ConfigError, Settings
 from pai_core.models import IndexedItem, ItemRef, MemoryEdit
 from pai_core.search import AnnSettings, IndexPolicy, LiveMemoryIndex
 from pai_core.search.fusion import CHAT_RELEVANCE_FLOOR, DENSE_WEIGHT
-from pai_core.search.hybrid import HybridIndex, ref_key
+from pai_core.search.hybrid import HybridIndex, ref_key, time_of
 from pai_core.search.snapshot import decode, encode
 from pai_core.services import MemoryService
 from pai_core.services.chat import ChatService
@@ -191,3 +191,10 @@ def test_chat_puts_a_related_memory_in_the_prompt_and_leaves_an_unrelated_one_ou
     chat.chat(OWNER, message="what should I cook tonight?", session_id=None, use_memory=True, top_k=4)
     prompt = "\n".join(m.content for m in model.prompts[-1])
     assert "lisbon" not in prompt and "hunter2" not in prompt
+
+
+def test_an_items_time_comes_from_its_id_and_a_passage_follows_its_document() -> None:
+    document = f"{1_700_000_000_000:012x}" + "ab" * 10
+    assert time_of(ItemRef("memory", document)) == 1_700_000_000_000.0
+    assert time_of(ItemRef("passage", f"{document}#00003")) == 1_700_000_000_003.0
+    assert time_of(ItemRef("passage", "not-a-time#00003")) == time_of(ItemRef("memory", "x")) == 0.0
