@@ -58,7 +58,7 @@ from pai_core.config import DEFAULT_EMBEDDING_MODEL_DIR, REPO_ROOT, Settings
 from pai_core.embedding import OnnxEmbedder
 from pai_core.ids import MemoryIds, lowest_id_at
 from pai_core.models import ItemRef, Memory
-from pai_core.search import AnnSettings, VectorIndex
+from pai_core.search import AnnSettings, HybridIndex, VectorIndex
 from pai_core.search.snapshot import encode
 
 RESULTS = REPO_ROOT / "benchmarks" / "RESULTS.md"
@@ -323,7 +323,7 @@ def _write(client: Any, table: str, batch: list[dict[str, Any]]) -> None:
         request = client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
 
 
-def seed_snapshot(bench: Bench, index: VectorIndex, container: Container) -> None:
+def seed_snapshot(bench: Bench, index: HybridIndex, container: Container) -> None:
     """Writes the owner's snapshot as a search container would have left it (used where moto makes
     the index's own first full load impractically slow: it re-reads the table for every page)."""
     stamp = container.change_log.change_stamp(bench.owner)
@@ -336,10 +336,9 @@ def seed_snapshot(bench: Bench, index: VectorIndex, container: Container) -> Non
     store.save(bench.owner, encode(snapshot))
 
 
-def index_of_all(bench: Bench, vectors: npt.NDArray[np.float32], count: int, ann: AnnSettings | None) -> VectorIndex:
-    """The index a search container builds from the first `count` memories (for the snapshot seed and
-    the recall measurement)."""
-    index = VectorIndex(vectors.shape[1], ann=ann)
+def index_of_all(bench: Bench, vectors: npt.NDArray[np.float32], count: int, ann: AnnSettings | None) -> HybridIndex:
+    """The index a search container builds from the first `count` memories (for the snapshot seed)."""
+    index = HybridIndex.empty(vectors.shape[1], ann=ann)
     refs = [ItemRef("memory", memory_id) for memory_id in bench.ids[:count]]
     index.add_rows(refs, bench.categories[:count], vectors[:count], bench.texts[:count])
     return index
@@ -453,11 +452,19 @@ def _bench_search_size(bench: Bench, size: int, vectors: npt.NDArray[np.float32]
     # and queries, so that both see the same load.
     serial = Handler(cold, importlib.import_module("benchmarks.serial_search"), bench.requests)
     serial("POST /search", {"query": queries[0], "topK": 5})
+    # Dense-only ranking (PAI_SEARCH_RANKING=dense), the baseline of the hybrid ranking shipped: its
+    # own container, loaded from the same snapshot, searched in turn with the others.
+    dense_container, _ = bench.container(search_ranking="dense")
+    dense_container.embedder.embed(["model loaded before the clock starts"])
+    dense = Handler(dense_container, search_module, bench.requests)
+    dense("POST /search", {"query": queries[1], "topK": 5})
     warm_answers: list[tuple[float, Any] | None] = []
     serial_answers: list[tuple[float, Any] | None] = []
+    dense_answers: list[tuple[float, Any] | None] = []
     emulator_seconds: list[float] = []
     for i in range(options.warm_iterations):
         body = {"query": queries[i % len(queries)], "topK": 5}
+        dense_answers.append(dense("POST /search", body))
         if i % 2:
             serial_answers.append(serial("POST /search", body))
         served_before = bench.emulator_clock.seconds if bench.emulator_clock is not None else math.nan
@@ -469,6 +476,7 @@ def _bench_search_size(bench: Bench, size: int, vectors: npt.NDArray[np.float32]
     cold_meter.enabled = True
     result["index_warm"] = percentiles(succeeded(warm_answers))
     result["index_warm_serial"] = percentiles(succeeded(serial_answers))
+    result["index_warm_dense"] = percentiles(succeeded(dense_answers))
     result["index_warm_emulator"] = percentiles(emulator_seconds)
 
     log(f"{size}: index, {options.change_iterations} x (a store by another container, then a search)")
@@ -575,7 +583,7 @@ def bench_ann(
     for size, kind, data in cases:
         log(f"approximate index: {size} {kind}")
         index = VectorIndex(data.shape[1])
-        index.add_rows(ids[:size], ["general"] * size, data[:size], [""] * size)
+        index.add_rows(ids[:size], ["general"] * size, data[:size])
         build_seconds, approx = timed(lambda d=data, s=size: _built(d, s, ids, ann))
         exact_times, approx_times, hits = [], [], 0
         for query in queries[: options.recall_queries]:
@@ -600,7 +608,7 @@ def bench_ann(
 
 def _built(data: npt.NDArray[np.float32], size: int, ids: list[ItemRef], ann: AnnSettings) -> VectorIndex:
     index = VectorIndex(data.shape[1], ann=ann)
-    index.add_rows(ids[:size], ["general"] * size, data[:size], [""] * size)
+    index.add_rows(ids[:size], ["general"] * size, data[:size])
     return index
 
 
@@ -741,10 +749,10 @@ def render(results: dict[str, Any]) -> str:
         "",
         "## Search latency, warm (ms)",
         "",
-        "| memories | design scan p50 | p95 | index p50 | p95 | speed-up (p50) | index kind"
-        " | after a change elsewhere, p50 | index p50, rate count first (before) | emulator's share of index p50"
-        " | failed requests |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| memories | design scan p50 | p95 | index p50 (hybrid) | p95 | speed-up (p50) | index kind"
+        " | index p50, dense only | after a change elsewhere, p50 | index p50, rate count first (before)"
+        " | emulator's share of index p50 | failed requests |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for row in results["search"]:
         scan50, scan95 = row["scan"]
@@ -754,7 +762,8 @@ def render(results: dict[str, Any]) -> str:
         kind = "approximate (HNSW)" if row["approximate"] else "exact (numpy)"
         lines.append(
             f"| {row['size']:,} | {mark}{ms(scan50)}{note} | {mark}{ms(scan95)} | {ms(idx50)} | {ms(idx95)} | "
-            f"{mark}{ratio(scan50, idx50)} | {kind} | {ms(row['index_after_change'][0])} |"
+            f"{mark}{ratio(scan50, idx50)} | {kind} | {ms(row['index_warm_dense'][0])} |"
+            f" {ms(row['index_after_change'][0])} |"
             f" {ms(row['index_warm_serial'][0])} | {ms(row['index_warm_emulator'][0])} | {len(row['failures'])} |"
         )
     extrapolated = [row for row in results["search"] if row["scan_extrapolated"]]
@@ -768,6 +777,9 @@ def render(results: dict[str, Any]) -> str:
         " awaited before the search begins (benchmarks/serial_search.py), as the route did before the count was",
         "overlapped with reading, embedding and ranking the query; run alternately with the route as shipped, on"
         " the same container.",
+        "Index p50 (hybrid): the route as shipped, ranking by the dense cosine fused with BM25"
+        " (pai_core.search.fusion). Dense only: the same searches on a container with PAI_SEARCH_RANKING=dense,"
+        " loaded from the same snapshot, run in turn with the others.",
         "Emulator's share: the p50 of the wall time embedded moto spent serving a warm search's DynamoDB calls"
         " (the rate-limit count, the change stamp, the hits), in this process; a deployed function waits on"
         " DynamoDB's network round trips there instead.",

@@ -12,12 +12,14 @@ when the turn has one). Each question of categories 1-4 is searched through the 
 (topK 10) as that user. recall@k: the share of a question's evidence turns among the first k results,
 averaged over questions.
 
-Baselines over the same texts in the same run: exact cosine ranking with all-MiniLM-L6-v2 in fp32
-(sentence-transformers on torch, the model PAI's int8 ONNX copy was exported from), BM25 Okapi
-(benchmarks/bm25.py), and their reciprocal rank fusion. PAI's hybrid ranking (int8 cosines, PAI's own
-lexical index, pai_core.search.fusion) is computed in-process over the same texts, with and without its
-time-neighbour share, until the live index serves it through the handlers; from it, the calibration
-table of chat's relevance floor. Nothing about the questions reaches the index.
+PAI is measured twice through the handlers over the same stored memories: as shipped (hybrid ranking:
+int8 cosines fused with PAI's own lexical index, pai_core.search.fusion) and with
+PAI_SEARCH_RANKING=dense (the int8 cosine alone), each from its own container. Baselines over the same
+texts in the same run: exact cosine ranking with all-MiniLM-L6-v2 in fp32 (sentence-transformers on
+torch, the model PAI's int8 ONNX copy was exported from), BM25 Okapi (benchmarks/bm25.py), and their
+reciprocal rank fusion. In-process, over PAI's own HybridIndex (the class the live index keeps per
+owner): the hybrid ranking without its time-neighbour share, PAI's lexical index alone, and the
+calibration table of chat's relevance floor. Nothing about the questions reaches the index.
 
 Prints a table and writes it as the "## Retrieval quality (LoCoMo dev)" section of
 benchmarks/RESULTS.md, leaving the file's other sections as they are.
@@ -36,7 +38,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,9 @@ from benchmarks.bm25 import BM25
 from benchmarks.offline_models import replace_section
 from pai_core.bootstrap import Container, set_container
 from pai_core.config import REPO_ROOT, Settings
-from pai_core.search.fusion import CHAT_RELEVANCE_FLOOR, DEFAULT_FUSION, FusionSettings, hybrid_search
-from pai_core.search.index import VectorIndex
-from pai_core.search.lexical import LexicalIndex
+from pai_core.models import ItemRef
+from pai_core.search.fusion import CHAT_RELEVANCE_FLOOR, DEFAULT_FUSION, FusionSettings
+from pai_core.search.hybrid import HybridIndex, ref_key
 
 DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "locomo-dev"
 CONVERSATIONS = ("26", "30", "41")
@@ -65,15 +66,16 @@ RRF_K = 60
 # answer in the conversation) and has no place in a retrieval metric.
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 SYSTEMS = (
-    "PAI (int8, via handlers)",
+    "PAI hybrid (int8, via handlers)",
+    "PAI dense only (int8, via handlers)",
     "fp32 MiniLM exact",
     "BM25",
     "RRF BM25+fp32 dense",
-    "PAI hybrid (int8 + lexical + neighbours, in-process)",
-    "PAI hybrid, no neighbours",
-    "PAI lexical index alone",
+    "PAI hybrid, no neighbours (in-process)",
+    "PAI lexical index alone (in-process)",
 )
-HYBRID, HYBRID_NO_NEIGHBOURS, LEXICAL = SYSTEMS[4:]
+PAI, PAI_DENSE, FP32, BM25_NAME, RRF = SYSTEMS[:5]
+HYBRID_NO_NEIGHBOURS, LEXICAL = SYSTEMS[5:]
 CHAT_TOP_K = 4  # chat's default topK: what the relevance floor is calibrated on
 FLOOR_KEEPS_EVIDENCE = 0.95
 
@@ -222,49 +224,46 @@ def lexical_and_dense(conversation: Conversation, encode: Callable[[list[str]], 
         dense.append([ids[i] for i in dense_rank[:TOP_K]])
         lexical.append([ids[i] for i in lexical_rank[:TOP_K]])
         fused.append([ids[i] for i in fused_rank[:TOP_K]])
-    return {SYSTEMS[1]: dense, SYSTEMS[2]: lexical, SYSTEMS[3]: fused}
+    return {FP32: dense, BM25_NAME: lexical, RRF: fused}
 
 
 @dataclass
 class InProcess:
-    """PAI's hybrid ranking before it is wired into the live index: the int8 embedder's vectors in a
-    VectorIndex, the same texts in a LexicalIndex, fused by pai_core.search.fusion, in-process. The
-    turns are stored one after another in one sitting, as the handlers store them (a millisecond
-    apart here, seconds apart there: both well within the neighbour gap)."""
+    """PAI's ranking in-process: the int8 embedder's vectors and the same texts in a HybridIndex (the
+    class the live index keeps per owner). The turns get time-ordered ids one millisecond apart, in
+    order, as stored in one sitting (the handlers store them seconds apart: both well within the
+    neighbour gap)."""
 
     conversation: Conversation
-    dense: VectorIndex
-    lexical: LexicalIndex
+    index: HybridIndex
+    turn_of: dict[str, str]  # item key -> dia_id
     questions: npt.NDArray[np.float32]  # one query vector per question
 
     @classmethod
     def build(cls, conversation: Conversation, embed: Callable[[list[str]], Any]) -> InProcess:
         texts = [turn.content for turn in conversation.turns]
-        ids = [turn.dia_id for turn in conversation.turns]
+        refs = [ItemRef("memory", f"{position:012x}" + "0" * 20) for position in range(len(texts))]
         vectors = np.asarray(embed(texts), dtype=np.float32)
-        dense = VectorIndex(vectors.shape[1])
-        dense.add_rows(ids, ["general"] * len(ids), vectors)
-        lexical = LexicalIndex()
-        for position, (dia_id, text) in enumerate(zip(ids, texts, strict=True)):
-            lexical.add(dia_id, text, time=float(position))
+        index = HybridIndex.empty(vectors.shape[1], ann=None)
+        index.add_rows(refs, ["general"] * len(refs), vectors, texts)
+        turn_of = {ref_key(ref): turn.dia_id for ref, turn in zip(refs, conversation.turns, strict=True)}
         questions = np.asarray(embed([question.text for question in conversation.questions]), dtype=np.float32)
-        return cls(conversation, dense, lexical, questions)
+        return cls(conversation, index, turn_of, questions)
 
     def search(
         self, text: str, vector: npt.NDArray[np.float32], top: int, settings: FusionSettings = DEFAULT_FUSION
     ) -> list[tuple[str, float]]:
-        candidates = self.dense.search(vector, settings.candidates(top))
-        return hybrid_search(
-            text, candidates, partial(self.dense.scores_of, vector), self.lexical, top, settings=settings
-        )
+        found = self.index.search(vector, top, text=text, fusion=settings)
+        return [(self.turn_of[ref_key(hit.ref)], hit.score) for hit in found]
 
     def ranked(self) -> dict[str, list[list[str]]]:
-        variants = {HYBRID: FusionSettings(), HYBRID_NO_NEIGHBOURS: FusionSettings(neighbour_weight=0.0)}
-        ranked: dict[str, list[list[str]]] = {name: [] for name in (*variants, LEXICAL)}
+        ranked: dict[str, list[list[str]]] = {HYBRID_NO_NEIGHBOURS: [], LEXICAL: []}
+        no_neighbours = FusionSettings(neighbour_weight=0.0)
         for question, vector in zip(self.conversation.questions, self.questions, strict=True):
-            for name, settings in variants.items():
-                ranked[name].append([key for key, _ in self.search(question.text, vector, TOP_K, settings)])
-            ranked[LEXICAL].append([key for key, _ in self.lexical.search(question.text, TOP_K)])
+            found = self.search(question.text, vector, TOP_K, no_neighbours)
+            ranked[HYBRID_NO_NEIGHBOURS].append([key for key, _ in found])
+            lexical = self.index.lexical.search(question.text, TOP_K)
+            ranked[LEXICAL].append([self.turn_of[key] for key, _ in lexical])
         return ranked
 
 
@@ -338,7 +337,9 @@ def sentence_transformers_encoder() -> Callable[[list[str]], Any]:
 
 @dataclass
 class ThroughHandlers:
-    """PAI as deployed: stores and searches through the real handlers, one user per conversation."""
+    """PAI as deployed: stores through the real handlers, one user per conversation, and searches as
+    that user twice: through a container as shipped (hybrid ranking) and through one with
+    PAI_SEARCH_RANKING=dense."""
 
     settings: Settings
     requests: Requests = field(default_factory=Requests)
@@ -346,11 +347,10 @@ class ThroughHandlers:
     store_seconds: float = 0.0
     search_seconds: float = 0.0
 
-    def __call__(self, conversation: Conversation) -> list[list[str]]:
+    def __call__(self, conversation: Conversation) -> dict[str, list[list[str]]]:
         user = f"locomo-{conversation.name}-{secrets.token_hex(3)}"
-        container = Container(replace(self.settings, owner=user))
+        container = Container(replace(self.settings, owner=user, search_ranking="hybrid"))
         memory = Handler(container, importlib_handler("memory"), self.requests)
-        search = Handler(container, importlib_handler("search"), self.requests)
         turn_of: dict[str, str] = {}  # memory id -> dia_id: the benchmark's, never part of the memory
         started = time.perf_counter()
         for turn in conversation.turns:
@@ -360,13 +360,19 @@ class ThroughHandlers:
                 self.stored += 1
         self.store_seconds += time.perf_counter() - started
         log(f"{conversation.name}: stored {len(turn_of)} of {len(conversation.turns)} turns as {user}")
+        dense_container = Container(replace(self.settings, owner=user, search_ranking="dense"))
+        searches = {
+            PAI: Handler(container, importlib_handler("search"), self.requests),
+            PAI_DENSE: Handler(dense_container, importlib_handler("search"), self.requests),
+        }
         started = time.perf_counter()
-        ranked: list[list[str]] = []
+        ranked: dict[str, list[list[str]]] = {name: [] for name in searches}
         for question in conversation.questions:
-            # A failed search counts as finding nothing (and is listed under the table).
-            answer = search("POST /search", {"query": question.text, "topK": TOP_K})
-            hits = answer[1]["results"] if answer is not None else []
-            ranked.append([turn_of.get(hit["id"], "?") for hit in hits])
+            for name, search in searches.items():
+                # A failed search counts as finding nothing (and is listed under the table).
+                answer = search("POST /search", {"query": question.text, "topK": TOP_K})
+                hits = answer[1]["results"] if answer is not None else []
+                ranked[name].append([turn_of.get(hit["id"], "?") for hit in hits])
         self.search_seconds += time.perf_counter() - started
         set_container(None)
         return ranked
@@ -413,7 +419,7 @@ def run(conversations: Sequence[Conversation]) -> Outcome:
     started = time.perf_counter()
     log("loading sentence-transformers (fp32 MiniLM)")
     encode = sentence_transformers_encoder()
-    baselines: dict[str, list[list[str]]] = {name: [] for name in SYSTEMS[1:]}
+    baselines: dict[str, list[list[str]]] = {name: [] for name in SYSTEMS[2:]}
     for conversation in conversations:
         log(f"{conversation.name}: baselines over {len(conversation.turns)} turns")
         for name, tops in lexical_and_dense(conversation, encode).items():
@@ -423,7 +429,7 @@ def run(conversations: Sequence[Conversation]) -> Outcome:
     embed = int8_encoder(Settings())
     in_process = []
     for conversation in conversations:
-        log(f"{conversation.name}: PAI hybrid, in-process")
+        log(f"{conversation.name}: PAI's HybridIndex, in-process")
         in_process.append(InProcess.build(conversation, embed))
         for name, tops in in_process[-1].ranked().items():
             baselines[name] += tops
@@ -437,7 +443,10 @@ def run(conversations: Sequence[Conversation]) -> Outcome:
     stack = start_stack(settings, emulator_port=free_port(), gateway_port=free_port())
     try:
         pai = ThroughHandlers(stack.settings)
-        ranked = {SYSTEMS[0]: [top for conversation in conversations for top in pai(conversation)], **baselines}
+        ranked: dict[str, list[list[str]]] = {PAI: [], PAI_DENSE: [], **baselines}
+        for conversation in conversations:
+            for name, tops in pai(conversation).items():
+                ranked[name] += tops
     finally:
         stack.stop()
         set_container(None)
@@ -447,7 +456,7 @@ def run(conversations: Sequence[Conversation]) -> Outcome:
     return Outcome(
         conversations=list(conversations),
         scores=score(conversations, ranked),
-        agreement=agreement(ranked[SYSTEMS[0]], ranked[SYSTEMS[1]]),
+        agreement=agreement(ranked[PAI_DENSE], ranked[FP32]),
         failures=pai.requests.failures,
         floor=floor,
         seconds={**seconds, "stored": pai.stored},
@@ -490,22 +499,22 @@ def render(outcome: Outcome, *, command: str) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"Agreement: {outcome.agreement:.1%} of PAI's top 10 are in the fp32 model's exact top 10"
+        f"Agreement: {outcome.agreement:.1%} of PAI's dense-only top 10 are in the fp32 model's exact top 10"
         " (mean over questions).",
         "",
-        "PAI: the bundled int8 ONNX all-MiniLM-L6-v2 and the search index as deployed (dense only), over"
-        " memories stored and searched in-process with API Gateway v2 events against embedded moto."
+        "PAI: the bundled int8 ONNX all-MiniLM-L6-v2 and the search index as deployed, over memories stored"
+        " and searched in-process with API Gateway v2 events against embedded moto: hybrid (the default: the"
+        " cosine fused with PAI's own lexical index and the time neighbours' share, pai_core/search/fusion.py),"
+        " and dense only (PAI_SEARCH_RANKING=dense), each searched from its own container."
         " fp32 MiniLM exact: the same model in fp32 (sentence-transformers on torch), cosine over every turn."
         f" BM25: Okapi, k1 1.5, b 0.75, lowercase word tokens (benchmarks/bm25.py). RRF: reciprocal rank fusion"
         f" (k {RRF_K}) of the BM25 and fp32 rankings of every turn."
-        " PAI hybrid: the int8 model's cosines and PAI's own lexical index (BM25, k1 0.9, b 0.4, stop words"
-        " dropped, Snowball stems) fused as pai_core/search/fusion.py says, with and without the time"
-        " neighbours' share, computed in-process (not yet through the handlers); PAI lexical index alone:"
-        " its BM25 ranking. The same texts for all.",
-        f"Time: baselines {outcome.seconds['baselines']:.0f} s (model load included), PAI hybrid"
+        " In-process, over PAI's HybridIndex: the hybrid ranking without the time neighbours' share, and PAI's"
+        " lexical index alone (BM25, k1 0.9, b 0.4, stop words dropped, Snowball stems). The same texts for all.",
+        f"Time: baselines {outcome.seconds['baselines']:.0f} s (model load included), PAI in-process"
         f" {outcome.seconds['hybrid']:.0f} s (embedding included); through the handlers,"
         f" {int(outcome.seconds['stored']):,} stores in {outcome.seconds['stores']:.0f} s and"
-        f" {len(questions)} searches in {outcome.seconds['searches']:.0f} s.",
+        f" {2 * len(questions)} searches (hybrid and dense only) in {outcome.seconds['searches']:.0f} s.",
         "For context (not this run): the LoCoMo paper's best retriever on dialog turns, DRAGON, reports"
         " R@5 0.567 and R@10 0.662 over all ten conversations.",
     ]
@@ -524,7 +533,8 @@ def floor_lines(floor: FloorCalibration) -> list[str]:
     return [
         "",
         f"Chat's relevance floor: the relevance (the hybrid score) of what chat would put in its prompt, the top"
-        f" {CHAT_TOP_K} of the in-process hybrid ranking. Evidence: the question's evidence turns among them"
+        f" {CHAT_TOP_K} of the hybrid ranking (in-process, over PAI's HybridIndex). Evidence: the question's"
+        f" evidence turns among them"
         f" (n={len(floor.evidence)}); other: the rest (n={len(floor.other)}); foreign: the top {CHAT_TOP_K} for"
         f" the other conversations' questions, about other people's lives (n={len(floor.foreign)}). The highest"
         f" floor keeping {FLOOR_KEEPS_EVIDENCE:.0%} of the evidence here: {calibrated:.2f}"

@@ -144,6 +144,7 @@ class Container:
         policy = IndexPolicy(
             ann=AnnSettings(threshold=threshold) if threshold > 0 else None,
             full_reload_seconds=float(self.settings.search_full_reload_seconds),
+            ranking="dense" if self.settings.search_ranking == "dense" else "hybrid",
         )
         return LiveMemoryIndex(
             self.change_log,

@@ -22,6 +22,9 @@ SEARCH_MODES = ("index", "design-scan")
 # How chat turns are learned from (pai_core.learning): "auto" is "rules" with the offline model
 # (too small to extract facts reliably) and "model" with any other provider.
 LEARNING_EXTRACTIONS = ("auto", "explicit", "rules", "model")
+# How the index ranks (pai_core.search.hybrid): "hybrid" (dense cosine fused with BM25), or "dense"
+# (the cosine alone: the benchmark's baseline, and an escape hatch).
+SEARCH_RANKINGS = ("hybrid", "dense")
 # Owners are part of storage keys ("{owner}#{sessionId}"), so '#' is never part of one.
 _OWNER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 _ENV_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -78,6 +81,7 @@ class Settings:
     # Live memories at which search adds an approximate (HNSW) index; 0: always exact.
     search_ann_threshold: int = 50_000
     search_full_reload_seconds: int = 6 * 3600
+    search_ranking: str = "hybrid"
     # The local stack only (`python -m pai_local`): where its API listens, and where the embedded
     # emulator keeps what it holds across restarts.
     local_host: str = "127.0.0.1"
@@ -96,11 +100,11 @@ class Settings:
             raise ConfigError(f"PAI_ENV must match {_ENV_NAME.pattern}, got {self.env!r}")
         if not _OWNER.match(self.owner):
             raise ConfigError(f"PAI_OWNER must match {_OWNER.pattern}, got {self.owner!r}")
-        if self.llm_provider not in LLM_PROVIDERS:
-            raise ConfigError(f"PAI_LLM_PROVIDER must be one of {', '.join(LLM_PROVIDERS)}")
         if self.local_llm_url is not None and not _HTTP_URL.match(self.local_llm_url):
             raise ConfigError(f"PAI_LOCAL_LLM_URL must be an http:// or https:// URL, got {self.local_llm_url!r}")
+        _one_of("PAI_LLM_PROVIDER", self.llm_provider, LLM_PROVIDERS)
         _one_of("PAI_SEARCH_MODE", self.search_mode, SEARCH_MODES)
+        _one_of("PAI_SEARCH_RANKING", self.search_ranking, SEARCH_RANKINGS)
         _one_of("PAI_LEARNING_EXTRACTION", self.learning_extraction, LEARNING_EXTRACTIONS)
         # Names the design derives from the environment, unless given explicitly.
         if not self.conversations_table:
@@ -158,6 +162,7 @@ class Settings:
             "search_ann_threshold": _int(env, "PAI_SEARCH_ANN_THRESHOLD", 50_000, low=0, high=100_000_000),
             "search_full_reload_seconds": 60
             * _int(env, "PAI_SEARCH_FULL_RELOAD_MINUTES", 360, low=1, high=7 * 24 * 60),
+            "search_ranking": env.get("PAI_SEARCH_RANKING", "hybrid"),
             "local_host": env.get("PAI_HOST") or "127.0.0.1",
             "local_port": _int(env, "PAI_PORT", 8080, low=1, high=65535),
             "local_state_dir": Path(env["PAI_STATE_DIR"]).expanduser()

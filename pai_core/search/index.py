@@ -8,8 +8,8 @@ rows are compacted away once they are a quarter of the matrix. The approximate i
 own int8 copy of each vector (384 bytes) and a graph (~2 x connectivity x 4 bytes per vector at its
 base layer); its scores are never returned: every candidate is re-scored from the float32 row.
 
-Each row also keeps its item's text (the decrypted content) for lexical ranking: it lives only in
-memory and in the sealed snapshot.
+Items' texts are not held here: the lexical index beside it (pai_core.search.hybrid) holds their
+statistics.
 
 Not thread-safe: the caller (search.live) holds one lock per owner.
 """
@@ -76,7 +76,6 @@ class VectorIndex:
         self._codes = np.zeros(capacity, dtype=np.uint32)
         self._size = 0  # rows in use, live and dead
         self._refs: list[ItemRef | None] = []  # per row; None once the row is dead
-        self._texts: list[str] = []  # per row; "" once the row is dead
         self._rows: dict[ItemRef, int] = {}  # live refs only
         self._categories: list[str] = []
         self._code_of: dict[str, int] = {}
@@ -106,10 +105,6 @@ class VectorIndex:
         """The ids of the live items of one kind."""
         return {ref.id for ref in self._rows if ref.kind == kind}
 
-    def text(self, ref: ItemRef) -> str | None:
-        row = self._rows.get(ref)
-        return None if row is None else self._texts[row]
-
     def category(self, ref: ItemRef) -> str | None:
         row = self._rows.get(ref)
         return None if row is None else self._categories[self._codes[row]]
@@ -127,7 +122,7 @@ class VectorIndex:
         return self._add_fresh(fresh)
 
     def put(self, items: Iterable[IndexedItem]) -> int:
-        """Adds the items, replacing any already there by their ref (an update: new vector, text or
+        """Adds the items, replacing any already there by their ref (an update: new vector or
         category); returns how many rows changed."""
         fresh = self._usable(items)
         self.remove([ref for ref in fresh if ref in self._rows])
@@ -152,7 +147,6 @@ class VectorIndex:
             list(fresh),
             [item.category for item in fresh.values()],
             matrix.reshape(len(fresh), -1),
-            [item.text for item in fresh.values()],
         )
 
     def add_rows(
@@ -160,14 +154,13 @@ class VectorIndex:
         refs: Sequence[ItemRef],
         categories: Sequence[str],
         matrix: npt.NDArray[np.float32],
-        texts: Sequence[str],
     ) -> int:
         """Adds rows given as arrays (refs not in the index yet, unit vectors)."""
         count = len(refs)
         if count == 0:
             return 0
-        if matrix.shape != (count, self.dimensions) or len(categories) != count or len(texts) != count:
-            raise ValueError("refs, categories, vectors and texts disagree")
+        if matrix.shape != (count, self.dimensions) or len(categories) != count:
+            raise ValueError("refs, categories and vectors disagree")
         start = self._size
         self._reserve(start + count)
         self._matrix[start : start + count] = matrix
@@ -177,7 +170,6 @@ class VectorIndex:
             self._rows[ref] = start + offset
             self._category_counts[self._codes[start + offset]] += 1
         self._refs.extend(refs)
-        self._texts.extend(texts)
         self._size += count
         if self._ann is not None:
             self._ann.add(np.arange(start, start + count, dtype=np.uint64), self._matrix[start : start + count])
@@ -193,7 +185,6 @@ class VectorIndex:
                 continue
             self._alive[row] = False
             self._refs[row] = None
-            self._texts[row] = ""
             self._category_counts[self._codes[row]] -= 1
             if self._ann is not None:
                 self._ann.remove(row)
@@ -237,16 +228,19 @@ class VectorIndex:
         return self._search_exact(np.asarray(query, dtype=np.float32), top, code=code, min_score=min_score)
 
     def scores_of(
-        self, query: npt.NDArray[np.float32], memory_ids: Sequence[str], *, category: str | None = None
+        self, query: npt.NDArray[np.float32], refs: Sequence[ItemRef], *, category: str | None = None
     ) -> npt.NDArray[np.float32]:
-        """The cosine of `query` with each of `memory_ids`, in order: the dense half of hybrid
-        ranking for candidates the lexical index proposed. -inf (not a candidate) for an id not held
+        """The exact cosine of `query` with each of `refs`, in order: the dense half of hybrid
+        ranking for candidates the lexical index proposed. -inf (not a candidate) for a ref not held
         or, when `category` is given, of another category."""
-        rows = np.array([self._rows.get(memory_id, -1) for memory_id in memory_ids], dtype=np.int64)
+        rows = np.array([self._rows.get(ref, -1) for ref in refs], dtype=np.int64)
         eligible = rows >= 0
         if category is not None:
             code = self._code_of.get(category)
-            eligible &= (self._codes[rows] == code) if code is not None else False
+            if code is None:
+                eligible[:] = False
+            else:
+                eligible &= self._codes[np.maximum(rows, 0)] == code
         scores = np.full(rows.shape[0], -np.inf, dtype=np.float32)
         if eligible.any():
             cosines = self._matrix[rows[eligible]] @ np.asarray(query, dtype=np.float32)
@@ -296,8 +290,16 @@ class VectorIndex:
     # -- snapshots ---------------------------------------------------------------------------------
 
     def snapshot(
-        self, *, position: str, stamp: int, taken_at: float, generation: int, applied: Sequence[str] = ()
+        self,
+        *,
+        position: str,
+        stamp: int,
+        taken_at: float,
+        generation: int,
+        applied: Sequence[str] = (),
+        lexical: bytes = b"",
     ) -> IndexSnapshot:
+        """`lexical`: the serialized lexical index over the same items, sealed in the same snapshot."""
         size = self._size
         ann = None
         if self._ann is not None:
@@ -305,7 +307,7 @@ class VectorIndex:
             ann = bytes(saved) if saved is not None else None
         return IndexSnapshot(
             refs=list(self._refs),
-            texts=list(self._texts),
+            lexical=lexical,
             alive=self._alive[:size].copy(),
             codes=self._codes[:size].copy(),
             categories=list(self._categories),
@@ -330,7 +332,6 @@ class VectorIndex:
         index._alive[:rows] = snapshot.alive
         index._codes[:rows] = snapshot.codes
         index._refs = [ref if alive else None for ref, alive in zip(snapshot.refs, snapshot.alive, strict=True)]
-        index._texts = [text if alive else "" for text, alive in zip(snapshot.texts, snapshot.alive, strict=True)]
         index._size = rows
         for row in np.flatnonzero(snapshot.alive):
             ref = snapshot.refs[row]
@@ -388,7 +389,6 @@ class VectorIndex:
         codes = np.zeros(capacity, dtype=np.uint32)
         codes[:count] = self._codes[keep]
         self._refs = [self._refs[row] for row in keep]
-        self._texts = [self._texts[row] for row in keep]
         self._rows = {ref: row for row, ref in enumerate(self._refs) if ref is not None}
         self._matrix, self._alive, self._codes, self._size = matrix, alive, codes, count
         if self._ann is not None:

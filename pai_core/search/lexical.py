@@ -347,8 +347,11 @@ class LexicalIndex:
         self._alive[:rows] = True
         self._total_length = int(np.sum(lengths, dtype=np.int64))
         row_of_entry = np.repeat(np.arange(rows, dtype=np.int32), (ends - starts).astype(np.int64))
-        order = np.argsort(terms, kind="stable")  # by term, rows ascending within a term
-        bounds = np.searchsorted(terms[order], np.arange(vocabulary + 1)).tolist()
+        # By term, rows ascending within a term. numpy sorts 16-bit integers stably by radix, several
+        # times faster than its merge sort of wider ones: most owners' vocabularies fit.
+        order = np.argsort(terms.astype(np.uint16) if vocabulary <= 1 << 16 else terms, kind="stable")
+        frequencies = np.bincount(terms, minlength=vocabulary)
+        bounds = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(frequencies, dtype=np.int64)]).tolist()
         entry_rows, entry_counts = row_of_entry[order], counts[order].astype(np.float32)
         self._postings = [
             _Postings(
@@ -358,7 +361,7 @@ class LexicalIndex:
             else _Postings()
             for term in range(vocabulary)
         ]
-        self._df = np.bincount(terms, minlength=vocabulary).tolist()
+        self._df = frequencies.tolist()
         self._order, self._neighbours = None, None
 
     def _idf(self, term: int) -> float:

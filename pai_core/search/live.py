@@ -1,5 +1,7 @@
-"""The search index a container keeps across warm invocations: one VectorIndex per owner (a
-bounded LRU of owners), loaded once, then kept current by reading only what changed.
+"""The search index a container keeps across warm invocations: one HybridIndex per owner (its
+vectors and its lexical index; a bounded LRU of owners), loaded once, then kept current by reading
+only what changed. Every change below reaches both halves (pai_core.search.hybrid); ranking is
+hybrid unless the policy says "dense".
 
 Per search, with nothing changed: one GetItem of the owner's head (its change stamp; 1 read unit).
 When the stamp moved: a key-range Query of the owner's change-log entries past the index's
@@ -44,7 +46,9 @@ from pai_core.ids import id_millis, lowest_id_at
 from pai_core.models import ChangeEntry, ChangeStamp, IndexedItem, ItemKind, ItemRef, RankedItem
 from pai_core.ports import ChangeLog, IndexSnapshotStore, IndexSource
 from pai_core.search.changes import CHANGE_ENTRY_TTL_SECONDS, WRITE_LANDS_WITHIN_SECONDS
-from pai_core.search.index import AnnSettings, VectorIndex
+from pai_core.search.fusion import DEFAULT_FUSION, FusionSettings
+from pai_core.search.hybrid import HybridIndex, Ranking
+from pai_core.search.index import AnnSettings
 from pai_core.search.snapshot import IndexSnapshot, SnapshotError, decode, encode
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,8 @@ class IndexPolicy:
     snapshot_max_age_seconds: float = 3 * 24 * 3600.0
     snapshot_retry_seconds: float = 300.0
     max_owners: int = 8
+    ranking: Ranking = "hybrid"
+    fusion: FusionSettings = DEFAULT_FUSION
 
     def __post_init__(self) -> None:
         if self.id_margin_seconds < 0 or self.full_reload_seconds <= 0 or self.max_owners < 1:
@@ -84,7 +90,7 @@ class IndexPolicy:
 @dataclass
 class _OwnerIndex:
     lock: threading.Lock = field(default_factory=threading.Lock)
-    index: VectorIndex | None = None
+    index: HybridIndex | None = None
     stamp: ChangeStamp | None = None  # with the generation the index was built under
     position: str = ""  # the highest change-log entry id applied (or the moment of a full load)
     applied: set[str] = field(default_factory=set)  # entry ids applied within the margin below position
@@ -135,11 +141,20 @@ class LiveMemoryIndex:
         category: str | None,
         min_score: float | None,
     ) -> list[RankedItem]:
-        """`text` is the query's text, for lexical ranking (dense only for now)."""
+        """`text` is the query's text, for lexical ranking. Scores and `min_score` are on the scale
+        of the policy's ranking: pai_core.search.fusion's relevance, or the cosine for "dense"."""
         state = self._owner(owner)
         with state.lock:
             index = self._current(owner, state)
-            return index.search(query, top, category=category, min_score=min_score)
+            return index.search(
+                query,
+                top,
+                text=text,
+                category=category,
+                min_score=min_score,
+                ranking=self.policy.ranking,
+                fusion=self.policy.fusion,
+            )
 
     def put(self, owner: str, item: IndexedItem) -> None:
         state = self._loaded(owner)
@@ -157,7 +172,7 @@ class LiveMemoryIndex:
 
     # -- inspection --------------------------------------------------------------------------------
 
-    def index_of(self, owner: str) -> VectorIndex | None:
+    def index_of(self, owner: str) -> HybridIndex | None:
         state = self._loaded(owner)
         return None if state is None else state.index
 
@@ -183,7 +198,7 @@ class LiveMemoryIndex:
         with self._lock:
             return self._owners.get(owner)
 
-    def _current(self, owner: str, state: _OwnerIndex) -> VectorIndex:
+    def _current(self, owner: str, state: _OwnerIndex) -> HybridIndex:
         now = self._monotonic()
         if state.index is None:
             self._cold_load(owner, state)
@@ -234,7 +249,15 @@ class LiveMemoryIndex:
             self.events["snapshot_too_old"] += 1
             self._full_load(owner, state, reason="full_load")
             return
-        state.index = VectorIndex.from_snapshot(snapshot, ann=self.policy.ann)
+        try:
+            index = HybridIndex.from_snapshot(snapshot, ann=self.policy.ann)
+        except ValueError as exc:
+            # Its texts are not in it: only the table can rebuild the lexical half.
+            log.warning("index snapshot is unusable (%s); loading from the table", exc)
+            self.events["snapshot_unreadable"] += 1
+            self._full_load(owner, state, reason="full_load")
+            return
+        state.index = index
         state.stamp = ChangeStamp(version=snapshot.stamp, generation=snapshot.generation)
         state.position = snapshot.position
         state.applied = set(snapshot.applied)
@@ -254,7 +277,7 @@ class LiveMemoryIndex:
         # An entry is written after its change has landed: every entry there now is of a change the
         # item reads below will see, so none of them needs reading again (whatever the clocks say).
         landed = [entry.id for entry in self._feed.changes_after(owner, self._below(lowest_id_at(started_millis)))]
-        index = VectorIndex(self._dimensions, ann=self.policy.ann)
+        index = HybridIndex.empty(self._dimensions, ann=self.policy.ann)
         for source in self._sources.values():
             index.add(source.all_items(owner))
         changes = len(index)
@@ -288,7 +311,7 @@ class LiveMemoryIndex:
         self.events["catch_up"] += 1
         self.events["read_entries"] += len(entries)
 
-    def _apply(self, owner: str, index: VectorIndex, entries: list[ChangeEntry]) -> int:
+    def _apply(self, owner: str, index: HybridIndex, entries: list[ChangeEntry]) -> int:
         """Puts every item the entries name as it is now, and removes those that are gone."""
         wanted: dict[ItemKind, list[str]] = {}
         for entry in entries:

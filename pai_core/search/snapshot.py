@@ -5,16 +5,17 @@ Layout (integers little-endian):
     magic b"PAISNAP1" | header length (u32) | header (JSON, UTF-8) | sections, in header order
 
 Sections: `refs` (UTF-8, one `kind:id` per row, newline-separated; an empty line is a deleted row),
-`texts` (a JSON array of each row's text, "" for a deleted row, zlib-compressed at its fastest
-level: what lexical ranking is computed from, so a cold start reads no item, at a fraction of the
-text's bytes), `alive` (u8 per row), `codes` (u32 category code per row),
+`lexical` (the lexical index over the same live items, pai_core.search.lexical's `to_bytes`: its
+term statistics, so a cold start ranks lexically without reading any item; zlib-compressed at its
+fastest level, as its integer arrays are mostly small numbers), `alive` (u8 per row),
+`codes` (u32 category code per row),
 `vectors` (rows x dimensions, float16), and `ann` (the approximate index's own serialization, keyed
 by row) when there is one. The header holds the change-log position the index had applied (see
 pai_core.search.live) with the entries it had applied just below it, the head's version and the
 generation it was built under, and when it was taken.
 
-The whole payload is sealed by the snapshot store (pai_core.adapters.s3): texts and vectors are
-never written in plaintext.
+The whole payload is sealed by the snapshot store (pai_core.adapters.s3): term statistics and
+vectors are never written in plaintext.
 
 Vectors are stored as float16: half the bytes to fetch, decrypt and parse on a cold start than
 float32, for a cosine error below 1e-3 (a unit vector's components are far from float16's limits;
@@ -37,10 +38,10 @@ import numpy.typing as npt
 from pai_core.models import ItemKind, ItemRef
 
 MAGIC = b"PAISNAP1"
-FORMAT_VERSION = 2  # 2: refs instead of memory ids, texts, a change-log position
+FORMAT_VERSION = 3  # 2: refs instead of memory ids, texts, a change-log position; 3: the lexical index, not texts
 SNAPSHOT_VECTOR_DTYPE = np.dtype("<f2")
 _LENGTH = struct.Struct("<I")
-_SECTIONS = ("refs", "texts", "alive", "codes", "vectors", "ann")
+_SECTIONS = ("refs", "lexical", "alive", "codes", "vectors", "ann")
 _KINDS: frozenset[str] = frozenset({"memory", "passage"})
 
 
@@ -51,7 +52,7 @@ class SnapshotError(ValueError):
 @dataclass(frozen=True)
 class IndexSnapshot:
     refs: list[ItemRef | None]  # one per row; None for a deleted row
-    texts: list[str]  # one per row; "" for a deleted row
+    lexical: bytes  # the lexical index of the live rows' items (LexicalIndex.to_bytes)
     alive: npt.NDArray[np.bool_]
     codes: npt.NDArray[np.uint32]
     categories: list[str]
@@ -71,13 +72,11 @@ class IndexSnapshot:
 
 def encode(snapshot: IndexSnapshot) -> bytes:
     rows, dimensions = snapshot.vectors.shape
-    if not (len(snapshot.refs) == len(snapshot.texts) == rows == snapshot.alive.shape[0] == snapshot.codes.shape[0]):
+    if not (len(snapshot.refs) == rows == snapshot.alive.shape[0] == snapshot.codes.shape[0]):
         raise ValueError("snapshot arrays disagree on the number of rows")
     sections = {
         "refs": "\n".join("" if ref is None else f"{ref.kind}:{ref.id}" for ref in snapshot.refs).encode("utf-8"),
-        "texts": zlib.compress(
-            json.dumps(snapshot.texts, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), 1
-        ),
+        "lexical": zlib.compress(snapshot.lexical, 1),
         "alive": snapshot.alive.astype(np.uint8).tobytes(),
         "codes": snapshot.codes.astype("<u4").tobytes(),
         "vectors": snapshot.vectors.astype(SNAPSHOT_VECTOR_DTYPE).tobytes(),
@@ -131,21 +130,18 @@ def _decode(view: memoryview) -> IndexSnapshot:
     if offset != len(view):
         raise SnapshotError("snapshot has trailing bytes")
     refs = [_ref(line) for line in bytes(sections["refs"]).decode("utf-8").split("\n")] if rows else []
-    texts = json.loads(zlib.decompress(sections["texts"]).decode("utf-8"))
-    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
-        raise SnapshotError("snapshot texts are not a list of strings")
     alive = np.frombuffer(sections["alive"], dtype=np.uint8).astype(bool)
     codes = np.frombuffer(sections["codes"], dtype="<u4").astype(np.uint32)
     vectors = np.frombuffer(sections["vectors"], dtype=SNAPSHOT_VECTOR_DTYPE).astype(np.float32)
     categories = [str(name) for name in header["categories"]]
-    if not (len(refs) == len(texts) == rows == alive.shape[0] == codes.shape[0]) or vectors.size != rows * dimensions:
+    if not (len(refs) == rows == alive.shape[0] == codes.shape[0]) or vectors.size != rows * dimensions:
         raise SnapshotError("snapshot sections disagree on the number of rows")
     if rows and int(codes.max()) >= len(categories):
         raise SnapshotError("snapshot names a category it does not list")
     ann = bytes(sections["ann"]) or None
     return IndexSnapshot(
         refs=refs,
-        texts=texts,
+        lexical=zlib.decompress(sections["lexical"]),
         alive=alive,
         codes=codes,
         categories=categories,

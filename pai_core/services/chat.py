@@ -25,6 +25,7 @@ from pai_core.models import (
     Usage,
 )
 from pai_core.ports import ChatModel, Clock, ConversationRepository
+from pai_core.search.fusion import CHAT_RELEVANCE_FLOOR
 from pai_core.services.memories import MemoryService
 from pai_core.services.prompt import SYSTEM_PROMPT, TOKENS_PER_MESSAGE, build_messages
 from pai_core.services.retrieval import Hit, RetrievalService
@@ -166,12 +167,14 @@ class ChatService:
         else:
             self._conversations.append(owner, session, Turn(role="user", content=message, at=asked_at))
 
+        # Only material relevant to the message reaches the prompt: without the floor, the top few
+        # ride along whatever they score.
         hits: list[Hit] = []
         if use_memory and top_k > 0:
             if self._retrieval is not None:
-                hits = self._retrieval.search(owner, message, top=top_k)
+                hits = self._retrieval.search(owner, message, top=top_k, min_score=CHAT_RELEVANCE_FLOOR)
             else:
-                hits = list(self._memories.search(owner, message, top=top_k))
+                hits = list(self._memories.search(owner, message, top=top_k, min_score=CHAT_RELEVANCE_FLOOR))
         messages, used_hits = build_messages(
             message=message, history=history, hits=hits, count_tokens=self._model.count_tokens, budget=budget
         )

@@ -15,7 +15,6 @@ from benchmarks.capacity import CapacityMeter
 from pai_core.adapters.dynamodb_changelog import CHANGES_SUFFIX, HEAD_ID
 from pai_core.adapters.s3 import S3SnapshotStore
 from pai_core.bootstrap import Container
-from pai_core.models import ItemRef
 from pai_core.search import IndexPolicy, LiveMemoryIndex
 from pai_core.services import MemoryService
 from pai_local.stack import RunningStack
@@ -148,5 +147,7 @@ def test_a_cold_container_loads_the_snapshot_instead_of_every_item(
     cold_index: Any = cold._index
     assert cold_index.events["snapshot_load"] == 1 and cold_index.events["full_load"] == 0
     assert len(cold_index.index_of(owner)) == 7
-    # The snapshot held each item's text too: the cold index has it without reading any item.
-    assert cold_index.index_of(owner).text(ItemRef("memory", stored[3].id)) == texts[3]
+    # The snapshot held the lexical index too: the cold index matches words without reading any item.
+    lexical = cold_index.index_of(owner).lexical
+    assert len(lexical.search("drawer", 10)) == 6  # the forgotten one is gone from it
+    assert [key for key, _ in lexical.search("bed", 10)] == [f"memory:{late.id}"]

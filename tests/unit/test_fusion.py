@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from pai_core.models import ItemRef
 from pai_core.search.fusion import (
     CHAT_RELEVANCE_FLOOR,
     DENSE_WEIGHT,
@@ -20,6 +21,7 @@ from pai_core.search.fusion import (
     own_scores,
     relevance,
 )
+from pai_core.search.hybrid import key_ref, ref_key
 from pai_core.search.index import VectorIndex
 from pai_core.search.lexical import LexicalIndex
 
@@ -200,26 +202,27 @@ def test_items_the_dense_side_rules_out_are_neither_returned_nor_lend_to_neighbo
     -inf for items of another category, and those drop out of the ranking."""
     rng = np.random.default_rng(6)
     query = unit(rng, 16)
-    keys = ["work-1", "home-1", "work-2", "home-2"]
+    refs = [ItemRef("memory", name) for name in ("work-1", "home-1", "work-2", "home-2")]
+    keys = [ref_key(ref) for ref in refs]
     dense = VectorIndex(16)
-    dense.add_rows(keys, ["work", "home", "work", "home"], np.stack([unit(rng, 16) for _ in keys]))
+    dense.add_rows(refs, ["work", "home", "work", "home"], np.stack([unit(rng, 16) for _ in keys]))
     lexical = LexicalIndex()
     for i, key in enumerate(keys):
-        lexical.add(key, "dentist appointment" if key == "home-1" else "weekly report", time=float(i))
-    scores = dense.scores_of(query, [*keys, "unknown"], category="work")
+        lexical.add(key, "dentist appointment" if key == keys[1] else "weekly report", time=float(i))
+
+    def cosines(wanted: Sequence[str], category: str | None = None) -> npt.NDArray[np.float32]:
+        return dense.scores_of(query, [key_ref(key) for key in wanted], category=category)
+
+    scores = dense.scores_of(query, [*refs, ItemRef("memory", "unknown")], category="work")
     assert np.isinf(scores[[1, 3, 4]]).all()
     assert np.isfinite(scores[[0, 2]]).all()
     found = hybrid_search(
         "dentist appointment",
-        dense.search(query, 100, category="work"),
-        partial(dense.scores_of, query, category="work"),
+        [(ref_key(hit.ref), hit.score) for hit in dense.search(query, 100, category="work")],
+        partial(cosines, category="work"),
         lexical,
         4,
     )
-    assert [key for key, _ in found] == sorted(
-        ["work-1", "work-2"], key=lambda key: -float(dense.scores_of(query, [key])[0])
-    )
-    expected = own_scores(
-        dense.scores_of(query, ["work-1"]), np.zeros(1, dtype=np.float32), 1.0, dense_weight=DENSE_WEIGHT
-    )
-    assert dict(found)["work-1"] == pytest.approx(float(expected[0]) / (1 + NEIGHBOUR_WEIGHT))  # home-1 lends nothing
+    assert [key for key, _ in found] == sorted([keys[0], keys[2]], key=lambda key: -float(cosines([key])[0]))
+    expected = own_scores(cosines([keys[0]]), np.zeros(1, dtype=np.float32), 1.0, dense_weight=DENSE_WEIGHT)
+    assert dict(found)[keys[0]] == pytest.approx(float(expected[0]) / (1 + NEIGHBOUR_WEIGHT))  # home-1 lends nothing
