@@ -72,13 +72,16 @@ CHAT_THREADS = 1
 # Requests the schema cannot tell from valid ones and that the API refuses for a documented reason
 # (openapi.yaml says so in the field's description): (operation, error code, field).
 DOCUMENTED_REFUSALS = {
-    # A cursor the API did not hand out (a list's, an export's).
+    # A cursor the API did not hand out (a memory or document list's, an export's).
     ("POST /memory", "invalid_request", "cursor"),
     ("POST /account", "invalid_request", "cursor"),
+    ("POST /documents", "invalid_request", "cursor"),
     # Metadata over 8 KiB serialized (checked against the request below), also of a store_many item.
     ("POST /memory", "invalid_request", "metadata"),
     # A message longer than the model's window (a few thousand characters for the offline model).
     ("POST /chat", "message_too_long", "message"),
+    # A document's content that is not standard base64 (the schema can only say "a string").
+    ("POST /documents", "invalid_request", "content"),
 }
 
 
@@ -104,7 +107,14 @@ def test_spec_is_a_valid_openapi_document() -> None:
     assert document["openapi"] == "3.0.3"
     # schemathesis reads every operation of it without error.
     operations = [result.ok().label for result in schemathesis.openapi.from_path(SPEC_PATH).get_all_operations()]
-    assert sorted(operations) == ["GET /health", "POST /account", "POST /chat", "POST /memory", "POST /search"]
+    assert sorted(operations) == [
+        "GET /health",
+        "POST /account",
+        "POST /chat",
+        "POST /documents",
+        "POST /memory",
+        "POST /search",
+    ]
 
 
 def test_spec_operations_are_the_template_routes() -> None:
@@ -207,6 +217,28 @@ def contract_config() -> schemathesis.Config:
                     "checks": {
                         "positive_data_acceptance": {
                             "expected-statuses": ["2xx", "3xx", "400", "401", "403", "404", "409", "413", "429", "5xx"]
+                        }
+                    },
+                },
+                {
+                    # A schema-valid upload can still be a file PAI cannot read (422), one over 4 MiB
+                    # once decoded (413) or content that is not base64 (400, documented above).
+                    "include-name": "POST /documents",
+                    "checks": {
+                        "positive_data_acceptance": {
+                            "expected-statuses": [
+                                "2xx",
+                                "3xx",
+                                "400",
+                                "401",
+                                "403",
+                                "404",
+                                "409",
+                                "413",
+                                "422",
+                                "429",
+                                "5xx",
+                            ]
                         }
                     },
                 },
