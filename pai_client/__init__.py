@@ -1,0 +1,1 @@
+"""PAI's clients: the `pai` command line and the MCP server, both over the HTTP API only."""

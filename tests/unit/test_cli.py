@@ -1,0 +1,315 @@
+"""The `pai` CLI against an in-memory API behind httpx2.MockTransport: what it sends, what it prints,
+its exit codes, and the idempotency keys that make `pai import` safe to re-run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from typer.testing import CliRunner
+
+from pai_client.api import Settings
+from pai_client.cli import app
+from pai_client.notes import BATCH_ITEMS
+
+KEY = "pai_test_key"
+ENV = {"PAI_API_KEY": KEY, "PAI_API_URL": "http://pai.test"}
+
+
+class FakeApi:
+    """Just enough of the API: memories with idempotent store/store_many, search, chat, export."""
+
+    def __init__(self) -> None:
+        self.memories: dict[str, dict[str, Any]] = {}
+        self.requests: list[httpx2.Request] = []
+        self.answers: dict[str, tuple[str, dict[str, Any]]] = {}  # Idempotency-Key -> (body, answer)
+        self.fail: tuple[int, dict[str, Any]] | None = None
+
+    def handle(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(request)
+        if request.headers.get("authorization") != f"Bearer {KEY}":
+            return httpx2.Response(401, json={"error": {"code": "unauthorized", "message": "invalid API key"}})
+        if self.fail is not None:
+            return httpx2.Response(self.fail[0], json=self.fail[1])
+        body = json.loads(request.content)
+        key = request.headers.get("idempotency-key")
+        if key is not None and key in self.answers:
+            sent, answer = self.answers[key]
+            if sent != request.content.decode():
+                return httpx2.Response(409, json={"error": {"code": "idempotency_key_reused", "message": "x"}})
+            return httpx2.Response(201, json=answer)
+        status, answer = self.route(request.url.path, body)
+        if key is not None and status < 400:
+            self.answers[key] = (request.content.decode(), answer)
+        if request.url.path == "/chat" and body.get("stream"):
+            events = "".join(
+                f"event: delta\ndata: {json.dumps({'text': piece})}\n\n" for piece in ("Hel", "lo ", "there")
+            )
+            events += f"event: done\ndata: {json.dumps(answer)}\n\n"
+            return httpx2.Response(200, text=events, headers={"content-type": "text/event-stream"})
+        return httpx2.Response(status, json=answer)
+
+    def route(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        action = body.get("action")
+        if path == "/memory" and action == "store":
+            return 201, self.store(body)
+        if path == "/memory" and action == "store_many":
+            return 201, {"items": [self.store(item) for item in body["items"]]}
+        if path == "/memory" and action == "list":
+            items = list(reversed(self.memories.values()))[: body.get("limit", 20)]
+            return 200, {"items": items, "cursor": None}
+        if path == "/memory" and action == "delete":
+            if self.memories.pop(body["id"], None) is None:
+                return 404, {"error": {"code": "not_found", "message": "no such memory"}}
+            return 200, {"id": body["id"], "deleted": True}
+        if path == "/search":
+            results = [
+                {"kind": "memory", "id": m["id"], "content": m["content"], "category": m["category"], "score": 0.5}
+                for m in self.memories.values()
+                if body["query"].lower() in m["content"].lower()
+            ]
+            return 200, {"results": results[: body.get("topK", 5)]}
+        if path == "/chat":
+            return 200, {
+                "sessionId": body.get("sessionId", "s1"),
+                "reply": "Hello there",
+                "sources": [
+                    {"kind": "document", "id": "p1", "documentId": "d1", "name": "a.pdf", "page": 3, "score": 1}
+                ],
+                "model": "fake",
+                "usage": {"inputTokens": 1, "outputTokens": 2},
+                "learning": "off",
+            }
+        if path == "/account":
+            if body.get("cursor") is None:
+                return 200, {
+                    "userId": "u",
+                    "memories": [{"id": "m1"}],
+                    "documents": [],
+                    "conversations": [],
+                    "cursor": "c",
+                }
+            return 200, {
+                "userId": "u",
+                "memories": [{"id": "m2"}],
+                "documents": [],
+                "conversations": [],
+                "cursor": None,
+            }
+        return 400, {"error": {"code": "invalid_input", "message": "unknown action", "field": "action"}}
+
+    def store(self, item: dict[str, Any]) -> dict[str, Any]:
+        memory_id = f"m{len(self.memories) + 1}"
+        self.memories[memory_id] = {
+            "id": memory_id,
+            "content": item["content"],
+            "category": item.get("category", "general"),
+            "createdAt": "2026-11-25T00:00:00Z",
+        }
+        return {"id": memory_id, "category": self.memories[memory_id]["category"], "createdAt": "2026-11-25T00:00:00Z"}
+
+
+@pytest.fixture
+def fake() -> FakeApi:
+    return FakeApi()
+
+
+@pytest.fixture
+def pai(fake: FakeApi) -> Callable[..., Any]:
+    runner = CliRunner()
+
+    def run(*args: str, env: dict[str, str] | None = None, transport: Any = None, stdin: str | None = None) -> Any:
+        return runner.invoke(
+            app, list(args), env={**ENV, **(env or {})}, obj=transport or httpx2.MockTransport(fake.handle), input=stdin
+        )
+
+    return run
+
+
+def test_remember_prints_the_id_and_sends_the_key(pai: Callable[..., Any], fake: FakeApi) -> None:
+    result = pai("remember", "I like tea", "--category", "food")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "m1"
+    assert json.loads(fake.requests[0].content) == {"action": "store", "content": "I like tea", "category": "food"}
+
+
+def test_json_output_is_the_apis_json(pai: Callable[..., Any], fake: FakeApi) -> None:
+    pai("remember", "tea in the morning")
+    listed = pai("memories", "list", "--json")
+    assert listed.exit_code == 0
+    assert json.loads(listed.stdout)["items"][0]["content"] == "tea in the morning"
+    found = pai("search", "tea", "--json", "--top-k", "3")
+    assert json.loads(found.stdout)["results"][0]["id"] == "m1"
+    assert json.loads(fake.requests[-1].content) == {"query": "tea", "topK": 3}
+
+
+def test_human_search_shows_rank_score_and_source(pai: Callable[..., Any]) -> None:
+    pai("remember", "tea in the morning")
+    result = pai("search", "tea")
+    assert result.exit_code == 0
+    assert "1. 0.500  memory m1 [general]" in result.stdout
+    assert "tea in the morning" in result.stdout
+
+
+def test_an_api_error_is_one_line_on_stderr_and_exit_1(pai: Callable[..., Any], fake: FakeApi) -> None:
+    result = pai("memories", "rm", "nope")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "pai: no such memory (not_found, HTTP 404)"
+    assert result.stdout == ""
+
+
+def test_a_field_error_names_the_field(pai: Callable[..., Any], fake: FakeApi) -> None:
+    fake.fail = (400, {"error": {"code": "invalid_input", "message": "too long", "field": "content"}})
+    result = pai("remember", "x")
+    assert result.exit_code == 1
+    assert "too long [field: content] (invalid_input, HTTP 400)" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_wrong_key_says_so(pai: Callable[..., Any]) -> None:
+    result = pai("search", "x", env={"PAI_API_KEY": "wrong"})
+    assert result.exit_code == 1
+    assert "invalid API key (unauthorized, HTTP 401)" in result.stderr
+    assert "PAI_API_KEY" in result.stderr
+
+
+def test_an_unreachable_api_is_exit_1_without_traceback(pai: Callable[..., Any]) -> None:
+    def refuse(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("[Errno 111] Connection refused", request=request)
+
+    result = pai("search", "x", transport=httpx2.MockTransport(refuse))
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "pai: cannot reach the PAI API at http://pai.test: connection refused"
+
+
+def test_a_non_json_error_page_still_gives_one_line(pai: Callable[..., Any], fake: FakeApi) -> None:
+    result = pai(
+        "search", "x", transport=httpx2.MockTransport(lambda request: httpx2.Response(502, text="<html>bad</html>"))
+    )
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "pai: Bad Gateway (error, HTTP 502)"
+
+
+def test_usage_errors_exit_2(pai: Callable[..., Any]) -> None:
+    assert pai("search").exit_code == 2
+    assert pai("search", "x", "--top-k", "0").exit_code == 2
+    assert pai("nonsense").exit_code == 2
+
+
+def test_no_key_anywhere_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings.from_env({}, cwd=tmp_path)
+    assert settings.url == "http://127.0.0.1:8080"
+    saved = tmp_path / ".pai" / "api-key"
+    saved.parent.mkdir()
+    saved.write_text("pai_saved\n")
+    assert Settings.from_env({}, cwd=tmp_path / "sub" / "dir").api_key == "pai_saved"
+    assert Settings.from_env({"PAI_API_KEY": "k", "PAI_API_URL": "http://x/"}, cwd=tmp_path).url == "http://x"
+    assert "pai_saved" not in repr(Settings.from_env({}, cwd=tmp_path))
+
+
+def test_chat_streams_the_reply_and_shows_sources(pai: Callable[..., Any], fake: FakeApi) -> None:
+    result = pai("chat", "hi", "--session", "abc")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Hello there\n")
+    assert "sources: document a.pdf p.3 (1.00)" in result.stdout
+    assert "session: abc" in result.stderr
+    sent = json.loads(fake.requests[0].content)
+    assert sent == {"message": "hi", "useMemory": True, "sessionId": "abc", "stream": True}
+    assert fake.requests[0].headers["accept"] == "text/event-stream"
+
+
+def test_chat_stream_error_event_exits_1(pai: Callable[..., Any]) -> None:
+    error = {"error": {"code": "upstream_unavailable", "message": "the model stopped"}}
+    body = f'event: delta\ndata: {{"text": "Hel"}}\n\nevent: error\ndata: {json.dumps(error)}\n\n'
+    transport = httpx2.MockTransport(
+        lambda request: httpx2.Response(200, text=body, headers={"content-type": "text/event-stream"})
+    )
+    result = pai("chat", "hi", transport=transport)
+    assert result.exit_code == 1
+    assert "pai: the model stopped (upstream_unavailable)" in result.stderr
+
+
+def test_interactive_chat_keeps_the_session(pai: Callable[..., Any], fake: FakeApi) -> None:
+    result = pai("chat", stdin="first\nsecond\n")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("Hello there") == 2
+    first, second = (json.loads(request.content) for request in fake.requests)
+    assert "sessionId" not in first
+    assert second["sessionId"] == "s1"
+
+
+def test_import_stores_paragraphs_once_across_reruns(pai: Callable[..., Any], fake: FakeApi, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.md"
+    notes.write_text("\n\n".join(f"note number {n}\nsecond line" for n in range(250)) + "\n")
+    first = pai("import", str(notes), "--json")
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout)
+    assert (summary["notes"], summary["requests"], len(summary["items"])) == (250, 3, 250)
+    assert len(fake.memories) == 250
+    keys = [request.headers["idempotency-key"] for request in fake.requests]
+    assert len(set(keys)) == 3
+    assert all(key.startswith("import-") and len(key) <= 128 for key in keys)
+    assert [len(json.loads(r.content)["items"]) for r in fake.requests] == [BATCH_ITEMS, BATCH_ITEMS, 50]
+    assert json.loads(fake.requests[0].content)["items"][0] == {"content": "note number 0\nsecond line"}
+
+    again = pai("import", str(notes), "--json")
+    assert again.exit_code == 0
+    assert [request.headers["idempotency-key"] for request in fake.requests[3:]] == keys
+    assert len(fake.memories) == 250
+    assert json.loads(again.stdout)["items"] == summary["items"]
+
+
+def test_import_json_lines_and_bad_lines(pai: Callable[..., Any], fake: FakeApi, tmp_path: Path) -> None:
+    lines = tmp_path / "notes.jsonl"
+    lines.write_text('{"content": "a", "category": "x", "metadata": {"k": 1}, "other": 2}\n\n{"content": "b"}\n')
+    result = pai("import", str(lines), "--category", "dflt")
+    assert result.exit_code == 0, result.output
+    assert json.loads(fake.requests[0].content)["items"] == [
+        {"content": "a", "category": "x", "metadata": {"k": 1}},
+        {"content": "b", "category": "dflt"},
+    ]
+    lines.write_text('{"content": "a"}\n[1]\n')
+    bad = pai("import", str(lines))
+    assert bad.exit_code == 1
+    assert "notes.jsonl:2:" in bad.stderr
+
+
+def test_export_follows_the_cursor(pai: Callable[..., Any], tmp_path: Path) -> None:
+    target = tmp_path / "export.json"
+    result = pai("export", "-o", str(target))
+    assert result.exit_code == 0, result.output
+    exported = json.loads(target.read_text())
+    assert [m["id"] for m in exported["memories"]] == ["m1", "m2"]
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert json.loads(pai("export").stdout)["userId"] == "u"
+
+
+def test_docs_add_sends_base64_type_and_key(pai: Callable[..., Any], fake: FakeApi, tmp_path: Path) -> None:
+    seen: list[httpx2.Request] = []
+
+    def documents(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return httpx2.Response(201, json={"id": "d1", "name": "a.md", "passages": 2, "pages": None})
+
+    doc = tmp_path / "a.md"
+    doc.write_text("# Title\n\nbody\n")
+    result = pai("docs", "add", str(doc), transport=httpx2.MockTransport(documents))
+    assert result.exit_code == 0, result.output
+    sent = json.loads(seen[0].content)
+    assert (sent["action"], sent["name"], sent["contentType"], sent["content"]) == (
+        "upload",
+        "a.md",
+        "text/markdown",
+        "IyBUaXRsZQoKYm9keQo=",
+    )
+    assert seen[0].headers["idempotency-key"].startswith("doc-")
+    assert "d1  a.md  2 passages" in result.stdout
+    unknown = tmp_path / "a.xyz"
+    unknown.write_text("x")
+    refused = pai("docs", "add", str(unknown))
+    assert refused.exit_code == 1
+    assert "unknown file type '.xyz'" in refused.stderr
