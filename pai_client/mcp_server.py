@@ -18,6 +18,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from pai_client import __version__
 from pai_client.api import Api, ApiError, JsonObject, Settings
 
 INSTRUCTIONS = """\
@@ -29,7 +30,8 @@ user asks to delete something, with an id from `search` or `list_memories`."""
 
 
 def build_server(api: Api) -> MCPServer:
-    server: MCPServer = MCPServer("pai", instructions=INSTRUCTIONS)
+    # Warnings only: at INFO the SDK and httpx2 log every call, which an MCP client shows as noise.
+    server: MCPServer = MCPServer("pai", instructions=INSTRUCTIONS, version=__version__, log_level="WARNING")
 
     async def call(operation: Callable[[], JsonObject]) -> str:
         try:
