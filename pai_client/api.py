@@ -102,7 +102,11 @@ class Api:
         headers = {"Accept": "application/json"}
         if settings.api_key:
             headers["Authorization"] = f"Bearer {settings.api_key}"
-        self._http = httpx2.Client(base_url=settings.url, headers=headers, timeout=TIMEOUT, transport=transport)
+        # A proxy from the environment is for the outside world, never for a stack on this machine.
+        loopback = httpx2.URL(settings.url).host in ("127.0.0.1", "localhost", "::1")
+        self._http = httpx2.Client(
+            base_url=settings.url, headers=headers, timeout=TIMEOUT, transport=transport, trust_env=not loopback
+        )
 
     def close(self) -> None:
         self._http.close()
