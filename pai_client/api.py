@@ -169,6 +169,9 @@ class Api:
                 body[name] = value
         return self.post("/memory", body)
 
+    def retrieve(self, memory_id: str) -> JsonObject:
+        return self.post("/memory", {"action": "retrieve", "id": memory_id})
+
     def forget(self, memory_id: str) -> JsonObject:
         return self.post("/memory", {"action": "delete", "id": memory_id})
 

@@ -49,6 +49,7 @@ app.add_typer(docs_app, name="docs")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
+SNIPPET = 70  # characters of a memory shown under a chat reply
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a human layout.")]
 CategoryOption = Annotated[str | None, typer.Option("--category", "-c", help="Category ([a-z0-9_-], 1..64).")]
 
@@ -191,6 +192,13 @@ def _source_label(item: JsonObject) -> str:
     return f"memory {item.get('id')}{category}"
 
 
+def _count(number: object, singular: str) -> str:
+    if number is None:
+        return f"? {singular}s"
+    plural = singular[:-1] + "ies" if singular.endswith("y") else singular + "s"
+    return f"{number} {singular if number == 1 else plural}"
+
+
 def _indent(text: str) -> str:
     return "\n".join("   " + line for line in text.splitlines() or [""])
 
@@ -222,28 +230,37 @@ def _stream_reply(api: Api, body: JsonObject) -> JsonObject:
     """Prints the reply as its pieces arrive, then its sources; returns the final event's fields."""
     done: JsonObject = {}
     streamed = False
-    for name, data in api.chat_stream(body):
-        if name == "delta":
-            out.print(_plain(str(data.get("text", ""))), end="")
-            streamed = True
-            sys.stdout.flush()
-        elif name == "done":
-            done = data
+    try:
+        for name, data in api.chat_stream(body):
+            if name == "delta":
+                out.print(_plain(str(data.get("text", ""))), end="")
+                streamed = True
+                sys.stdout.flush()
+            elif name == "done":
+                done = data
+    finally:
+        if streamed and not done:  # broken off: end the partial line before the error or prompt
+            out.print()
     if not streamed and done.get("reply"):
         out.print(_plain(str(done["reply"])), end="")
     out.print()
-    _print_sources(done.get("sources") or [])
+    _print_sources(api, done.get("sources") or [])
     return done
 
 
-def _print_sources(sources: list[JsonObject]) -> None:
-    if not sources:
-        return
-    labels = []
+def _print_sources(api: Api, sources: list[JsonObject]) -> None:
+    """One line per source: a document by name and page, a memory by the start of its content (a
+    chat source carries only the memory's id, so it is read back; its id alone if that fails)."""
     for source in sources:
-        label = _source_label(source) if source.get("kind") == "document" else f"memory {source.get('id')}"
-        labels.append(f"{label} ({float(source.get('score', 0.0)):.2f})")
-    out.print(_plain("sources: " + "; ".join(labels), "dim"))
+        score = f"{float(source.get('score', 0.0)):.2f}"
+        if source.get("kind") == "document":
+            label = _source_label(source)
+        else:
+            label = f"memory {source.get('id')}"
+            with contextlib.suppress(ApiError):
+                content = " ".join(str(api.retrieve(str(source.get("id"))).get("content", "")).split())
+                label += f": {content[:SNIPPET] + '...' if len(content) > SNIPPET else content}"
+        out.print(_plain(f"  [{score}] {label}", "dim"))
 
 
 def _conversation(api: Api, session: str | None, options: JsonObject) -> None:
@@ -331,7 +348,7 @@ def docs_add(
                 note = " (already there)" if document.get("duplicate") else ""
                 pages = f", {document['pages']} pages" if document.get("pages") else ""
                 passages = document.get("passages")
-                detail = f"{passages} passages{pages}" if passages is not None else "processing"
+                detail = f"{_count(passages, 'passage')}{pages}" if passages is not None else "processing"
                 out.print(_plain(f"{document.get('id')}  {path.name}  {detail}{note}"))
     if as_json:
         _print_json(uploaded[0] if len(uploaded) == 1 else uploaded)
@@ -355,7 +372,8 @@ def docs_list(
         pages = f"  {document['pages']} pages" if document.get("pages") else ""
         line = (
             f"{document.get('id')}  {document.get('name')}  {document.get('contentType')}  "
-            f"{document.get('bytes')} bytes{pages}  {document.get('passages')} passages  {document.get('createdAt')}"
+            f"{document.get('bytes')} bytes{pages}  {_count(document.get('passages'), 'passage')}  "
+            f"{document.get('createdAt')}"
         )
         out.print(_plain(line))
     if not items:
@@ -411,9 +429,10 @@ def import_notes(
         _print_json({"file": str(file), "notes": len(items), "requests": len(groups), "items": stored})
         return
     elapsed = time.monotonic() - started
+    notes, requests = _count(len(stored), "note"), _count(len(groups), "request")
     err.print(
         _plain(
-            f"imported {len(stored)} notes from {file.name} in {len(groups)} request(s), {elapsed:.1f} s "
+            f"imported {notes} from {file.name} in {requests}, {elapsed:.1f} s "
             "(running it again on the same file stores nothing twice)"
         )
     )
@@ -446,7 +465,10 @@ def export(
                 file.write(text)
         except OSError as exc:
             raise Failed(f"{output}: {exc.strerror or exc}") from exc
-    counts = ", ".join(f"{len(merged[name])} {name}" for name in ("memories", "documents", "conversations"))
+    counts = ", ".join(
+        _count(len(merged[name]), singular) for name, singular in (("memories", "memory"), ("documents", "document"))
+    )
+    counts += f", {_count(len(merged['conversations']), 'conversation turn')}"
     err.print(_plain(f"exported {counts} to {output}"))
 
 

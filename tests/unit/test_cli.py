@@ -62,6 +62,10 @@ class FakeApi:
         if path == "/memory" and action == "list":
             items = list(reversed(self.memories.values()))[: body.get("limit", 20)]
             return 200, {"items": items, "cursor": None}
+        if path == "/memory" and action == "retrieve":
+            if body["id"] not in self.memories:
+                return 404, {"error": {"code": "not_found", "message": "no such memory"}}
+            return 200, self.memories[body["id"]]
         if path == "/memory" and action == "delete":
             if self.memories.pop(body["id"], None) is None:
                 return 404, {"error": {"code": "not_found", "message": "no such memory"}}
@@ -78,7 +82,9 @@ class FakeApi:
                 "sessionId": body.get("sessionId", "s1"),
                 "reply": "Hello there",
                 "sources": [
-                    {"kind": "document", "id": "p1", "documentId": "d1", "name": "a.pdf", "page": 3, "score": 1}
+                    {"kind": "document", "id": "p1", "documentId": "d1", "name": "a.pdf", "page": 3, "score": 1},
+                    {"kind": "memory", "id": "m1", "score": 0.5},
+                    {"kind": "memory", "id": "gone", "score": 0.25},
                 ],
                 "model": "fake",
                 "usage": {"inputTokens": 1, "outputTokens": 2},
@@ -212,14 +218,19 @@ def test_no_key_anywhere_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_chat_streams_the_reply_and_shows_sources(pai: Callable[..., Any], fake: FakeApi) -> None:
+    pai("remember", "My cat is called Miso and she is " + "very " * 20 + "old.")
     result = pai("chat", "hi", "--session", "abc")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("Hello there\n")
-    assert "sources: document a.pdf p.3 (1.00)" in result.stdout
+    assert result.stdout.splitlines() == [
+        "Hello there",
+        "  [1.00] document a.pdf p.3",
+        "  [0.50] memory m1: My cat is called Miso and she is very very very very very very very ve...",
+        "  [0.25] memory gone",
+    ]
     assert "session: abc" in result.stderr
-    sent = json.loads(fake.requests[0].content)
+    sent = json.loads(fake.requests[1].content)
     assert sent == {"message": "hi", "useMemory": True, "sessionId": "abc", "stream": True}
-    assert fake.requests[0].headers["accept"] == "text/event-stream"
+    assert fake.requests[1].headers["accept"] == "text/event-stream"
 
 
 def test_chat_stream_error_event_exits_1(pai: Callable[..., Any]) -> None:
@@ -230,6 +241,7 @@ def test_chat_stream_error_event_exits_1(pai: Callable[..., Any]) -> None:
     )
     result = pai("chat", "hi", transport=transport)
     assert result.exit_code == 1
+    assert result.stdout == "Hel\n"
     assert "pai: the model stopped (upstream_unavailable)" in result.stderr
 
 
@@ -237,7 +249,7 @@ def test_interactive_chat_keeps_the_session(pai: Callable[..., Any], fake: FakeA
     result = pai("chat", stdin="first\nsecond\n")
     assert result.exit_code == 0, result.output
     assert result.stdout.count("Hello there") == 2
-    first, second = (json.loads(request.content) for request in fake.requests)
+    first, second = (json.loads(request.content) for request in fake.requests if request.url.path == "/chat")
     assert "sessionId" not in first
     assert second["sessionId"] == "s1"
 
