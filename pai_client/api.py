@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx2
 
+from pai_client import config
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 # Where `make run` saves the local user's key (pai_local/stack.py), relative to the repository.
 LOCAL_KEY_PATH = Path(".pai") / "api-key"
@@ -49,13 +51,38 @@ class Settings:
     api_key: str | None = field(repr=False)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
-        """PAI_API_URL and PAI_API_KEY; without a key, the one `make run` saved (found from the current
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None, profile_name: str | None = None
+    ) -> Settings:
+        """Where to send requests and with which key, from one source only, so that one stack's key
+        never goes to another: a named profile (`--profile` or PAI_PROFILE); else PAI_API_URL and
+        PAI_API_KEY when either is set; else the config file's default profile; else the local stack.
+        Without a key, a loopback URL gets the key `make run` saved (found from the current
         directory upwards, then beside this package, where it sits in a checkout of the project)."""
         env = os.environ if environ is None else environ
+        path = config.config_path(env)
+        name = profile_name or env.get("PAI_PROFILE") or None
+        if name:
+            chosen = config.profile(config.load(path), name, path)
+            return cls(url=chosen.url, api_key=chosen.api_key)
+        if not (env.get("PAI_API_URL") or env.get("PAI_API_KEY")):
+            data = config.load(path)
+            if data.get("default"):
+                chosen = config.profile(data, str(data["default"]), path)
+                return cls(url=chosen.url, api_key=chosen.api_key)
         url = (env.get("PAI_API_URL") or DEFAULT_URL).rstrip("/")
-        key = (env.get("PAI_API_KEY") or "").strip() or local_key(cwd or Path.cwd())
+        key = (env.get("PAI_API_KEY") or "").strip() or None
+        if key is None and is_loopback(url):
+            key = local_key(cwd or Path.cwd())
         return cls(url=url, api_key=key)
+
+
+def is_loopback(url: str) -> bool:
+    try:
+        host = httpx2.URL(url).host
+    except httpx2.InvalidURL:
+        return False
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 def local_key(start: Path) -> str | None:
@@ -103,9 +130,12 @@ class Api:
         if settings.api_key:
             headers["Authorization"] = f"Bearer {settings.api_key}"
         # A proxy from the environment is for the outside world, never for a stack on this machine.
-        loopback = httpx2.URL(settings.url).host in ("127.0.0.1", "localhost", "::1")
         self._http = httpx2.Client(
-            base_url=settings.url, headers=headers, timeout=TIMEOUT, transport=transport, trust_env=not loopback
+            base_url=settings.url,
+            headers=headers,
+            timeout=TIMEOUT,
+            transport=transport,
+            trust_env=not is_loopback(settings.url),
         )
 
     def close(self) -> None:
@@ -120,7 +150,8 @@ class Api:
     def _require_key(self) -> None:
         if not self.settings.api_key:
             raise ApiError(
-                "no API key: set PAI_API_KEY (or run `make run` in the project, which saves one in .pai/api-key)"
+                "no API key: set PAI_API_KEY, run `pai configure`, or run `make run` in the project (it saves one in"
+                " .pai/api-key)"
             )
 
     def post(self, path: str, body: JsonObject, *, idempotency_key: str | None = None) -> JsonObject:

@@ -31,7 +31,9 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from pai_client.api import Api, ApiError, JsonObject, Settings
+from pai_client import config
+from pai_client.api import DEFAULT_URL, Api, ApiError, JsonObject, Settings
+from pai_client.config import ConfigError
 from pai_client.notes import NotesError, batches, idempotency_key, read_notes, upload_body
 
 app = typer.Typer(
@@ -58,10 +60,27 @@ class Failed(Exception):
     """A failure already described in one line (not an API answer)."""
 
 
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    profile: Annotated[
+        str | None, typer.Option("--profile", "-p", help="Use this profile from `pai configure` (or PAI_PROFILE).")
+    ] = None,
+) -> None:
+    ctx.meta["pai_profile"] = profile
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    try:
+        return Settings.from_env(profile_name=ctx.meta.get("pai_profile"))
+    except ConfigError as exc:
+        raise Failed(str(exc)) from exc
+
+
 def _api(ctx: typer.Context) -> Api:
     # Tests put an httpx2 transport in ctx.obj: the CLI then answers from it instead of the network.
     transport = ctx.obj if isinstance(ctx.obj, httpx2.BaseTransport) else None
-    return Api(Settings.from_env(), transport=transport)
+    return Api(_settings(ctx), transport=transport)
 
 
 @contextlib.contextmanager
@@ -74,7 +93,7 @@ def _failures() -> Iterator[None]:
         if exc.status == 401:
             typer.echo("pai: check PAI_API_KEY (or the key in .pai/api-key) and PAI_API_URL", err=True)
         raise typer.Exit(1) from None
-    except (Failed, NotesError) as exc:
+    except (Failed, NotesError, ConfigError) as exc:
         typer.echo(f"pai: {exc}", err=True)
         raise typer.Exit(1) from None
 
@@ -473,12 +492,53 @@ def export(
 
 
 @app.command()
-def mcp() -> None:
+def mcp(ctx: typer.Context) -> None:
     """Serve your memory to MCP clients (Claude Desktop, Cursor, IDEs) on stdio."""
     from pai_client.mcp_server import serve
 
     with _failures():
-        serve(Settings.from_env())
+        settings = _settings(ctx)
+        serve(settings)
+
+
+@app.command()
+def configure(
+    name: Annotated[str, typer.Option("--profile", "-p", help="The profile to create or change.")] = "default",
+    url: Annotated[str | None, typer.Option(help="The API's URL (a deployment prints it).")] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="The key; '-' reads it from stdin; asked for (hidden) if absent.")
+    ] = None,
+    make_default: Annotated[bool, typer.Option("--default", help="Use this profile when none is named.")] = False,
+    show: Annotated[bool, typer.Option("--show", help="List the profiles (never their keys) and exit.")] = False,
+) -> None:
+    """Save a named profile (URL and key) in the config file, created readable by you only."""
+    environ = os.environ
+    path = config.config_path(environ)
+    with _failures():
+        data = config.load(path)
+        if show:
+            for profile_name, entry in sorted(data["profiles"].items()):
+                mark = "*" if profile_name == data.get("default") else " "
+                key = config.key_id(entry.get("apiKey") if isinstance(entry, dict) else None)
+                url_shown = entry.get("url") if isinstance(entry, dict) else "?"
+                typer.echo(f"{mark} {profile_name}  {url_shown}  ({key})")
+            if not data["profiles"]:
+                err.print(_plain(f"no profiles in {path}"))
+            return
+        if not config.PROFILE_NAME.fullmatch(name):
+            raise typer.BadParameter("letters, digits, '_' and '-', 1..64 characters", param_hint="--profile")
+        entry = data["profiles"].get(name) or {}
+        url = (url or entry.get("url") or typer.prompt("API URL", default=DEFAULT_URL)).rstrip("/")
+        if api_key == "-":
+            api_key = sys.stdin.readline().strip()
+        elif api_key is None and not entry.get("apiKey"):
+            api_key = typer.prompt("API key", hide_input=True).strip()
+        data["profiles"][name] = {"url": url, "apiKey": api_key or entry.get("apiKey")}
+        if make_default or not data.get("default"):
+            data["default"] = name
+        config.save(path, data)
+    key = config.key_id(data["profiles"][name]["apiKey"])
+    err.print(_plain(f"saved profile {name!r} ({url}, {key}) in {path}"))
 
 
 def main() -> int:

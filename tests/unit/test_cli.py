@@ -206,15 +206,61 @@ def test_usage_errors_exit_2(pai: Callable[..., Any]) -> None:
     assert pai("nonsense").exit_code == 2
 
 
-def test_no_key_anywhere_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = Settings.from_env({}, cwd=tmp_path)
-    assert settings.url == "http://127.0.0.1:8080"
+def test_settings_come_from_one_source(tmp_path: Path) -> None:
+    no_config = {"PAI_CONFIG": str(tmp_path / "none.json")}
+    settings = Settings.from_env(no_config, cwd=tmp_path)
+    assert (settings.url, settings.api_key) == ("http://127.0.0.1:8080", None)
     saved = tmp_path / ".pai" / "api-key"
     saved.parent.mkdir()
     saved.write_text("pai_saved\n")
-    assert Settings.from_env({}, cwd=tmp_path / "sub" / "dir").api_key == "pai_saved"
-    assert Settings.from_env({"PAI_API_KEY": "k", "PAI_API_URL": "http://x/"}, cwd=tmp_path).url == "http://x"
-    assert "pai_saved" not in repr(Settings.from_env({}, cwd=tmp_path))
+    # make run's key, found from a subdirectory, for the local stack only
+    assert Settings.from_env(no_config, cwd=tmp_path / "sub" / "dir").api_key == "pai_saved"
+    remote = Settings.from_env({**no_config, "PAI_API_URL": "https://pai.example/"}, cwd=tmp_path)
+    assert (remote.url, remote.api_key) == ("https://pai.example", None)
+    assert "pai_saved" not in repr(Settings.from_env(no_config, cwd=tmp_path))
+
+
+def test_no_key_is_a_clear_error(pai: Callable[..., Any], tmp_path: Path) -> None:
+    result = pai("search", "x", env={"PAI_API_KEY": "", "PAI_API_URL": "https://pai.example"})
+    assert result.exit_code == 1
+    assert result.stderr.startswith("pai: no API key: set PAI_API_KEY, run `pai configure`")
+
+
+def test_configure_saves_profiles_privately_and_never_shows_the_key(
+    pai: Callable[..., Any], fake: FakeApi, tmp_path: Path
+) -> None:
+    path = tmp_path / "cfg" / "config.json"
+    env = {"PAI_CONFIG": str(path), "PAI_API_KEY": "", "PAI_API_URL": ""}
+    secret = "pai_0123456789abcdef_" + "s" * 43
+    made = pai("configure", "--profile", "cloud", "--url", "http://pai.test/", "--api-key", "-", env=env, stdin=KEY)
+    assert made.exit_code == 0, made.output
+    other = pai("configure", "-p", "spare", "--url", "http://spare.test", "--api-key", secret, env=env)
+    assert other.exit_code == 0
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert json.loads(path.read_text()) == {
+        "default": "cloud",
+        "profiles": {
+            "cloud": {"url": "http://pai.test", "apiKey": KEY},
+            "spare": {"url": "http://spare.test", "apiKey": secret},
+        },
+    }
+    shown = pai("configure", "--show", env=env)
+    assert shown.stdout.splitlines() == [
+        "* cloud  http://pai.test  (key id test)",
+        "  spare  http://spare.test  (key id 0123456789abcdef)",
+    ]
+    assert secret not in other.output + shown.output
+
+    # The default profile when nothing else is set; a named one wins; env vars come as a whole.
+    assert pai("remember", "x", env=env).exit_code == 0
+    assert fake.requests[-1].headers["authorization"] == f"Bearer {KEY}"
+    assert pai("--profile", "spare", "remember", "x", env=env).exit_code == 1  # the fake knows only KEY
+    assert fake.requests[-1].url.host == "spare.test"
+    assert pai("remember", "x", env={**env, "PAI_PROFILE": "spare"}).exit_code == 1
+    unknown = pai("--profile", "nope", "remember", "x", env=env)
+    assert unknown.exit_code == 1
+    assert unknown.stderr.strip() == f"pai: no profile 'nope' in {path} (profiles: cloud, spare)"
 
 
 def test_chat_streams_the_reply_and_shows_sources(pai: Callable[..., Any], fake: FakeApi) -> None:
