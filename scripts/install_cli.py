@@ -24,15 +24,18 @@ if __name__ == "__main__":
 """
 
 
-def main() -> None:
+def main(bin_dir: Path | None = None) -> list[Path]:
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    bin_dir = Path(sysconfig.get_path("scripts"))
+    bin_dir = bin_dir or Path(sysconfig.get_path("scripts"))
+    written = []
     for name, target in project.get("scripts", {}).items():
         module, _, function = target.partition(":")
         path = bin_dir / name
         path.write_text(LAUNCHER.format(python=sys.executable, module=module, function=function), encoding="utf-8")
         path.chmod(0o755)
         print(f"installed {path}")
+        written.append(path)
+    return written
 
 
 if __name__ == "__main__":

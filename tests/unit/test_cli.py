@@ -371,3 +371,55 @@ def test_docs_add_sends_base64_type_and_key(pai: Callable[..., Any], fake: FakeA
     refused = pai("docs", "add", str(unknown))
     assert refused.exit_code == 1
     assert "unknown file type '.xyz'" in refused.stderr
+
+
+def test_ctrl_c_stops_a_reply_and_the_conversation_goes_on(
+    pai: Callable[..., Any], fake: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pai_client.api import Api
+
+    real_stream = Api.chat_stream
+    turns: list[str] = []
+
+    def stream(self: Api, body: dict[str, Any]) -> Any:
+        turns.append(body["message"])
+        if body["message"] == "long":
+            yield "delta", {"text": "Once upon"}
+            raise KeyboardInterrupt  # what Ctrl-C raises in the middle of the reply
+        yield from real_stream(self, body)
+
+    answers = iter(["long", KeyboardInterrupt, "short"])
+
+    def typed(prompt: str) -> str:
+        answer = next(answers, None)
+        if answer is None:
+            raise EOFError  # Ctrl-D
+        if answer is KeyboardInterrupt:
+            raise KeyboardInterrupt  # Ctrl-C at the prompt
+        assert isinstance(answer, str)
+        return answer
+
+    monkeypatch.setattr(Api, "chat_stream", stream)
+    monkeypatch.setattr("builtins.input", typed)
+    result = pai("chat")
+    assert result.exit_code == 0, result.output
+    assert turns == ["long", "short"]
+    assert "Once upon\n" in result.stdout
+    assert "(reply interrupted)" in result.stderr
+    assert "Hello there" in result.stdout
+
+
+def test_make_setup_installs_the_pai_launcher(tmp_path: Path) -> None:
+    import sys
+
+    from pai_core.config import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import install_cli
+
+    (launcher,) = install_cli.main(tmp_path)
+    assert launcher.name == "pai"
+    assert launcher.stat().st_mode & 0o111
+    assert launcher.read_text().splitlines()[0] == f"#!{sys.executable}"
+    assert "from pai_client.cli import main" in launcher.read_text()
+    assert "$(BIN)/python scripts/install_cli.py" in (REPO_ROOT / "Makefile").read_text()
