@@ -423,3 +423,18 @@ def test_make_setup_installs_the_pai_launcher(tmp_path: Path) -> None:
     assert launcher.read_text().splitlines()[0] == f"#!{sys.executable}"
     assert "from pai_client.cli import main" in launcher.read_text()
     assert "$(BIN)/python scripts/install_cli.py" in (REPO_ROOT / "Makefile").read_text()
+
+
+def test_the_client_alone_pins_what_the_project_locks() -> None:
+    import tomllib
+
+    from pai_core.config import REPO_ROOT
+
+    alone = tomllib.loads((REPO_ROOT / "pai_client" / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert alone["dependencies"] == project["optional-dependencies"]["client"]
+    assert alone["scripts"] == project["scripts"] == {"pai": "pai_client.cli:main"}
+    # Nothing of the server side: the client imports only its own modules and the four libraries.
+    for module in (REPO_ROOT / "pai_client").glob("*.py"):
+        text = module.read_text()
+        assert "pai_core" not in text and "boto3" not in text and "handlers" not in text, module
