@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -441,7 +442,10 @@ def import_notes(
             task = progress.add_task(f"importing {file.name}", total=len(items))
             for group in groups:
                 body = {"action": "store_many", "items": group}
-                answer = api.store_many(group, idempotency_key=idempotency_key("import", body))
+                try:
+                    answer = api.store_many(group, idempotency_key=idempotency_key("import", body))
+                except ApiError as exc:
+                    raise _in_file(exc, file, offset=len(stored)) from None
                 stored.extend(answer.get("items") or [])
                 progress.advance(task, len(group))
     if as_json:
@@ -455,6 +459,18 @@ def import_notes(
             "(running it again on the same file stores nothing twice)"
         )
     )
+
+
+def _in_file(exc: ApiError, file: Path, offset: int) -> ApiError:
+    """An error about `items[i]` of one request, told as the note of the file it came from; the
+    notes before it are stored (and a re-run will not store them again)."""
+    match = re.search(r"\[field: items\[(\d+)\]\.?([^\]]*)\]", exc.message)
+    if match is None:
+        return exc
+    number = offset + int(match.group(1)) + 1
+    where = f"note {number} of {file.name}" + (f" ({match.group(2)})" if match.group(2) else "")
+    message = exc.message[: match.start()].rstrip() + f" [{where}; the {offset} before it are stored]"
+    return ApiError(message, status=exc.status, code=exc.code)
 
 
 @app.command()

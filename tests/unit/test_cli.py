@@ -438,3 +438,22 @@ def test_the_client_alone_pins_what_the_project_locks() -> None:
     for module in (REPO_ROOT / "pai_client").glob("*.py"):
         text = module.read_text()
         assert "pai_core" not in text and "boto3" not in text and "handlers" not in text, module
+
+
+def test_an_import_error_names_the_note_in_the_file(pai: Callable[..., Any], fake: FakeApi, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.md"
+    notes.write_text("\n\n".join(f"note {n}" for n in range(150)))
+    answers = iter([None])
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        if next(answers, "fail") == "fail":
+            error = {"code": "invalid_input", "message": "content is too long", "field": "items[7].content"}
+            return httpx2.Response(400, json={"error": error})
+        return fake.handle(request)
+
+    result = pai("import", str(notes), transport=httpx2.MockTransport(handle))
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "pai: content is too long [note 108 of notes.md (content); the 100 before it are stored]"
+        " (invalid_input, HTTP 400)"
+    )
