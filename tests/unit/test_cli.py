@@ -457,3 +457,37 @@ def test_an_import_error_names_the_note_in_the_file(pai: Callable[..., Any], fak
         "pai: content is too long [note 108 of notes.md (content); the 100 before it are stored]"
         " (invalid_input, HTTP 400)"
     )
+
+
+def test_the_reply_is_read_as_it_arrives() -> None:
+    from collections.abc import Iterator
+
+    from pai_client.api import Api
+
+    produced: list[int] = []
+
+    class Chunks(httpx2.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            for number, chunk in enumerate(
+                [
+                    b'event: delta\ndata: {"text": "Hel"}\n\n',
+                    b'event: delta\ndata: {"text": "lo"}\n\n',
+                    b"event: done\n",
+                ]
+            ):
+                produced.append(number)
+                yield chunk
+            produced.append(3)
+            yield b'data: {"reply": "Hello", "sources": []}\n\n'
+
+    transport = httpx2.MockTransport(
+        lambda request: httpx2.Response(200, stream=Chunks(), headers={"content-type": "text/event-stream"})
+    )
+    seen: list[tuple[str, object, int]] = []
+    with Api(Settings("http://pai.test", KEY), transport=transport) as api:
+        seen.extend((name, data, produced[-1]) for name, data in api.chat_stream({"message": "hi"}))
+    assert seen == [
+        ("delta", {"text": "Hel"}, 0),  # before the server had sent anything more
+        ("delta", {"text": "lo"}, 1),
+        ("done", {"reply": "Hello", "sources": []}, 3),
+    ]
