@@ -192,3 +192,31 @@ def test_mcp_server_over_stdio(stack: RunningStack, user_key: str) -> None:
             assert "HTTP 404" in again.content[0].text  # type: ignore[union-attr]
 
     anyio.run(session)
+
+
+def test_a_configured_profile_reaches_the_stack(pai: Run, stack: RunningStack, user_key: str, tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    env = {**cli_env("", ""), "PAI_CONFIG": str(config)}
+    del env["PAI_API_URL"], env["PAI_API_KEY"]
+    made = subprocess.run(
+        [sys.executable, "-m", "pai_client", "configure", "-p", "here", "--url", stack.gateway_url, "--api-key", "-"],
+        input=user_key,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    assert user_key not in made.stdout + made.stderr
+    assert config.stat().st_mode & 0o777 == 0o600
+    remembered = subprocess.run(
+        [sys.executable, "-m", "pai_client", "--profile", "here", "remember", "Profiles work", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    memory_id = json.loads(ok(remembered).stdout)["id"]
+    assert [item["id"] for item in as_json(pai("memories", "list", "--json"))["items"]] == [memory_id]
