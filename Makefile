@@ -15,13 +15,15 @@ PYTEST_ARGS ?=
 
 # llama-cpp-python comes first, as a wheel built once with portable CPU flags (scripts/llama_wheel.py),
 # so the lock's install finds it in place and never compiles it with pip's own flags. The project itself
-# goes on the venv's path with a .pth file, as an editable install would, without building anything.
+# goes on the venv's path with a .pth file, as an editable install would, without building anything, and
+# its console script (`pai`, [project.scripts]) becomes a launcher in the venv's bin/.
 $(RUNTIME): requirements/dev.txt requirements/uv.txt scripts/llama_wheel.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --require-hashes --no-deps -r requirements/uv.txt
 	$(BIN)/python scripts/llama_wheel.py --lock requirements/dev.txt
 	$(INSTALL) -r requirements/dev.txt
 	$(BIN)/python -c 'import sys, sysconfig, pathlib; pathlib.Path(sysconfig.get_path("purelib"), "pai.pth").write_text(sys.argv[1] + "\n")' "$(CURDIR)"
+	$(BIN)/python scripts/install_cli.py
 	touch $@
 
 # Export-only tools (torch, sentence-transformers, optimum): for `make model` and the rebuild test.
@@ -38,7 +40,7 @@ setup: $(RUNTIME)
 # releases the pins allow, else the current locked versions are kept where they still fit). export.txt
 # is resolved first, for every extra at once; the others are its subsets, at its versions:
 #   export.txt  everything, torch's CPU build included (`make test`, `make model`, `make bench`)
-#   dev.txt     runtime + local + dev (`make setup`, `make run`, `make lint`, `make unit`)
+#   dev.txt     runtime + local + dev + client (`make setup`, `make run`, `make lint`, `make unit`)
 #   local.txt   runtime + local (the Dockerfile)
 #   lambda.txt  what the Lambda bundle ships (`make bundle`): runtime less boto3 and huggingface-hub
 #   uv.txt      uv alone, which pip installs first
@@ -47,9 +49,9 @@ UV ?= $(BIN)/uv
 LOCK := $(UV) pip compile --quiet --universal --python-version 3.11 --generate-hashes \
 	--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
 lock: $(if $(filter $(BIN)/uv,$(UV)),$(RUNTIME))
-	$(LOCK) pyproject.toml --extra local --extra dev --extra export --override requirements/torch-cpu.txt \
+	$(LOCK) pyproject.toml --extra local --extra dev --extra client --extra export --override requirements/torch-cpu.txt \
 		--find-links $(TORCH_WHEELS) -o requirements/export.txt
-	$(LOCK) pyproject.toml --extra local --extra dev -c requirements/export.txt -o requirements/dev.txt
+	$(LOCK) pyproject.toml --extra local --extra dev --extra client -c requirements/export.txt -o requirements/dev.txt
 	$(LOCK) pyproject.toml --extra local -c requirements/export.txt -o requirements/local.txt
 	$(LOCK) pyproject.toml -c requirements/export.txt --override requirements/lambda-exclude.txt \
 		-o requirements/lambda.txt

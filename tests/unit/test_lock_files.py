@@ -40,7 +40,11 @@ def direct(*extras: str) -> list[Requirement]:
 
 @pytest.mark.parametrize(
     ("lock", "extras"),
-    [("export.txt", ("local", "dev", "export")), ("dev.txt", ("local", "dev")), ("local.txt", ("local",))],
+    [
+        ("export.txt", ("local", "dev", "client", "export")),
+        ("dev.txt", ("local", "dev", "client")),
+        ("local.txt", ("local",)),
+    ],
 )
 def test_every_direct_dependency_is_pinned_and_locked_at_its_pin(lock: str, extras: tuple[str, ...]) -> None:
     locked = pins(lock)
