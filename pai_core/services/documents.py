@@ -308,6 +308,9 @@ class DocumentService:
         except UnreadableDocument as exc:
             return self.fail(job, exc.message)
         passages = self._passages(document, pieces, self._embed([piece.text for piece in pieces], in_request=False))
+        if self._repository.get(owner, document_id) is None:  # deleted (or forgotten) while it was embedded
+            self._remove_ingested(owner, document_id)
+            return "gone"
         self._files.put(owner, document_id, "text", parsed.text.encode("utf-8"))
         self._repository.put_passages(owner, passages)
         if self._repository.mark_ready(owner, document_id, [p.id for p, _ in passages]):

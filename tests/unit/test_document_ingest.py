@@ -207,6 +207,24 @@ def test_a_delete_while_processing_wins() -> None:
     assert repository.announced == []
 
 
+def test_a_delete_while_embedding_writes_no_passage() -> None:
+    deleting: list[Any] = []
+
+    class DeletesMidway(HashingEmbedder):
+        def embed(self, texts: Sequence[str]) -> Any:
+            for delete in deleting:
+                delete()
+            return super().embed(texts)
+
+    documents, repository, files, queue = service(embedder=DeletesMidway())
+    document = documents.upload("alice", name="l.txt", content_type="text/plain", content=LONG, category="g").document
+    deleting.append(lambda: documents.delete("alice", document.id))
+    written: list[Any] = []
+    repository.put_passages = lambda owner, passages: written.append(passages)  # type: ignore[method-assign,assignment]
+    assert documents.ingest(queue.jobs[0]) == "gone"
+    assert written == [] and files.objects == {} and repository.documents == {}
+
+
 # -- the handler ------------------------------------------------------------------------------------
 
 
