@@ -45,9 +45,11 @@ from pai_core.adapters.dynamodb_changelog import DynamoChangeLog
 from pai_core.adapters.dynamodb_cursors import NOT_OURS, CursorPosition, decode_cursor, encode_cursor
 from pai_core.adapters.dynamodb_pages import Item, Sleep, batch_delete, batch_write, query_items
 from pai_core.crypto import EnvelopeCipher
+from pai_core.deadline import remaining_seconds, request_deadline
 from pai_core.documents.records import Document, DocumentPage, DocumentTotals, StoredPassage
 from pai_core.errors import Conflict, InvalidInput, UpstreamUnavailable
 from pai_core.models import ChangeOp, IndexedItem, ItemRef
+from pai_core.search.changes import WRITE_LANDS_WITHIN_SECONDS
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATS_SUFFIX = "#docstats"
+ANNOUNCE_SECONDS = WRITE_LANDS_WITHIN_SECONDS / 3
 TOTALS_ID = "totals"
 PRINT_PREFIX = "print#"
 _BATCH_GET_LIMIT = 100
@@ -145,8 +148,16 @@ class DynamoDocumentRepository:
         return True
 
     def announce(self, owner: str, passage_ids: Sequence[str]) -> None:
-        """Change-log entries for passages now searchable (again: a put twice is harmless)."""
-        self._changes.record(owner, [("put", ItemRef("passage", i)) for i in passage_ids])
+        """Change-log entries for passages now searchable (again: a put twice is harmless).
+
+        The ingest function runs far longer than a change-log entry may take to land after its id is
+        made (WRITE_LANDS_WITHIN_SECONDS, which warm indexes' id margin covers), so the entries are
+        written under a deadline of their own, well inside that: entries not written by then are
+        seen at the indexes' next full reload, like any change-log write that fails."""
+        remaining = remaining_seconds()
+        seconds = ANNOUNCE_SECONDS if remaining is None else min(remaining, ANNOUNCE_SECONDS)
+        with request_deadline(seconds):
+            self._changes.record(owner, [("put", ItemRef("passage", i)) for i in passage_ids])
 
     def mark_failed(self, owner: str, document_id: str, reason: str) -> bool:
         """The processing document turns failed with this reason and holds no passages; False when it
