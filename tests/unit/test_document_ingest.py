@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -271,3 +272,31 @@ def test_the_handler_makes_a_queued_document_ready(fake_container: FakeContainer
         "batchItemFailures": []
     }
     assert documents.get("alice", queue.jobs[0].document_id).status == "ready"
+
+
+def test_the_threshold_and_the_queue_come_from_the_environment() -> None:
+    from pai_core.config import Settings
+    from pai_core.services.documents import INLINE_MAX_PASSAGES
+
+    default = Settings.from_env({})
+    assert default.documents_inline_max_passages == INLINE_MAX_PASSAGES and default.documents_queue_url is None
+    assert default.documents_ingest_attempts == 3
+    lowered = Settings.from_env(
+        {"PAI_DOCUMENTS_INLINE_MAX_PASSAGES": "5", "PAI_DOCUMENTS_QUEUE_URL": "http://127.0.0.1:1/q"}
+    )
+    assert lowered.documents_inline_max_passages == 5 and lowered.documents_queue_url == "http://127.0.0.1:1/q"
+
+
+def test_a_documents_status_and_failure_survive_the_table() -> None:
+    from datetime import UTC, datetime
+
+    from pai_core.adapters.document_codec import document_from_item, document_item
+    from pai_core.documents.records import Document
+    from tests.fakes import fake_cipher
+
+    cipher = fake_cipher()
+    base = Document("0" * 32, "a.pdf", "application/pdf", "g", 10, 3, 0, datetime(2026, 1, 1, tzinfo=UTC))
+    for document in (base, replace(base, status="processing"), replace(base, status="failed", failure="why")):
+        item = document_item(cipher, "t", "alice", document, fingerprint="f")
+        assert ("status" in item) == (document.status != "ready")
+        assert document_from_item(cipher, "t", "alice", item) == document
