@@ -88,6 +88,7 @@ fuzz: $(RUNTIME)
 bench: $(EXPORT)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.bench $(ARGS)
 	$(BIN)/python -m benchmarks.chat_latency
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.documents
 
 # Retrieval quality on LoCoMo's three development conversations (read from ../shared/data/locomo-dev/):
 # recall@5/@10 of the real handlers against fp32 MiniLM, BM25 and their fusion, in one run of a few

@@ -2,6 +2,7 @@
 
     python -m benchmarks.documents            # a 300-page PDF and the same text as Markdown and plain text
     python -m benchmarks.documents --pages 30 # smaller
+    python -m benchmarks.documents --no-write # print only (else writes its section of benchmarks/RESULTS.md)
 
 It also measures what passages cost every search: the index's search at 10K memories with and
 without 20K passages.
@@ -25,13 +26,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import platform
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from benchmarks.bm25 import BM25
+from benchmarks.offline_models import replace_section
 from pai_core.config import DEFAULT_EMBEDDING_MODEL_DIR
 from pai_core.documents import parse_bounded
 from pai_core.documents.detect import ContentType
@@ -90,6 +94,9 @@ QUESTIONS = [
 
 
 _MAX_DOCUMENT_CHARS = 40_000
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+# Its own section of RESULTS.md: `make bench` runs this after benchmarks.bench, which rewrites the file.
+SECTION = "## Documents"
 
 
 @dataclass
@@ -243,26 +250,49 @@ def _found(module: str, top: list[int], passages: list[tuple[StoredPassage, Any]
     return any(names[passages[i][0].document_id] == module for i in top)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=300)
-    args = parser.parse_args()
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"where to write the section (default {RESULTS})")
+    parser.add_argument("--no-write", action="store_true", help="print the tables only")
+    args = parser.parse_args(argv)
     embedder = OnnxEmbedder(DEFAULT_EMBEDDING_MODEL_DIR)
-    print(f"machine: {platform.machine()}, {platform.python_version()}")
-    print("| ingestion | pages | passages | seconds | parse s | pages/s | passages/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    lines = [
+        SECTION,
+        "",
+        "`python -m benchmarks.documents` (part of `make bench`): ingestion through DocumentService.upload",
+        "(the bounded parser, the model's tokenizer, the int8 model; in-memory storage), search at 10K",
+        "memories with and without 20K passages, and hit@k on documents; baselines in the same run.",
+        "",
+        f"machine: {platform.machine()}, {platform.python_version()}",
+        "",
+        "| ingestion | pages | passages | seconds | parse s | pages/s | passages/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for label, pages, passages, total, parse in ingestion(embedder, args.pages):
         rates = f"{pages / total:.1f} | {passages / total:.1f}"
-        print(f"| {label} | {pages} | {passages} | {total:.1f} | {parse:.1f} | {rates} |")
-    print("\n| index search, top 5 | p50 ms | p95 ms |\n|---|---:|---:|")
+        lines.append(f"| {label} | {pages} | {passages} | {total:.1f} | {parse:.1f} | {rates} |")
+    lines += ["", "| index search, top 5 | p50 ms | p95 ms |", "|---|---:|---:|"]
     for label, p50, p95 in search_latency(10_000, 20_000):
-        print(f"| {label} | {p50:.2f} | {p95:.2f} |")
+        lines.append(f"| {label} | {p50:.2f} | {p95:.2f} |")
     count, dense, hybrid = quality(embedder)
-    print(f"\n{count} questions on {len(_corpus())} standard-library module documents:")
-    print("| ranking | hit@5 | hit@1 |\n|---|---:|---:|")
-    print(f"| dense only | {dense[0]:.2f} | {dense[1]:.2f} |")
-    print(f"| hybrid (dense + BM25, RRF) | {hybrid[0]:.2f} | {hybrid[1]:.2f} |")
+    lines += [
+        "",
+        f"{count} questions on {len(_corpus())} standard-library module documents:",
+        "",
+        "| ranking | hit@5 | hit@1 |",
+        "|---|---:|---:|",
+        f"| dense only | {dense[0]:.2f} | {dense[1]:.2f} |",
+        f"| hybrid (dense + BM25, RRF) | {hybrid[0]:.2f} | {hybrid[1]:.2f} |",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_write:
+        existing = args.output.read_text(encoding="utf-8") if args.output.exists() else "# Benchmarks\n"
+        args.output.write_text(replace_section(existing, SECTION, text), encoding="utf-8")
+        print(f"wrote {SECTION!r} into {args.output}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

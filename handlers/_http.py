@@ -324,6 +324,8 @@ def document_json(document: Document) -> dict[str, Any]:
         "pages": document.pages,
         "passages": document.passages,
         "createdAt": iso_utc(document.created_at),
+        "status": document.status,
+        **({"failure": document.failure} if document.failure is not None else {}),
     }
 
 

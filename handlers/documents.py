@@ -45,7 +45,8 @@ def run_document_command(owner: str, command: DocumentCommand) -> Response[str]:
             upload = service.upload(owner, name=name, content_type=content_type, content=content, category=category)
             if upload.duplicate:
                 return json_response(200, {**document_json(upload.document), "duplicate": True})
-            return json_response(201, document_json(upload.document))
+            # 202: accepted, read off the request path by the ingest function (handlers/document_ingest.py).
+            return json_response(202 if upload.document.status == "processing" else 201, document_json(upload.document))
         case ListDocuments(limit=limit, cursor=cursor):
             page = service.list_documents(owner, limit=limit, cursor=cursor)
             return json_response(200, {"items": [document_json(d) for d in page.items], "cursor": page.cursor})

@@ -28,6 +28,7 @@ from pai_core.adapters.dynamodb_usage import DynamoUsageCounters
 from pai_core.adapters.kms import KmsKeyService
 from pai_core.adapters.s3 import S3SnapshotStore
 from pai_core.adapters.s3_documents import S3DocumentStore
+from pai_core.adapters.sqs_documents import SqsIngestQueue
 from pai_core.adapters.sqs_learning import SqsLearningQueue
 from pai_core.auth import ApiKeys
 from pai_core.config import ConfigError, Settings
@@ -197,7 +198,16 @@ class Container:
             spans=spans,
             fingerprint=lambda owner, content: content_fingerprint(keyring, owner, content),
             index=self.search_index,
+            queue=self.documents_queue,
+            inline_max_passages=self.settings.documents_inline_max_passages,
         )
+
+    @cached_property
+    def documents_queue(self) -> SqsIngestQueue | None:
+        """Where the documents function sends large uploads to be ingested; None: none is configured."""
+        if not self.settings.documents_queue_url:
+            return None
+        return SqsIngestQueue(self.client("sqs"), self.settings.documents_queue_url)
 
     @cached_property
     def retrieval(self) -> RetrievalService:

@@ -94,6 +94,12 @@ class Settings:
     learn_from_chat: bool = True
     learning_queue_url: str | None = None
     learning_extraction: str = "auto"
+    # Documents: the queue that carries accepted large uploads (by reference) to the ingest function
+    # (None: every upload is read in its request); the most passages an upload embeds in its request.
+    documents_queue_url: str | None = None
+    documents_inline_max_passages: int = 200
+    # Deliveries of an ingestion job before its document is marked failed (the queue's maxReceiveCount).
+    documents_ingest_attempts: int = 3
 
     def __post_init__(self) -> None:
         if not _ENV_NAME.match(self.env):
@@ -174,6 +180,9 @@ class Settings:
             "learn_from_chat": _bool(env, "PAI_LEARN_FROM_CHAT", default=True),
             "learning_queue_url": env.get("PAI_LEARNING_QUEUE_URL") or None,
             "learning_extraction": env.get("PAI_LEARNING_EXTRACTION") or "auto",
+            "documents_queue_url": env.get("PAI_DOCUMENTS_QUEUE_URL") or None,
+            "documents_inline_max_passages": _int(env, "PAI_DOCUMENTS_INLINE_MAX_PASSAGES", 200, low=1, high=10_000),
+            "documents_ingest_attempts": _int(env, "PAI_DOCUMENTS_INGEST_ATTEMPTS", 3, low=1, high=1000),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -54,6 +54,7 @@ WARM_UP: dict[str, tuple[str, ...]] = {
     "memory": ("embedder",),
     "search": ("embedder",),
     "learning": ("embedder",),
+    "document_ingest": ("embedder",),
 }
 # "spawn": the gateway process runs threads (the HTTP server, the embedded emulator), and a fork
 # would copy their locks mid-use.

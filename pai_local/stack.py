@@ -96,11 +96,14 @@ def start_stack(
         mappings = sqs_mappings(template)
         # The queue the chat function sends turns to learn from: the one the learning function is mapped to.
         learning_queue = next((resources.queues[m.queue_id] for m in mappings if m.handler == LEARNING_HANDLER), None)
+        # The queue the documents function sends large uploads to: the one the ingest function is mapped to.
+        documents_queue = next((resources.queues[m.queue_id] for m in mappings if m.handler == INGEST_HANDLER), None)
         settings = replace(
             settings,
             endpoint_url=endpoint_url,
             knowledge_bucket=resources.bucket,
             learning_queue_url=settings.learning_queue_url or learning_queue,
+            documents_queue_url=settings.documents_queue_url or documents_queue,
         )
         container = Container(settings, chat_model=chat_model)
         if execution == "inline":
@@ -117,7 +120,7 @@ def start_stack(
         except BaseException:
             gateway.stop()
             raise
-        # The learning function's queue, polled as its event source mapping would be.
+        # The learning and ingest functions' queues, polled as their event source mappings would be.
         poller = QueuePoller(
             mappings,
             resources.queues,
@@ -147,6 +150,7 @@ def start_stack(
 
 
 LEARNING_HANDLER = "handlers.learning.handler"
+INGEST_HANDLER = "handlers.document_ingest.handler"
 # .pai/ is git-ignored.
 LOCAL_API_KEY_FILE = REPO_ROOT / ".pai" / "api-key"
 LOCAL_API_KEY_LABEL = "make run"

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -24,6 +24,7 @@ class InMemoryDocumentRepository:
     passages: dict[tuple[str, str], tuple[StoredPassage, bytes]] = field(default_factory=dict)
     prints: dict[tuple[str, str], str] = field(default_factory=dict)
     fingerprints: dict[tuple[str, str], str] = field(default_factory=dict)
+    announced: list[tuple[str, str]] = field(default_factory=list)  # passages put in the change log
 
     def add(
         self, owner: str, document: Document, passages: Sequence[tuple[StoredPassage, bytes]], *, fingerprint: str
@@ -35,6 +36,37 @@ class InMemoryDocumentRepository:
         self.documents[(owner, document.id)] = document
         self.prints[(owner, fingerprint)] = document.id
         self.fingerprints[(owner, document.id)] = fingerprint
+
+    def add_processing(self, owner: str, document: Document, *, fingerprint: str) -> None:
+        self.add(owner, document, [], fingerprint=fingerprint)
+
+    def put_passages(self, owner: str, passages: Sequence[tuple[StoredPassage, bytes]]) -> None:
+        for passage, vector in passages:
+            self.passages[(owner, passage.id)] = (passage, vector)
+
+    def mark_ready(self, owner: str, document_id: str, passage_ids: Sequence[str]) -> bool:
+        document = self.documents.get((owner, document_id))
+        if document is None or document.status != "processing":
+            return False
+        self.documents[(owner, document_id)] = replace(document, status="ready", passages=len(passage_ids))
+        self.announced.extend((owner, i) for i in passage_ids)
+        return True
+
+    def announce(self, owner: str, passage_ids: Sequence[str]) -> None:
+        self.announced.extend((owner, i) for i in passage_ids)
+
+    def mark_failed(self, owner: str, document_id: str, reason: str) -> bool:
+        document = self.documents.get((owner, document_id))
+        if document is None or document.status != "processing":
+            return False
+        self.documents[(owner, document_id)] = replace(document, status="failed", failure=reason, passages=0)
+        return True
+
+    def remove_passages(self, owner: str, document_id: str) -> int:
+        doomed = [k for k, (p, _) in self.passages.items() if k[0] == owner and p.document_id == document_id]
+        for key in doomed:
+            del self.passages[key]
+        return len(doomed)
 
     def delete(self, owner: str, document_id: str) -> Document | None:
         document = self.documents.pop((owner, document_id), None)
@@ -78,7 +110,9 @@ class InMemoryDocumentRepository:
         return [
             IndexedItem(ItemRef("passage", p.id), p.category, v, p.text)
             for (o, _), (p, v) in self.passages.items()
-            if o == owner and (owner, p.document_id) in self.documents
+            if o == owner
+            and (owner, p.document_id) in self.documents
+            and self.documents[(owner, p.document_id)].status == "ready"
         ]
 
     def items_by_id(self, owner: str, ids: Sequence[str]) -> list[IndexedItem]:

@@ -9,7 +9,8 @@ times stay readable: they are what listings and bounds need, and say nothing of 
 Document, partition `{owner}#documents`, sort key the document id (time-ordered: newest first when
 read backwards):
     encryptedName, contentType, category, bytes, pages (absent without pages), passages, createdAt,
-    fingerprint (the keyed hash of the file's bytes, see pai_core.services.documents)
+    fingerprint (the keyed hash of the file's bytes, see pai_core.services.documents), status
+    ("processing" or "failed"; absent when ready), failure (PAI's own reason, never the file's text)
 Passage, partition `{owner}#passages`, sort key `{document id}#{number:05d}` (the passage id):
     documentId, category, page (absent without pages), encryptedContent, encryptedHeading (when it
     has one), encryptedEmbedding
@@ -21,7 +22,7 @@ from typing import Any
 
 from pai_core.adapters.dynamodb_pages import Item
 from pai_core.crypto import EnvelopeCipher, RecordContext
-from pai_core.documents.records import Document, StoredPassage
+from pai_core.documents.records import Document, DocumentStatus, StoredPassage
 from pai_core.models import IndexedItem, ItemRef, iso_utc, parse_iso_utc
 
 DOCUMENTS_SUFFIX = "#documents"
@@ -58,7 +59,16 @@ def document_item(cipher: EnvelopeCipher, table: str, owner: str, document: Docu
     }
     if document.pages is not None:
         item["pages"] = {"N": str(document.pages)}
+    if document.status != "ready":
+        item["status"] = {"S": document.status}
+    if document.failure is not None:
+        item["failure"] = {"S": document.failure}
     return item
+
+
+def status_from_item(item: dict[str, Any]) -> DocumentStatus:
+    status = item.get("status", {}).get("S", "ready")
+    return "processing" if status == "processing" else "failed" if status == "failed" else "ready"
 
 
 def document_from_item(cipher: EnvelopeCipher, table: str, owner: str, item: dict[str, Any]) -> Document:
@@ -73,6 +83,8 @@ def document_from_item(cipher: EnvelopeCipher, table: str, owner: str, item: dic
         pages=int(item["pages"]["N"]) if "pages" in item else None,
         passages=int(item["passages"]["N"]),
         created_at=parse_iso_utc(item["createdAt"]["S"]),
+        status=status_from_item(item),
+        failure=item["failure"]["S"] if "failure" in item else None,
     )
 
 

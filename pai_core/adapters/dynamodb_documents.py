@@ -13,9 +13,12 @@ never contain '#', so no partition here can be another owner's. Every read is a 
 Query inside the caller's own partitions: no Scan.
 
 Writes land in an order that keeps every failure invisible: passages first, then the document item
-(what makes them visible: search keeps a passage only when its document is there), then the change-
-log entries. A delete removes the document item first (at once invisible everywhere), then the
-passages, then records the deletes so every warm index drops them.
+(what makes them visible: search keeps a passage only when its document is there and ready), then the
+change-log entries. A document ingested off the request path (pai_core.services.documents) is written
+first, "processing", with its fingerprint and totals; the ingest function writes its passages, then
+turns it ready (conditionally: a document deleted meanwhile stays deleted) and records the change-log
+entries, or marks it failed and removes what it wrote. A delete removes the document item first (at
+once invisible everywhere), then the passages, then records the deletes so every warm index drops them.
 """
 
 from __future__ import annotations
@@ -36,14 +39,17 @@ from pai_core.adapters.document_codec import (
     indexed_passage_from_item,
     passage_from_item,
     passage_item,
+    status_from_item,
 )
 from pai_core.adapters.dynamodb_changelog import DynamoChangeLog
 from pai_core.adapters.dynamodb_cursors import NOT_OURS, CursorPosition, decode_cursor, encode_cursor
 from pai_core.adapters.dynamodb_pages import Item, Sleep, batch_delete, batch_write, query_items
 from pai_core.crypto import EnvelopeCipher
+from pai_core.deadline import remaining_seconds, request_deadline
 from pai_core.documents.records import Document, DocumentPage, DocumentTotals, StoredPassage
 from pai_core.errors import Conflict, InvalidInput, UpstreamUnavailable
 from pai_core.models import ChangeOp, IndexedItem, ItemRef
+from pai_core.search.changes import WRITE_LANDS_WITHIN_SECONDS
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -51,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATS_SUFFIX = "#docstats"
+ANNOUNCE_SECONDS = WRITE_LANDS_WITHIN_SECONDS / 3
 TOTALS_ID = "totals"
 PRINT_PREFIX = "print#"
 _BATCH_GET_LIMIT = 100
@@ -87,14 +94,7 @@ class DynamoDocumentRepository:
             for p, v in passages
         ]
         batch_write(self._client, self._table, requests, sleep=self._sleep)
-        item = document_item(self._cipher, self._context_name, owner, document, fingerprint=fingerprint)
-        try:
-            with translated_aws_errors("DynamoDB"):
-                self._client.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(id)")
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                raise Conflict("a document with this id already exists") from exc
-            raise
+        self._put_document(document_item(self._cipher, self._context_name, owner, document, fingerprint=fingerprint))
         with translated_aws_errors("DynamoDB"):
             self._client.put_item(
                 TableName=self._table,
@@ -102,6 +102,104 @@ class DynamoDocumentRepository:
             )
         self._add_totals(owner, documents=1, size=document.bytes, passages=len(passages))
         self._changes.record(owner, [("put", ItemRef("passage", p.id)) for p, _ in passages])
+
+    def add_processing(self, owner: str, document: Document, *, fingerprint: str) -> None:
+        """The document of an upload to be ingested off the request path, with no passages yet;
+        its fingerprint and its share of the totals (its expected passages) at once."""
+        item = document_item(self._cipher, self._context_name, owner, document, fingerprint=fingerprint)
+        self._put_document(item)
+        with translated_aws_errors("DynamoDB"):
+            self._client.put_item(
+                TableName=self._table,
+                Item={**self._print_key(owner, fingerprint), "documentId": {"S": document.id}},
+            )
+        self._add_totals(owner, documents=1, size=document.bytes, passages=document.passages)
+
+    def put_passages(self, owner: str, passages: Sequence[tuple[StoredPassage, bytes]]) -> None:
+        """Passages of a document being ingested: invisible until it is ready (a put again is the same item)."""
+        requests: list[Any] = [
+            {"PutRequest": {"Item": passage_item(self._cipher, self._context_name, owner, p, vector=v)}}
+            for p, v in passages
+        ]
+        batch_write(self._client, self._table, requests, sleep=self._sleep)
+
+    def mark_ready(self, owner: str, document_id: str, passage_ids: Sequence[str]) -> bool:
+        """The processing document turns ready with these passages (already put), and every warm index
+        hears of them; False when it is not there or not processing (deleted meanwhile, say)."""
+        try:
+            with translated_aws_errors("DynamoDB"):
+                response = self._client.update_item(
+                    TableName=self._table,
+                    Key=self._document_key(owner, document_id),
+                    UpdateExpression="SET passages = :n REMOVE #status, failure",
+                    ConditionExpression="attribute_exists(id) AND #status = :processing",
+                    ExpressionAttributeNames={"#status": "status"},
+                    ExpressionAttributeValues={":n": {"N": str(len(passage_ids))}, ":processing": {"S": "processing"}},
+                    ReturnValues="ALL_OLD",
+                )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        expected = int(response["Attributes"]["passages"]["N"])
+        if expected != len(passage_ids):
+            self._add_totals(owner, documents=0, size=0, passages=len(passage_ids) - expected)
+        self.announce(owner, passage_ids)
+        return True
+
+    def announce(self, owner: str, passage_ids: Sequence[str]) -> None:
+        """Change-log entries for passages now searchable (again: a put twice is harmless).
+
+        The ingest function runs far longer than a change-log entry may take to land after its id is
+        made (WRITE_LANDS_WITHIN_SECONDS, which warm indexes' id margin covers), so the entries are
+        written under a deadline of their own, well inside that: entries not written by then are
+        seen at the indexes' next full reload, like any change-log write that fails."""
+        remaining = remaining_seconds()
+        seconds = ANNOUNCE_SECONDS if remaining is None else min(remaining, ANNOUNCE_SECONDS)
+        with request_deadline(seconds):
+            self._changes.record(owner, [("put", ItemRef("passage", i)) for i in passage_ids])
+
+    def mark_failed(self, owner: str, document_id: str, reason: str) -> bool:
+        """The processing document turns failed with this reason and holds no passages; False when it
+        is not there or not processing."""
+        try:
+            with translated_aws_errors("DynamoDB"):
+                response = self._client.update_item(
+                    TableName=self._table,
+                    Key=self._document_key(owner, document_id),
+                    UpdateExpression="SET #status = :failed, failure = :reason, passages = :zero",
+                    ConditionExpression="attribute_exists(id) AND #status = :processing",
+                    ExpressionAttributeNames={"#status": "status"},
+                    ExpressionAttributeValues={
+                        ":failed": {"S": "failed"},
+                        ":reason": {"S": reason},
+                        ":zero": {"N": "0"},
+                        ":processing": {"S": "processing"},
+                    },
+                    ReturnValues="ALL_OLD",
+                )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        self._add_totals(owner, documents=0, size=0, passages=-int(response["Attributes"]["passages"]["N"]))
+        return True
+
+    def remove_passages(self, owner: str, document_id: str) -> int:
+        """Every passage item of the document (of an ingestion that failed or whose document was
+        deleted meanwhile: never announced, so no change-log entry); how many."""
+        keys = [{"owner": i["owner"], "id": i["id"]} for i in self._passage_items(owner, document_id, keys_only=True)]
+        batch_delete(self._client, self._table, keys, sleep=self._sleep)
+        return len(keys)
+
+    def _put_document(self, item: Item) -> None:
+        try:
+            with translated_aws_errors("DynamoDB"):
+                self._client.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(id)")
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise Conflict("a document with this id already exists") from exc
+            raise
 
     def delete(self, owner: str, document_id: str) -> Document | None:
         """The document as it was, None when there was none. Nothing of it is returned by any
@@ -137,7 +235,8 @@ class DynamoDocumentRepository:
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
-        self._add_totals(owner, documents=-1, size=-document.bytes, passages=-len(keys))
+        # What the upload (or the ingestion's end) added: a failed document's passages are gone already.
+        self._add_totals(owner, documents=-1, size=-document.bytes, passages=-document.passages)
         return document
 
     def _add_totals(self, owner: str, *, documents: int, size: int, passages: int) -> None:
@@ -265,8 +364,12 @@ class DynamoDocumentRepository:
     # -- what a search index reads (pai_core.ports.IndexSource, kind "passage") -------------------
 
     def all_items(self, owner: str) -> Iterator[IndexedItem]:
-        """Every passage whose document is there (a passage left by an upload that failed half-way is not)."""
-        documents = {item["id"]["S"] for item in query_items(self._client, self._keys_query(owner + DOCUMENTS_SUFFIX))}
+        """Every passage whose document is there and ready (a passage left by an upload that failed
+        half-way, or of a document still being ingested, is not)."""
+        query = self._keys_query(owner + DOCUMENTS_SUFFIX)
+        query["ProjectionExpression"] = "#owner, id, #status"
+        query["ExpressionAttributeNames"]["#status"] = "status"
+        documents = {item["id"]["S"] for item in query_items(self._client, query) if status_from_item(item) == "ready"}
         query = self._keys_query(owner + PASSAGES_SUFFIX)
         query["ProjectionExpression"] = PASSAGE_INDEX_PROJECTION
         for item in query_items(self._client, query):

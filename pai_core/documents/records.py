@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
+
+# "processing": accepted, read by the ingest function off the request path (its passages are not yet
+# searchable); "failed": that reading failed (`failure` says why) and nothing of its passages is kept.
+DocumentStatus = Literal["ready", "processing", "failed"]
 
 
 @dataclass(frozen=True)
@@ -16,6 +21,8 @@ class Document:
     pages: int | None  # None for formats without pages (text, Markdown, HTML, DOCX)
     passages: int
     created_at: datetime
+    status: DocumentStatus = "ready"
+    failure: str | None = None
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,8 @@ class RetrievalService:
             elif r.ref.kind == "passage" and r.ref.id in passages:
                 passage = passages[r.ref.id]
                 document = documents.get(passage.document_id)
-                if document is not None:  # a passage whose document was deleted is never a hit
+                # A passage whose document was deleted, or is still being ingested, is never a hit.
+                if document is not None and document.status == "ready":
                     hits.append(PassageHit(passage=passage, document=document, score=r.score))
             if len(hits) == top:
                 break

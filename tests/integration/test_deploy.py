@@ -128,6 +128,7 @@ def test_deploy_then_destroy_leaves_nothing(moto_endpoint: str, built_bundle: Pa
         f"pai-authorizer-{ENV}": 256,
         f"pai-documents-{ENV}": 3008,
         f"pai-learning-{ENV}": 1024,
+        f"pai-document-ingest-{ENV}": 3008,
     }
     assert {name: functions[name]["MemorySize"] for name in expected} == expected
     # Learning from chat: its queue (and dead-letter queue) and the mapping that feeds the function.
@@ -135,6 +136,12 @@ def test_deploy_then_destroy_leaves_nothing(moto_endpoint: str, built_bundle: Pa
     assert {url.rsplit("/", 1)[-1] for url in queues} >= {f"pai-learning-{ENV}", f"pai-learning-dlq-{ENV}"}
     mappings = client("lambda").list_event_source_mappings(FunctionName=f"pai-learning-{ENV}")["EventSourceMappings"]
     assert [m["EventSourceArn"].rsplit(":", 1)[-1] for m in mappings] == [f"pai-learning-{ENV}"]
+    # Large documents: their queue (and dead-letter queue) and the mapping that feeds the ingest function.
+    assert {url.rsplit("/", 1)[-1] for url in queues} >= {f"pai-documents-{ENV}", f"pai-documents-dlq-{ENV}"}
+    mappings = client("lambda").list_event_source_mappings(FunctionName=f"pai-document-ingest-{ENV}")[
+        "EventSourceMappings"
+    ]
+    assert [m["EventSourceArn"].rsplit(":", 1)[-1] for m in mappings] == [f"pai-documents-{ENV}"]
     # moto's CloudFormation drops Architectures and Layers; test_template_routes checks them in the template.
     assert {functions[name]["Runtime"] for name in expected} == {"python3.12"}
     layers = client("lambda").list_layers()["Layers"]

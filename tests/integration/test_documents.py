@@ -83,7 +83,10 @@ def test_each_type_uploads_lists_gets_searches_and_deletes(
         result = upload(api, name, content_type, content, category="home")
         assert result.status == 201, (name, result)
         document = result.json
-        assert set(document) == {"id", "name", "contentType", "category", "bytes", "pages", "passages", "createdAt"}
+        assert set(document) == {
+            "id", "name", "contentType", "category", "bytes", "pages", "passages", "createdAt", "status",
+        }  # fmt: skip
+        assert document["status"] == "ready"
         assert (document["name"], document["contentType"], document["bytes"]) == (name, content_type, len(content))
         assert document["category"] == "home" and document["passages"] >= 1
         assert document["pages"] == (2 if name.endswith(".pdf") else None)

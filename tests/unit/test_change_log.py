@@ -164,6 +164,12 @@ def test_every_function_of_the_template_ends_before_a_change_log_write_could_lan
     assert functions
     for name, spec in functions.items():
         timeout = spec["Properties"].get("Timeout", 3)  # Lambda's default when none is set
+        if spec["Properties"]["Handler"] == "handlers.document_ingest.handler":
+            # It runs for minutes; its change-log entries are written under a deadline of their own.
+            from pai_core.adapters.dynamodb_documents import ANNOUNCE_SECONDS
+
+            assert ANNOUNCE_SECONDS < WRITE_LANDS_WITHIN_SECONDS
+            continue
         assert int(timeout) < WRITE_LANDS_WITHIN_SECONDS, name
 
 

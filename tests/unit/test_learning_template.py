@@ -30,7 +30,7 @@ def test_the_queue_retries_then_keeps_failures_in_a_dead_letter_queue() -> None:
     function = template.properties("LearningFunction")
     assert queue["VisibilityTimeout"] >= 6 * function["Timeout"]
     assert queue["SqsManagedSseEnabled"] is True
-    (mapping,) = sqs_mappings(template)
+    (mapping,) = [m for m in sqs_mappings(template) if m.queue_id == "LearningQueue"]
     assert (mapping.queue_id, mapping.handler, mapping.reports_failures) == (
         "LearningQueue",
         "handlers.learning.handler",
@@ -48,6 +48,7 @@ def test_only_chat_sends_and_only_learning_receives() -> None:
     assert "sqs:SendMessage" not in sqs["LearningFunctionRole"]
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage"} <= sqs["LearningFunctionRole"]
     assert sqs["MemoryFunctionRole"] == sqs["SearchFunctionRole"] == sqs["AuthorizerFunctionRole"] == set()
+    assert sqs["DocumentsFunctionRole"] == {"sqs:SendMessage"}  # to its own queue (tests/unit/test_document_ingest.py)
     for role in ("ChatFunctionRole", "LearningFunctionRole"):
         for statement in role_statements(template, role):
             if any(a.startswith("sqs:") for a in statement["Action"]):

@@ -33,6 +33,7 @@ def test_every_function_of_the_template_with_its_timeout_and_memory() -> None:
         "authorizer": FunctionSpec("authorizer", "handlers.authorizer.handler", 10.0, 256),
         "documents": FunctionSpec("documents", "handlers.documents.handler", 29.0, 3008),
         "learning": FunctionSpec("learning", "handlers.learning.handler", 60.0, 1024),
+        "document_ingest": FunctionSpec("document_ingest", "handlers.document_ingest.handler", 900.0, 3008),
     }
     routed = {route.handler for route in Template.load(Env="dev").routes()}
     assert routed <= {spec.handler for spec in specs.values()}

@@ -39,6 +39,8 @@ def test_functions_are_python_312_on_arm64_with_the_designs_sizes() -> None:
         # Parsing and embedding inside the request, within API Gateway's 30 s integration bound.
         "handlers.documents.handler": (3008, 29),
         "handlers.learning.handler": (1024, 60),
+        # Large documents off the request path: Lambda's longest timeout, the documents function's memory.
+        "handlers.document_ingest.handler": (3008, 900),
     }
     assert all(p["Runtime"] == "python3.12" and p["Architectures"] == ["arm64"] for p in functions.values())
 
@@ -80,6 +82,7 @@ def test_roles_are_least_privilege() -> None:
         "AuthorizerFunctionRole",
         "DocumentsFunctionRole",
         "LearningFunctionRole",
+        "DocumentIngestFunctionRole",
     }
     for role, granted in statements.items():
         for statement in granted:
@@ -89,7 +92,10 @@ def test_roles_are_least_privilege() -> None:
     assert "bedrock:InvokeModel" in actions["ChatFunctionRole"]
     assert not any(
         a.startswith("bedrock:")
-        for a in actions["MemoryFunctionRole"] | actions["SearchFunctionRole"] | actions["DocumentsFunctionRole"]
+        for a in actions["MemoryFunctionRole"]
+        | actions["SearchFunctionRole"]
+        | actions["DocumentsFunctionRole"]
+        | actions["DocumentIngestFunctionRole"]
     )
     # KMS only ever wraps and unwraps users' branch keys (our encryption context says so), or serves
     # the bucket's own SSE-KMS through S3: no function can use the key for anything else.
@@ -111,6 +117,7 @@ def test_roles_are_least_privilege() -> None:
         "DocumentsFunctionRole": {"documents"},
         "AuthorizerFunctionRole": set(),
         "LearningFunctionRole": {"index"},
+        "DocumentIngestFunctionRole": {"documents"},
     }
     for role, allowed in prefixes.items():
         reached = set()
@@ -123,11 +130,26 @@ def test_roles_are_least_privilege() -> None:
                 assert resource.startswith("${KnowledgeBaseBucket.Arn}/") and resource.endswith("/*"), role
                 reached.add(resource.removeprefix("${KnowledgeBaseBucket.Arn}/").removesuffix("/*"))
         assert reached == allowed, role
-    # Only the documents function writes objects under documents/, and search never deletes anything there.
+    # Only the documents and ingest functions write objects under documents/, and search never deletes anything there.
     for role, granted_statements in statements.items():
         for statement in granted_statements:
             if "s3:PutObject" in statement["Action"] and "documents" in str(statement["Resource"]):
-                assert role == "DocumentsFunctionRole"
+                assert role in ("DocumentsFunctionRole", "DocumentIngestFunctionRole")
+    # The ingest function deletes no item (passages go by BatchWriteItem), makes no branch key, reads
+    # only its own queue; only the documents function sends to that queue.
+    assert "dynamodb:DeleteItem" not in actions["DocumentIngestFunctionRole"]
+    assert "kms:GenerateDataKey" not in {
+        a for s in statements["DocumentIngestFunctionRole"] if "kms:ViaService" not in str(s) for a in s["Action"]
+    }
+    for role, granted_statements in statements.items():
+        for statement in granted_statements:
+            if statement["Resource"] == {"Fn::GetAtt": ["DocumentsQueue", "Arn"]}:
+                expected = ["sqs:SendMessage"] if role == "DocumentsFunctionRole" else None
+                assert role in ("DocumentsFunctionRole", "DocumentIngestFunctionRole"), role
+                if expected is not None:
+                    assert statement["Action"] == expected
+                else:
+                    assert "sqs:SendMessage" not in statement["Action"]
     # Search writes nothing but a user's first branch key and their request count (and its snapshots, above).
     for statement in statements["SearchFunctionRole"]:
         if {"dynamodb:PutItem", "dynamodb:UpdateItem"} & set(statement["Action"]):
