@@ -1107,7 +1107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 QUALITY_SECTION = "## Retrieval quality (LoCoMo dev)"
 # benchmarks/learning.py (`make bench-learning`) writes this one.
 LEARNING_SECTION = "## Learning from chat"
-KEPT_SECTIONS = (OFFLINE_MODEL_SECTION, QUALITY_SECTION, LEARNING_SECTION)
+DOCUMENTS_SECTION = "## Documents"
+KEPT_SECTIONS = (OFFLINE_MODEL_SECTION, QUALITY_SECTION, LEARNING_SECTION, DOCUMENTS_SECTION)
 
 
 def _with_kept_sections(report: str, output: Path) -> str:

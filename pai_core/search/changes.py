@@ -6,7 +6,9 @@ A warm index reads the change-log entries past its position minus a margin: an e
 has landed, so an entry can land after entries with later ids, but never later than the function
 that writes it can run, plus the clock skew between containers. Every function's timeout in
 infra/template.yaml stays below WRITE_LANDS_WITHIN_SECONDS (a test reads it), and IndexPolicy refuses
-an id margin below it.
+an id margin below it. The one longer function, the document ingest (pai_core/services/documents.py),
+writes its entries under a deadline of its own below that bound; an entry it could not write in
+time reaches warm indexes at their next full reload.
 
 Entries expire CHANGE_ENTRY_TTL_SECONDS after they were written (DynamoDB may delete them any time
 after that). An index started from a snapshot, or kept warm since its last full load, reads entries
