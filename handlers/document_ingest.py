@@ -15,19 +15,12 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers._http import RESPONSE_MARGIN_SECONDS, logger
+from handlers._http import logger
+from handlers._queue import delivery_count, partial_batch_response
 from pai_core.bootstrap import get_container
-from pai_core.deadline import request_deadline
 from pai_core.documents.jobs import IngestJob, InvalidIngestJob
 
 GAVE_UP = "the document could not be read: PAI gave up after several attempts"
-
-
-def _receives(record: dict[str, Any]) -> int:
-    try:
-        return int((record.get("attributes") or {}).get("ApproximateReceiveCount", 1))
-    except (TypeError, ValueError):
-        return 1
 
 
 def ingest(records: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -45,7 +38,7 @@ def ingest(records: list[dict[str, Any]]) -> list[dict[str, str]]:
         try:
             outcome = documents.ingest(job)
         except Exception as exc:
-            if _receives(record) < attempts:
+            if delivery_count(record) < attempts:
                 logger.warning("ingest: document not read, to be retried", extra={"error": type(exc).__name__})
                 failures.append({"itemIdentifier": str(record.get("messageId", ""))})
                 continue
@@ -62,9 +55,4 @@ def ingest(records: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 @logger.inject_lambda_context(log_event=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    records = [record for record in event.get("Records") or [] if isinstance(record, dict)]
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    if remaining is None:
-        return {"batchItemFailures": ingest(records)}
-    with request_deadline(remaining() / 1000 - RESPONSE_MARGIN_SECONDS):
-        return {"batchItemFailures": ingest(records)}
+    return partial_batch_response(event, context, ingest)

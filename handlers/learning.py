@@ -14,9 +14,9 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handlers._http import RESPONSE_MARGIN_SECONDS, logger
+from handlers._http import logger
+from handlers._queue import partial_batch_response
 from pai_core.bootstrap import get_container
-from pai_core.deadline import request_deadline
 from pai_core.learning.jobs import InvalidJob, LearningJob
 
 
@@ -52,9 +52,4 @@ def learn(records: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 @logger.inject_lambda_context(log_event=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    records = [record for record in event.get("Records") or [] if isinstance(record, dict)]
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    if remaining is None:
-        return {"batchItemFailures": learn(records)}
-    with request_deadline(remaining() / 1000 - RESPONSE_MARGIN_SECONDS):
-        return {"batchItemFailures": learn(records)}
+    return partial_batch_response(event, context, learn)
