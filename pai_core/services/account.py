@@ -132,8 +132,8 @@ class AccountService:
 
     def export_page(self, owner: str, *, cursor: str | None) -> AccountExport:
         """One page of the export: from the start, or from where `cursor` (the previous page's)
-        says. Memories come first (newest first, as listed), then conversation turns (oldest
-        first). InvalidInput (field `cursor`) for a cursor this service did not make."""
+        says. Memories come first (newest first, as listed), then documents, then conversation turns
+        (oldest first). InvalidInput (field `cursor`) for a cursor this service did not make."""
         position = decode_export_cursor(cursor) if cursor is not None else MemoriesFrom(page=None, after=None)
         page = _PageBuilder(self._page_bytes)
         if isinstance(position, MemoriesFrom):
