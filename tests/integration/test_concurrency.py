@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 
@@ -96,7 +97,10 @@ def test_concurrent_containers_lose_nothing(stack: RunningStack) -> None:
     deleted = {memory_id for _, d in outcomes for memory_id in d}
     assert len(kept) + len(deleted) == CLIENTS * STORES_PER_CLIENT
 
-    reader = Container(stack.settings)  # a cold container: every record must open with the one branch key
+    # A cold container: every record must open with the one branch key. It ranks by the cosine alone,
+    # so a memory's own words find it first among these near-identical ones (hybrid ranking lets
+    # a near-duplicate's time neighbours lift it, which is what it is for).
+    reader = Container(replace(stack.settings, search_ranking="dense"))
     reader.embedder = stack.container.embedder
     page = reader.memories.list_memories(user, category=f"ov{run}", limit=100, cursor=None)
     assert {memory.id for memory in page.items} == kept
