@@ -35,15 +35,12 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import numpy.typing as npt
 
 from benchmarks.bench import LEARNING_SECTION as SECTION
 from benchmarks.bench import machine
@@ -55,24 +52,17 @@ from pai_core.learning.rules import explicit_command
 from pai_core.learning.secrets import holds_secret
 from pai_core.learning.service import ExtractionMode, LearningService
 from pai_core.models import (
-    VECTOR_DTYPE,
-    IndexedItem,
-    ItemRef,
-    Memory,
-    MemoryEdit,
-    MemoryPage,
-    MemoryVersion,
-    Origin,
     Turn,
 )
 from pai_core.services.memories import MemoryService
+from tests.fakes import InMemoryConversationRepository, InMemoryMemoryRepository
 
 DATA = REPO_ROOT / "benchmarks" / "data" / "learning_eval.json"
 RESULTS = REPO_ROOT / "benchmarks" / "RESULTS.md"
 PROVIDERS = ("explicit", "rules", "offline", "openai")
 
 
-# -- in-memory storage, for the benchmark only ---------------------------------------------------------
+# -- in-memory storage (the unit tests' fakes), for the benchmark only ----------------------------------------------
 
 
 class _Clock:
@@ -84,81 +74,9 @@ class _Clock:
         return self._now
 
 
-@dataclass
-class _Memories:
-    items: dict[tuple[str, str], tuple[Memory, bytes]] = field(default_factory=dict)
-    versions: dict[tuple[str, str], list[MemoryVersion]] = field(default_factory=dict)
-
-    def add(self, owner: str, memory: Memory, embedding: npt.NDArray[np.float32]) -> None:
-        self.items[(owner, memory.id)] = (memory, np.asarray(embedding, dtype=VECTOR_DTYPE).tobytes())
-        self.versions[(owner, memory.id)] = [
-            MemoryVersion(memory.content, memory.category, memory.metadata, memory.created_at, None, None)
-        ]
-
-    def add_many(self, owner: str, memories: Sequence[tuple[Memory, npt.NDArray[np.float32]]]) -> None:
-        for memory, embedding in memories:
-            self.add(owner, memory, embedding)
-
-    def update(
-        self,
-        owner: str,
-        memory_id: str,
-        edit: MemoryEdit,
-        *,
-        embedding: npt.NDArray[np.float32] | None,
-        reason: str | None,
-        at: datetime,
-    ) -> Memory | None:
-        if (owner, memory_id) not in self.items:
-            return None
-        memory, vector = self.items[(owner, memory_id)]
-        updated = replace(memory, content=edit.content or memory.content, updated_at=at)
-        if embedding is not None:
-            vector = np.asarray(embedding, dtype=VECTOR_DTYPE).tobytes()
-        self.items[(owner, memory_id)] = (updated, vector)
-        history = self.versions[(owner, memory_id)]
-        history[-1] = replace(history[-1], valid_to=at)
-        history.append(MemoryVersion(updated.content, updated.category, updated.metadata, at, None, reason))
-        return updated
-
-    def history(self, owner: str, memory_id: str) -> list[MemoryVersion] | None:
-        return self.versions.get((owner, memory_id))
-
-    def get(self, owner: str, memory_id: str) -> Memory | None:
-        found = self.items.get((owner, memory_id))
-        return None if found is None else found[0]
-
-    def get_many(self, owner: str, memory_ids: Sequence[str]) -> dict[str, Memory]:
-        return {i: self.items[(owner, i)][0] for i in memory_ids if (owner, i) in self.items}
-
-    def page(
-        self, owner: str, *, category: str | None, limit: int, cursor: str | None, origin: Origin | None = None
-    ) -> MemoryPage:
-        mine = [m for (o, _), (m, _) in self.items.items() if o == owner and (origin is None or m.origin == origin)]
-        return MemoryPage(items=mine[:limit], cursor=None)
-
-    def delete(self, owner: str, memory_id: str) -> bool:
-        self.versions.pop((owner, memory_id), None)
-        return self.items.pop((owner, memory_id), None) is not None
-
-    def vectors(self, owner: str) -> Iterable[IndexedItem]:
-        for (o, _), (memory, vector) in self.items.items():
-            if o == owner:
-                yield IndexedItem(ItemRef("memory", memory.id), memory.category, vector, memory.content)
-
+class _Memories(InMemoryMemoryRepository):
     def learned(self, owner: str) -> dict[str, str]:
         return {m.id: m.content for (o, _), (m, _) in self.items.items() if o == owner and m.origin == "learned"}
-
-
-@dataclass
-class _Conversations:
-    turns: dict[tuple[str, str], list[Turn]] = field(default_factory=dict)
-
-    def append(self, owner: str, session_id: str, turn: Turn) -> None:
-        self.turns.setdefault((owner, session_id), []).append(turn)
-
-    def recent(self, owner: str, session_id: str, *, now: datetime, limit: int) -> list[Turn]:
-        return self.turns.get((owner, session_id), [])[-limit:]
 
 
 # -- scoring -----------------------------------------------------------------------------------------
@@ -242,7 +160,7 @@ def run(provider: Provider, scenarios: Sequence[dict[str, Any]], embedder: Any) 
     score = Score()
     clock = _Clock()
     repository = _Memories()
-    conversations = _Conversations()
+    conversations = InMemoryConversationRepository()
     memories = MemoryService(repository, embedder, clock)
     learning = LearningService(memories, conversations, clock, mode=provider.mode, model=provider.model)
     secrets_seen: list[str] = []
