@@ -25,6 +25,7 @@ from pai_core.models import (
 from pai_core.ports import Clock, Embedder, MemoryRepository, MemorySearchIndex
 from pai_core.requests import StoreMemory
 from pai_core.search.scan import DesignScanSearch
+from pai_core.services.retrieval import rank_kinds
 
 # The reason a version records when the API's `update` made it (the request carries none).
 API_UPDATE_REASON = "updated through the API"
@@ -168,14 +169,24 @@ class MemoryService:
         `before_fetch` runs once ranking is done and before any memory is read (a request's
         admission, pai_core.limits): what it raises ends the search with nothing read."""
         query_vector = self._embedder.embed([query])[0]
-        ranked = self._index.search(owner, query_vector, text=query, top=top, category=category, min_score=min_score)
+        ranked = rank_kinds(
+            self._index,
+            owner,
+            query_vector,
+            text=query,
+            kinds={"memory"},
+            top=top,
+            category=category,
+            min_score=min_score,
+        )
         if before_fetch is not None:
             before_fetch()
-        memory_ids = [hit.ref.id for hit in ranked if hit.ref.kind == "memory"]
+        memory_ids = [hit.ref.id for hit in ranked]
         if not memory_ids:
             return []
         memories = self._repository.get_many(owner, memory_ids)
-        return [SearchHit(memory=memories[hit.ref.id], score=hit.score) for hit in ranked if hit.ref.id in memories]
+        hits = [SearchHit(memory=memories[hit.ref.id], score=hit.score) for hit in ranked if hit.ref.id in memories]
+        return hits[:top]
 
 
 def indexed_memory(memory: Memory, embedding: npt.NDArray[np.float32]) -> IndexedItem:

@@ -8,17 +8,41 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from pai_core.documents.records import Document, StoredPassage
-from pai_core.models import Memory, SearchHit
+from pai_core.models import ItemKind, Memory, RankedItem, SearchHit
 from pai_core.ports import Embedder, MemorySearchIndex
 
 Source = Literal["memories", "documents"]
 SOURCES: tuple[Source, ...] = ("memories", "documents")
-# With one source asked for, the index ranks both: this many times `top` are ranked so that enough
-# of the one kind are among them. (The index has no filter by kind; a ranking of one kind could
-# still fall short when the other kind dominates the top of it.)
-_ONE_SOURCE_FACTOR = 4
+# With one kind asked for, the index ranks every kind: this many times `top` are ranked so that
+# enough of the one kind are among them. (The index has no filter by kind; a ranking of one kind
+# could still fall short when the other kind dominates the top of it.)
+_ONE_KIND_FACTOR = 4
 _MAX_RANKED = 200
+_KINDS_OF: dict[Source, ItemKind] = {"memories": "memory", "documents": "passage"}
+
+
+def rank_kinds(
+    index: MemorySearchIndex,
+    owner: str,
+    vector: npt.NDArray[np.float32],
+    *,
+    text: str,
+    kinds: set[ItemKind],
+    top: int,
+    category: str | None,
+    min_score: float | None,
+) -> list[RankedItem]:
+    """The index's ranking of the owner's items of `kinds`, best first: the one place that knows the
+    index ranks every kind together. With one kind it may hold more than `top`: the caller keeps the
+    first `top` of them that still exist."""
+    every_kind = kinds >= {"memory", "passage"}
+    ranked_top = top if every_kind else min(_MAX_RANKED, top * _ONE_KIND_FACTOR)
+    ranked = index.search(owner, vector, text=text, top=ranked_top, category=category, min_score=min_score)
+    return ranked if every_kind else [hit for hit in ranked if hit.ref.kind in kinds]
 
 
 @dataclass(frozen=True)
@@ -68,13 +92,15 @@ class RetrievalService:
         wanted = set(sources)
         if top <= 0 or not wanted:
             return []
-        ranked_top = top if wanted == set(SOURCES) else min(_MAX_RANKED, top * _ONE_SOURCE_FACTOR)
         vector = self._embedder.embed([query])[0]
-        ranked = self._index.search(owner, vector, text=query, top=ranked_top, category=category, min_score=min_score)
+        kinds = {_KINDS_OF[source] for source in wanted}
+        ranked = rank_kinds(
+            self._index, owner, vector, text=query, kinds=kinds, top=top, category=category, min_score=min_score
+        )
         if before_fetch is not None:
             before_fetch()
-        memory_ids = [r.ref.id for r in ranked if r.ref.kind == "memory"] if "memories" in wanted else []
-        passage_ids = [r.ref.id for r in ranked if r.ref.kind == "passage"] if "documents" in wanted else []
+        memory_ids = [r.ref.id for r in ranked if r.ref.kind == "memory"]
+        passage_ids = [r.ref.id for r in ranked if r.ref.kind == "passage"]
         memories = self._memories.get_many(owner, memory_ids) if memory_ids else {}
         passages = self._documents.passages_by_id(owner, passage_ids) if passage_ids else {}
         documents = (

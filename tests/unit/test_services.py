@@ -8,9 +8,18 @@ import pytest
 from pai_core.adapters.dynamodb_conversations import DynamoConversationRepository
 from pai_core.crypto import RecordContext
 from pai_core.errors import IntegrityError, InvalidInput, NotFound, UpstreamUnavailable
-from pai_core.models import Memory, Turn
+from pai_core.models import ItemRef, Memory, RankedItem, Turn
+from pai_core.services import MemoryService
 from pai_core.services.prompt import MEMORY_PREAMBLE, SYSTEM_PROMPT
-from tests.fakes import FakeContainer, FixedClock, ScriptedChatModel, dynamo_memories, fake_cipher
+from tests.fakes import (
+    FakeContainer,
+    FixedClock,
+    HashingEmbedder,
+    InMemoryMemoryRepository,
+    ScriptedChatModel,
+    dynamo_memories,
+    fake_cipher,
+)
 
 
 @pytest.fixture
@@ -220,3 +229,39 @@ def test_memories_together_take_at_most_half_the_remaining_budget() -> None:
     assert total <= 600 - 64
     assert 1 <= len(reply.sources) < 4  # not all three long notes fit together
     assert short.id in {source.id for source in reply.sources}  # a shorter one still gets in
+
+
+class PassagesFirstIndex:
+    """An index whose best items are passages of documents, then the owner's memories."""
+
+    def __init__(self, memory_ids: list[str], passages: int) -> None:
+        self.ranked = [RankedItem(ItemRef("passage", f"doc#{n:05d}"), 0.9) for n in range(passages)]
+        self.ranked += [RankedItem(ItemRef("memory", memory_id), 0.5) for memory_id in memory_ids]
+
+    def search(
+        self, owner: str, query: np.ndarray, *, text: str, top: int, category: str | None, min_score: float | None
+    ) -> list[RankedItem]:
+        return self.ranked[:top]
+
+    def put(self, owner: str, item: object) -> None: ...
+
+    def removed(self, owner: str, ref: ItemRef) -> None: ...
+
+
+def test_memory_search_is_not_crowded_out_by_passages() -> None:
+    """Learning and chat without documents search memories alone: passages that rank above them in
+    the shared index must not take their places."""
+    repository = InMemoryMemoryRepository()
+    clock = FixedClock()
+    stored = [
+        Memory(id=f"m{n}", content=f"fact {n}", category="general", metadata={}, created_at=clock.now())
+        for n in range(3)
+    ]
+    for memory in stored:
+        repository.add("alice", memory, np.zeros(384, dtype=np.float32))
+    index = PassagesFirstIndex([memory.id for memory in stored], passages=5)
+    service = MemoryService(repository, HashingEmbedder(), clock, index=index)
+
+    hits = service.search("alice", "fact", top=3)
+
+    assert [hit.memory.id for hit in hits] == ["m0", "m1", "m2"]
