@@ -34,8 +34,9 @@ def provision(template: Template, session: Any, *, endpoint_url: str | None) -> 
     tables = {
         name: _ensure_table(template, name, client("dynamodb")) for name in template.of_type("AWS::DynamoDB::Table")
     }
-    (bucket_id,) = template.of_type("AWS::S3::Bucket")
-    bucket = _ensure_bucket(template, bucket_id, client("s3"), session.region_name)
+    # The knowledge base only: the web app's bucket (WebBucket) exists in AWS alone, where CloudFront
+    # serves it; locally the gateway serves web/ itself.
+    bucket = _ensure_bucket(template, "KnowledgeBaseBucket", client("s3"), session.region_name)
     queues = _ensure_queues(template, client("sqs"))
     return Provisioned(kms_key_arn=key_arn, tables=tables, bucket=bucket, queues=queues)
 

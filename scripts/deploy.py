@@ -1,4 +1,5 @@
-"""Deploy PAI to AWS (or an emulator): bundle, upload, create or update the stack, print the URL.
+"""Deploy PAI to AWS (or an emulator): bundle, upload, create or update the stack, publish the web
+app, print the URLs.
 
 Safe to run twice: artifacts are content-addressed, an unchanged stack is left alone."""
 
@@ -12,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import bundle
+import webapp
 from _aws import Target, common_arguments, target_from
 from botocore.exceptions import ClientError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO_ROOT / "infra" / "template.yaml"
 ARTIFACTS = ("function", "deps-layer", "model-layer")
+WEB_DIR = REPO_ROOT / "web"
 
 
 def ensure_bundle(output: Path, *, rebuild: bool) -> dict[str, dict[str, Any]]:
@@ -83,6 +86,13 @@ def stack_exists(cloudformation: Any, name: str) -> bool:
     return bool(stacks) and stacks[0]["StackStatus"] != "DELETE_COMPLETE"
 
 
+def stack_outputs(cloudformation: Any, name: str) -> dict[str, str]:
+    if not stack_exists(cloudformation, name):
+        return {}
+    stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
+    return {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
+
+
 def deploy_stack(target: Target, parameters: dict[str, str]) -> dict[str, str]:
     cloudformation = target.client("cloudformation")
     request = {
@@ -110,8 +120,22 @@ def deploy_stack(target: Target, parameters: dict[str, str]) -> dict[str, str]:
         cloudformation.get_waiter("stack_create_complete").wait(
             StackName=target.stack_name, WaiterConfig={"Delay": 5, "MaxAttempts": 360}
         )
-    stack = cloudformation.describe_stacks(StackName=target.stack_name)["Stacks"][0]
-    return {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
+    return stack_outputs(cloudformation, target.stack_name)
+
+
+def deploy_with_web_origins(target: Target, parameters: dict[str, str]) -> dict[str, str]:
+    """The page's CSP names the API's origin and the API's CORS the page's, so CloudFormation cannot
+    make either from the other in one pass: the CSP's origins are a parameter, taken from the stack's
+    own outputs. The first deploy makes the API, then narrows the CSP to it in a second update; later
+    ones pass the same origins and change nothing."""
+    known = webapp.connect_origins(stack_outputs(target.client("cloudformation"), target.stack_name))
+    outputs = deploy_stack(target, {**parameters, "WebConnectOrigins": known})
+    if parameters["WebApp"] == "true":
+        made = webapp.connect_origins(outputs)
+        if made != known:
+            print(f"narrowing the web app's connect-src to {made} ...", flush=True)
+            outputs = deploy_stack(target, {**parameters, "WebConnectOrigins": made})
+    return outputs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,13 +145,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle-dir", type=Path, default=bundle.DEFAULT_OUTPUT)
     parser.add_argument("--reserved-concurrency", default="10")
     parser.add_argument("--bedrock-model-id", default="anthropic.claude-3-haiku-20240307-v1:0")
+    parser.add_argument(
+        "--web",
+        choices=("true", "false", "bucket-only"),
+        default=None,
+        help="host the web app (the template's WebApp): default true in AWS, bucket-only on an emulator"
+        " (emulators' CloudFormation makes no CloudFront distribution)",
+    )
+    parser.add_argument("--web-dir", type=Path, default=WEB_DIR, help="the web app's files (default web/)")
     args = parser.parse_args(argv)
     target = target_from(args)
+    web = args.web or ("bucket-only" if target.emulated else "true")
     started = time.monotonic()
     artifacts = ensure_bundle(args.bundle_dir, rebuild=args.rebuild)
     bucket = ensure_artifacts_bucket(target)
     keys = upload(target, bucket, args.bundle_dir, artifacts)
-    outputs = deploy_stack(
+    outputs = deploy_with_web_origins(
         target,
         {
             "Env": target.env,
@@ -137,11 +170,16 @@ def main(argv: list[str] | None = None) -> int:
             "ModelLayerKey": keys["model-layer"],
             "ReservedConcurrency": args.reserved_concurrency,
             "BedrockModelId": args.bedrock_model_id,
+            "WebApp": web,
         },
     )
+    webapp.deploy_web(target, outputs, args.web_dir)
     print(f"deployed {target.stack_name} in {time.monotonic() - started:.1f} s")
     for key, value in sorted(outputs.items()):
         print(f"  {key}: {value}")
+    print(f"API: {outputs.get('ApiUrl', '<ApiUrl>')}")
+    if "WebAppUrl" in outputs:
+        print(f"web app: {outputs['WebAppUrl']} (sign in with an API key)")
     print(f"try: curl -s {outputs.get('ApiUrl', '<ApiUrl>')}/health")
     print(f'every route but /health needs an API key: make keys ARGS="create --user you --env {target.env}"')
     return 0

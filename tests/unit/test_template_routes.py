@@ -53,8 +53,14 @@ def test_names_follow_the_environment() -> None:
     }
     assert {"pai-conversations-prod", "pai-knowledge-prod", "pai-keystore-prod"} <= names
     assert all(name.startswith("pai-") and name.endswith("-prod") for name in names)
-    (bucket,) = template.of_type("AWS::S3::Bucket").values()
-    assert template.resolve(bucket["Properties"]["BucketName"]) == "pai-knowledge-base-111122223333-prod"
+    buckets = {
+        name: template.resolve(spec["Properties"]["BucketName"])
+        for name, spec in template.of_type("AWS::S3::Bucket").items()
+    }
+    assert buckets == {
+        "KnowledgeBaseBucket": "pai-knowledge-base-111122223333-prod",
+        "WebBucket": "pai-web-111122223333-prod",
+    }
 
 
 def test_roles_are_least_privilege() -> None:
