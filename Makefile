@@ -64,7 +64,8 @@ lint: $(RUNTIME)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/cfn-lint infra/template.yaml
+	$(BIN)/cfn-lint infra/template.yaml infra/github-oidc.yaml
+	$(BIN)/jactionlint
 
 unit: $(RUNTIME)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

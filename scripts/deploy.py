@@ -93,7 +93,9 @@ def stack_outputs(cloudformation: Any, name: str) -> dict[str, str]:
     return {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
 
 
-def deploy_stack(target: Target, parameters: dict[str, str]) -> dict[str, str]:
+def deploy_stack(target: Target, parameters: dict[str, str], *, role_arn: str | None = None) -> dict[str, str]:
+    """role_arn: the role CloudFormation makes the resources with (infra/github-oidc.yaml's execution
+    role, for a deploy from CI); without it, the caller's own credentials."""
     cloudformation = target.client("cloudformation")
     request = {
         "StackName": target.stack_name,
@@ -101,6 +103,7 @@ def deploy_stack(target: Target, parameters: dict[str, str]) -> dict[str, str]:
         "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
         "Capabilities": ["CAPABILITY_IAM"],
         "Tags": [{"Key": "app", "Value": "pai"}, {"Key": "env", "Value": target.env}],
+        **({"RoleARN": role_arn} if role_arn else {}),
     }
     if stack_exists(cloudformation, target.stack_name):
         try:
@@ -123,18 +126,18 @@ def deploy_stack(target: Target, parameters: dict[str, str]) -> dict[str, str]:
     return stack_outputs(cloudformation, target.stack_name)
 
 
-def deploy_with_web_origins(target: Target, parameters: dict[str, str]) -> dict[str, str]:
+def deploy_with_web_origins(target: Target, parameters: dict[str, str], *, role_arn: str | None) -> dict[str, str]:
     """The page's CSP names the API's origin and the API's CORS the page's, so CloudFormation cannot
     make either from the other in one pass: the CSP's origins are a parameter, taken from the stack's
     own outputs. The first deploy makes the API, then narrows the CSP to it in a second update; later
     ones pass the same origins and change nothing."""
     known = webapp.connect_origins(stack_outputs(target.client("cloudformation"), target.stack_name))
-    outputs = deploy_stack(target, {**parameters, "WebConnectOrigins": known})
+    outputs = deploy_stack(target, {**parameters, "WebConnectOrigins": known}, role_arn=role_arn)
     if parameters["WebApp"] == "true":
         made = webapp.connect_origins(outputs)
         if made != known:
             print(f"narrowing the web app's connect-src to {made} ...", flush=True)
-            outputs = deploy_stack(target, {**parameters, "WebConnectOrigins": made})
+            outputs = deploy_stack(target, {**parameters, "WebConnectOrigins": made}, role_arn=role_arn)
     return outputs
 
 
@@ -153,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         " (emulators' CloudFormation makes no CloudFront distribution)",
     )
     parser.add_argument("--web-dir", type=Path, default=WEB_DIR, help="the web app's files (default web/)")
+    parser.add_argument(
+        "--cloudformation-role-arn",
+        default=None,
+        help="the role CloudFormation makes the stack's resources with (infra/github-oidc.yaml's"
+        " CloudFormationRoleArn output; CI passes it); default: your own credentials",
+    )
     args = parser.parse_args(argv)
     target = target_from(args)
     web = args.web or ("bucket-only" if target.emulated else "true")
@@ -172,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             "BedrockModelId": args.bedrock_model_id,
             "WebApp": web,
         },
+        role_arn=args.cloudformation_role_arn,
     )
     webapp.deploy_web(target, outputs, args.web_dir)
     print(f"deployed {target.stack_name} in {time.monotonic() - started:.1f} s")
