@@ -82,7 +82,9 @@ def test_deploy_publishes_the_web_app_and_destroy_removes_it(
     moto_endpoint: str, stand_in_bundle: Path, web_dir: Path
 ) -> None:
     client = clients(moto_endpoint)
-    deployed, _ = run_script("deploy.py", moto_endpoint, "--bundle-dir", str(stand_in_bundle), "--web-dir", str(web_dir))
+    deployed, _ = run_script(
+        "deploy.py", moto_endpoint, "--bundle-dir", str(stand_in_bundle), "--web-dir", str(web_dir)
+    )
     assert deployed.returncode == 0, deployed.stderr[-3000:]
     stack = client("cloudformation").describe_stacks(StackName=f"pai-{ENV}")["Stacks"][0]
     parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
