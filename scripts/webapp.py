@@ -40,8 +40,10 @@ CONTENT_TYPES = {
     ".woff2": "font/woff2",
     ".woff": "font/woff",
 }
-# What lives beside the page in web/ but is not part of it: build and test scripts, notes.
+# What lives beside the page in web/ but is not part of it: build and test scripts, notes, and the
+# CSP's definition (web/csp.json), which reaches browsers as CloudFront's header instead.
 NOT_SERVED = {".py", ".sh", ".md"}
+NOT_SERVED_KEYS = {CONFIG_KEY, "csp.json"}
 _ORIGIN_HOST = re.compile(r"^[a-z0-9.-]+$")
 
 
@@ -72,15 +74,17 @@ def web_files(root: Path) -> list[WebFile]:
         if not path.is_file() or any(part.startswith(".") or part == "__pycache__" for part in relative.parts):
             continue
         key = relative.as_posix()
-        if key == CONFIG_KEY or path.suffix.lower() in NOT_SERVED:
+        if key in NOT_SERVED_KEYS or path.suffix.lower() in NOT_SERVED:
             continue
         files.append(WebFile(key=key, path=path, content_type=content_type(key), cache_control=cache_control(key)))
     return files
 
 
 def config_document(outputs: dict[str, str]) -> dict[str, str | None]:
-    """What the page reads from its own origin to find the API (the contract with web/)."""
-    return {"apiUrl": outputs["ApiUrl"], "chatStreamUrl": outputs.get("ChatStreamUrl") or None}
+    """What the page reads from its own origin to find the API (the contract with web/), base URLs
+    without a trailing slash as the local gateway writes them (a Function URL ends with one)."""
+    stream = outputs.get("ChatStreamUrl") or None
+    return {"apiUrl": outputs["ApiUrl"].rstrip("/"), "chatStreamUrl": stream.rstrip("/") if stream else None}
 
 
 def connect_origins(outputs: dict[str, str]) -> str:

@@ -5,11 +5,13 @@ Content-Security-Policy and the API's CORS are checked."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import pytest
 
+from pai_core.config import REPO_ROOT
 from pai_local.template import Template
 
 TEMPLATE = Template.load(Env="dev")
@@ -160,6 +162,18 @@ def test_the_csp_allows_only_the_page_itself_and_the_apis_origins() -> None:
         assert "*" not in sources and "https:" not in sources and "http:" not in sources
         others = [s for s in sources if s.startswith("http")]
         assert all(s.endswith((f".{REGION}.amazonaws.com", f".{REGION}.on.aws")) for s in others), others
+
+
+def test_the_csp_is_the_one_web_csp_json_defines() -> None:
+    """web/csp.json is the policy's one definition, which the local gateway serves; CloudFront's
+    header must say the same, plus the API's origins in connect-src."""
+    definition = REPO_ROOT / "web" / "csp.json"
+    if not definition.exists():
+        pytest.skip("web/csp.json is not in this tree (the web app is another branch's): nothing to compare")
+    directives = json.loads(definition.read_text(encoding="utf-8"))["directives"]
+    origins = "https://abc123.execute-api.eu-west-1.amazonaws.com"
+    expected = {**directives, "connect-src": [*directives["connect-src"], origins]}
+    assert csp({"WebConnectOrigins": origins}) == expected
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,17 @@ def test_entry_points_are_revalidated_and_assets_kept_briefly() -> None:
 
 
 def test_which_files_are_the_page(tmp_path: Path) -> None:
-    for name in ("index.html", "app.js", "css/app.css", "config.json", "build.py", "README.md", ".env", "x/.git/y"):
+    for name in (
+        "index.html",
+        "app.js",
+        "css/app.css",
+        "config.json",
+        "csp.json",
+        "build.py",
+        "README.md",
+        ".env",
+        "x/.git/y",
+    ):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(name)
     assert [f.key for f in webapp.web_files(tmp_path)] == ["app.js", "css/app.css", "index.html"]
@@ -84,8 +94,11 @@ def test_which_files_are_the_page(tmp_path: Path) -> None:
 def test_config_names_the_api_and_the_stream() -> None:
     api = "https://abc123.execute-api.eu-west-1.amazonaws.com"
     assert webapp.config_document({"ApiUrl": api}) == {"apiUrl": api, "chatStreamUrl": None}
-    stream = "https://xyz.lambda-url.eu-west-1.on.aws/"
-    assert webapp.config_document({"ApiUrl": api, "ChatStreamUrl": stream}) == {"apiUrl": api, "chatStreamUrl": stream}
+    stream = "https://xyz.lambda-url.eu-west-1.on.aws/"  # a Function URL ends with "/"
+    assert webapp.config_document({"ApiUrl": api, "ChatStreamUrl": stream}) == {
+        "apiUrl": api,
+        "chatStreamUrl": "https://xyz.lambda-url.eu-west-1.on.aws",
+    }
 
 
 def test_connect_origins_come_from_the_outputs_and_only_well_formed_ones() -> None:
