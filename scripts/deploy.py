@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=("true", "false", "bucket-only"),
         default=None,
         help="host the web app (the template's WebApp): default true in AWS, bucket-only on an emulator"
-        " (emulators' CloudFormation makes no CloudFront distribution)",
+        " (moto's CloudFormation makes no CloudFront distribution; pass true to one that does)",
     )
     parser.add_argument("--web-dir", type=Path, default=WEB_DIR, help="the web app's files (default web/)")
     parser.add_argument(
