@@ -200,8 +200,10 @@ function renderList(lines, start, parent, depth) {
     }
     const li = element("li");
     renderBlocks(body, li, depth + 1);
-    // A one-paragraph item reads as a line, not as a paragraph in a box.
-    if (li.childNodes.length === 1 && li.firstChild.nodeName === "P") li.replaceChildren(...li.firstChild.childNodes);
+    // An item without blank lines in it reads as lines, not as paragraphs in a box.
+    if (!body.some(isBlank)) {
+      for (const child of [...li.children]) if (child.nodeName === "P") child.replaceWith(...child.childNodes);
+    }
     list.append(li);
     // Blank lines between items belong to the list.
     let next = i;

@@ -127,7 +127,7 @@ export class MemoriesView {
       history,
     );
     if (memory.origin === "learned" || changed) {
-      const toggle = h("button", { type: "button", "aria-expanded": "false" }, "History");
+      const toggle = h("button", { type: "button", class: "quiet", "aria-expanded": "false" }, "History");
       toggle.addEventListener("click", () => this.toggleHistory(memory, toggle, history));
       actions.append(toggle);
     }
