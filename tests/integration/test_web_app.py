@@ -370,6 +370,30 @@ def test_an_uploaded_document_is_cited_in_chat(
     assert "lighthouse-notes.md" in documents[0].text
     screenshot(page, "chat.png")
 
+    # A file dropped on the drop zone goes up the same way; a document deleted is gone.
+    page.find_element(By.CSS_SELECTOR, 'a[href="#documents"]').click()
+    page.execute_script(
+        """
+        const files = new DataTransfer();
+        files.items.add(new File(['The garden gate code is 4512.'], 'dropped.txt', {type: 'text/plain'}));
+        const zone = document.getElementById('drop-zone');
+        for (const type of ['dragenter', 'dragover', 'drop']) {
+          zone.dispatchEvent(new DragEvent(type, {dataTransfer: files, bubbles: true, cancelable: true}));
+        }
+        """
+    )
+    wait(
+        page,
+        lambda d: any("dropped.txt" in item.text for item in by_testid(d, "document-item")),
+        "the dropped document in the list",
+    )
+    for item in by_testid(page, "document-item"):
+        delete = item.find_element(By.CSS_SELECTOR, "button.danger")
+        delete.click()
+        delete.click()
+    wait(page, lambda d: by_testid(d, "document-item") == [], "the documents to go")
+    assert web_user.post("/documents", {"action": "list"}).json["items"] == []
+
 
 def test_memories_browse_filter_page_search_history_and_delete(
     page: WebDriver, stack: RunningStack, web_user: ApiClient
