@@ -51,6 +51,7 @@ class App {
   constructor(config) {
     this.config = config;
     this.api = null;
+    this.current = null;
     this.signin = byId("signin");
     this.signinForm = byId("signin-form");
     this.keyInput = byId("api-key");
@@ -115,6 +116,7 @@ class App {
   signOut(message) {
     forgetKey();
     this.api = null;
+    this.current = null;
     for (const view of Object.values(this.views)) view.reset();
     this.showSignIn(message);
   }
@@ -131,7 +133,10 @@ class App {
   route() {
     if (!this.api) return;
     const wanted = location.hash.slice(1);
+    // Another fragment (the skip link's #main) leaves the view as it is.
+    if (!VIEWS.includes(wanted) && this.current) return;
     const current = VIEWS.includes(wanted) ? wanted : "chat";
+    this.current = current;
     for (const name of VIEWS) byId(`view-${name}`).hidden = name !== current;
     for (const link of this.nav.querySelectorAll("a")) {
       if (link.getAttribute("href") === `#${current}`) link.setAttribute("aria-current", "page");
