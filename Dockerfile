@@ -22,6 +22,7 @@ COPY handlers handlers
 COPY pai_local pai_local
 COPY infra infra
 COPY models models
+COPY web web
 # .pai/ (the local API key, and the state that PAI_STATE_DIR names) is the volume at /data, so the
 # container keeps both across restarts, as `make run` keeps .pai/.
 RUN mkdir -p /data && ln -s /data /app/.pai

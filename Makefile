@@ -11,7 +11,7 @@ RUNTIME := $(VENV)/.installed-runtime
 EXPORT := $(VENV)/.installed-export
 PYTEST_ARGS ?=
 
-.PHONY: setup lock run test lint unit integration integration-test fuzz bench model bundle deploy destroy clean keys bench-quality bench-learning
+.PHONY: setup lock run test lint unit integration integration-test fuzz bench model bundle deploy destroy clean keys bench-quality bench-learning browser
 
 # llama-cpp-python comes first, as a wheel built once with portable CPU flags (scripts/llama_wheel.py),
 # so the lock's install finds it in place and never compiles it with pip's own flags. The project itself
@@ -70,11 +70,16 @@ lint: $(RUNTIME)
 unit: $(RUNTIME)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+# The headless Chromium the web app's tests drive (Debian's chromium and chromium-driver): installed
+# when missing and this runs as root or with sudo; otherwise those tests skip, saying why.
+browser:
+	sh scripts/install_browser.sh
+
 # On the backend AWS_EMULATOR selects: auto (default), moto, localstack, external.
-integration integration-test: $(RUNTIME)
+integration integration-test: $(RUNTIME) browser
 	$(BIN)/pytest tests/integration -m integration -rs $(PYTEST_ARGS)
 
-test: $(EXPORT) lint
+test: $(EXPORT) lint browser
 	$(BIN)/pytest -rs $(PYTEST_ARGS)
 
 # A longer schemathesis run of openapi.yaml against the local stack (`make test` runs a bounded one).

@@ -89,6 +89,7 @@ def _serve(
     else:
         print(f"API key for user {api_key.user_id!r}: the one in {key_file}", flush=True)
     print(f"PAI API: {stack.gateway_url}   (Ctrl-C stops it)", flush=True)
+    print(f"Web app: {stack.gateway_url}/   (sign in with the API key above)", flush=True)
     print(
         f"  try: curl -s -X POST {stack.gateway_url}/memory "
         f'-H "Authorization: Bearer $(cat {key_file})" '

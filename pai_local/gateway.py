@@ -41,6 +41,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from pai_local.functions import Failed, Functions, InlineFunctions, Invocation, Returned, Started, Wrote
 from pai_local.template import Authorizer, Route
+from pai_local.web import WebApp
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -313,10 +314,18 @@ class _Request:
 
 
 class GatewayApp:
-    def __init__(self, routes: RouteTable, functions: Functions, authorizer_cache: AuthorizerCache) -> None:
+    def __init__(
+        self,
+        routes: RouteTable,
+        functions: Functions,
+        authorizer_cache: AuthorizerCache,
+        *,
+        web: WebApp | None = None,
+    ) -> None:
         self._routes = routes
         self._functions = functions
         self._authorizer_cache = authorizer_cache
+        self._web = web
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         try:
@@ -335,6 +344,10 @@ class GatewayApp:
             return length
         method: str = environ["REQUEST_METHOD"]
         target: str = environ["pai.target"]
+        page = self._page(method, urlsplit(target).path)
+        if page is not None:
+            self._body(environ, length)
+            return page
         route = self._route(method, urlsplit(target).path)
         if isinstance(route, _Reply):
             self._body(environ, length)  # read and dropped: werkzeug would wait for the client to close
@@ -364,6 +377,13 @@ class GatewayApp:
             authorizer_context=authorizer_context,
         )
         return self._answer(route, self._functions.invoke(route.handler, event))
+
+    def _page(self, method: str, path: str) -> _Reply | None:
+        """The web app's answer, for a path no API route has (the API's routes always win)."""
+        if self._web is None or self._routes.methods_for(path):
+            return None
+        page = self._web.answer(method, path)
+        return None if page is None else _Reply(page.status, page.headers, [page.body])
 
     def _route(self, method: str, path: str) -> Route | _Reply:
         route = self._routes.find(method, path)
@@ -606,7 +626,8 @@ class GatewayRequestHandler(WSGIRequestHandler):
 
 class LocalGateway:
     """The HTTP API on `host:port`. `functions` runs the template's functions: InlineFunctions()
-    (the default: threads of this process) or ProcessFunctions (worker processes, like Lambda)."""
+    (the default: threads of this process) or ProcessFunctions (worker processes, like Lambda).
+    `web`: the web app, served at `/` beside the API (pai_local.web), or None for the API alone."""
 
     def __init__(
         self,
@@ -616,10 +637,11 @@ class LocalGateway:
         port: int = 8080,
         functions: Functions | None = None,
         client_timeout_seconds: float = CLIENT_TIMEOUT_SECONDS,
+        web: WebApp | None = None,
     ) -> None:
         self.authorizer_cache = AuthorizerCache()
         self.functions: Functions = functions if functions is not None else InlineFunctions()
-        app = GatewayApp(RouteTable(routes), self.functions, self.authorizer_cache)
+        app = GatewayApp(RouteTable(routes), self.functions, self.authorizer_cache, web=web)
         handler = type("LocalGatewayRequestHandler", (GatewayRequestHandler,), {"timeout": client_timeout_seconds})
         # Bound here, not by werkzeug, so that a port in use is an OSError (werkzeug exits the process).
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

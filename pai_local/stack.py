@@ -23,6 +23,7 @@ from pai_local.model_server import DEFAULT_LOG_FILE, ModelServer
 from pai_local.provision import Provisioned, provision
 from pai_local.queues import QueuePoller, sqs_mappings
 from pai_local.template import Template
+from pai_local.web import WebApp
 
 
 @dataclass
@@ -63,6 +64,7 @@ def start_stack(
     execution: Literal["inline", "process"] = "inline",
     function_timeouts: Mapping[str, float] | None = None,
     model_server_log: Path = DEFAULT_LOG_FILE,
+    web_chat_stream_url: str | None = None,
 ) -> RunningStack:
     """Uses settings.endpoint_url when it is set (LocalStack, a moto container, anything that speaks
     AWS), else starts moto in this process on `emulator_port`, keeping its state in `state_dir`
@@ -74,7 +76,10 @@ def start_stack(
     worker processes, up to settings.local_concurrency per function, each stopped past the
     function's timeout; `function_timeouts`, by function name, replaces the template's). "inline"
     runs the handlers in this process, one at a time, with this process's composition root: what a
-    test needs to hand them a `chat_model` of its own or to swap the container (set_container)."""
+    test needs to hand them a `chat_model` of its own or to swap the container (set_container).
+
+    The gateway also serves the web app (pai_local.web) at `/`; its config.json sends streamed chat
+    to `web_chat_stream_url` when one is given, else to the gateway."""
     if execution == "process" and chat_model is not None:
         raise ValueError("a chat model object cannot reach worker processes: use execution='inline'")
     use_emulator_credentials()
@@ -114,7 +119,8 @@ def start_stack(
         if execution == "process":
             specs = functions_from_template(template, timeouts=function_timeouts)
             functions = ProcessFunctions(settings, specs, max_workers=settings.local_concurrency)
-        gateway = LocalGateway(template.routes(), host=gateway_host, port=gateway_port, functions=functions)
+        web = WebApp(chat_stream_url=web_chat_stream_url)
+        gateway = LocalGateway(template.routes(), host=gateway_host, port=gateway_port, functions=functions, web=web)
         try:
             gateway_url = gateway.start()
         except BaseException:
