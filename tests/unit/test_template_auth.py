@@ -69,11 +69,14 @@ def test_the_authorizer_role_reads_one_key_and_nothing_else() -> None:
     role = props("AuthorizerFunctionRole")
     statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
     assert statements == [
-        {"Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": {"Fn::GetAtt": ["ApiKeysTable", "Arn"]}}
+        {
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": {"Fn::GetAtt": ["AuthorizerLogGroup", "Arn"]},
+        },
+        {"Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": {"Fn::GetAtt": ["ApiKeysTable", "Arn"]}},
     ]
-    assert role["ManagedPolicyArns"] == [
-        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}
-    ]
+    assert "ManagedPolicyArns" not in role  # no AWSLambdaBasicExecutionRole: logs:CreateLogGroup on * is not needed
 
 
 def test_no_other_function_can_read_or_make_keys() -> None:
