@@ -179,7 +179,13 @@ FUNCTIONS: dict[str, FunctionUse] = {
             _KEYS_MADE,
             {
                 "DynamoDocumentRepository": [
-                    "add", "add_processing", "by_fingerprint", "delete", "get", "page", "totals",
+                    "add",
+                    "add_processing",
+                    "by_fingerprint",
+                    "delete",
+                    "get",
+                    "page",
+                    "totals",
                 ],
                 "DynamoChangeLog": ["record"],
                 # An upload stores the original and its text; a delete (or an upload that fails)
@@ -195,7 +201,12 @@ FUNCTIONS: dict[str, FunctionUse] = {
             _KEYS_READ,
             {
                 "DynamoDocumentRepository": [
-                    "get", "announce", "put_passages", "mark_ready", "mark_failed", "remove_passages",
+                    "get",
+                    "announce",
+                    "put_passages",
+                    "mark_ready",
+                    "mark_failed",
+                    "remove_passages",
                 ],
                 "DynamoChangeLog": ["record"],
                 "S3DocumentStore": ["get", "put", "delete"],
@@ -233,7 +244,12 @@ EXTRA_GRANTS: dict[str, set[Grant]] = {
 # -- reading the code -------------------------------------------------------------------------------
 _SERVICES = {"dynamodb": "dynamodb", "s3": "s3", "kms": "kms", "sqs": "sqs", "bedrock-runtime": "bedrock"}
 _BEDROCK_ACTIONS = {"converse": "InvokeModel", "converse_stream": "InvokeModelWithResponseStream"}
-_TRANSACTION_PARTS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem"}
+_TRANSACTION_PARTS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
 _CLIENT_RECEIVERS = {"self._client", "client", "self.client"}
 
 
@@ -588,3 +604,124 @@ def test_declared_methods_exist_and_read_what_the_scan_expects() -> None:
         ("dynamodb:Query", "KnowledgeTable/index/category-index"),
     }
     assert ("bedrock:InvokeModelWithResponseStream", "BedrockModel") in _method_grants("BedrockChatModel", "stream")
+
+
+def _role_for(function: dict[str, Any]) -> str:
+    role: str = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    return role
+
+
+def test_each_function_logs_to_its_own_log_group_only() -> None:
+    for name, function in TEMPLATE.of_type("AWS::Lambda::Function").items():
+        role = TEMPLATE.properties(_role_for(function))
+        assert "ManagedPolicyArns" not in role, name  # AWSLambdaBasicExecutionRole: logs:CreateLogGroup on *
+        group = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        logs = [s for s in _statements(_role_for(function)) if any(a.startswith("logs:") for a in s["Action"])]
+        assert logs == [
+            {
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": {"Fn::GetAtt": [group, "Arn"]},
+            }
+        ], name
+
+
+def _key_statements() -> list[dict[str, Any]]:
+    found = []
+    for statement in TEMPLATE.properties("PaiKey")["KeyPolicy"]["Statement"]:
+        if "Fn::If" in statement:
+            found += [b for b in statement["Fn::If"][1:] if isinstance(b, dict) and "Effect" in b]
+        else:
+            found.append(statement)
+    return found
+
+
+_USING = {
+    "kms:Encrypt",
+    "kms:Decrypt",
+    "kms:ReEncrypt*",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKey*",
+    "kms:CreateGrant",
+}
+
+
+def test_the_account_administers_the_key_but_cannot_use_it() -> None:
+    (admin,) = [s for s in _key_statements() if s["Sid"] == "AccountAdministersWithoutUsing"]
+    assert admin["Principal"] == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+    actions = set(admin["Action"])
+    assert not any(a == "kms:*" or a.startswith(("kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt")) for a in actions)
+    assert not actions & _USING
+    # Still manageable: its policy can be changed, and it can be rotated, disabled and deleted.
+    assert {"kms:PutKeyPolicy", "kms:EnableKeyRotation", "kms:DisableKey", "kms:ScheduleKeyDeletion"} <= actions
+    for statement in _key_statements():
+        principal = statement["Principal"]
+        if set(_as_list(statement["Action"])) & _USING:
+            # Every statement that lets someone use the key says who, and under which context or service.
+            assert principal != {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+            assert "Condition" in statement or principal == {"AWS": {"Ref": "KeyOperatorArn"}}, statement["Sid"]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _role_arn(role: str) -> str:
+    name = TEMPLATE.properties(role)["RoleName"]["Fn::Sub"]
+    return f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:role/{name}"
+
+
+def test_the_key_policy_lets_each_role_do_exactly_what_its_own_policy_grants() -> None:
+    """The key policy and the roles' policies say the same thing: the key policy alone would be
+    enough for a principal it names, so it must not name one for more than its role needs."""
+    by_key: set[tuple[str, str, str]] = set()
+    for statement in _key_statements():
+        arns = statement.get("Condition", {}).get("ArnEquals", {}).get("aws:PrincipalArn")
+        if arns is None:
+            continue
+        equals = statement["Condition"]["StringEquals"]
+        context = "PaiKey:branch" if "kms:EncryptionContext:purpose" in equals else "PaiKey:s3"
+        if context == "PaiKey:branch":
+            assert equals["kms:EncryptionContext:keystore"] == {"Fn::Sub": "pai-keystore-${Env}"}
+        else:
+            bucket = TEMPLATE.properties("KnowledgeBaseBucket")["BucketName"]["Fn::Sub"]
+            assert equals["kms:EncryptionContext:aws:s3:arn"] == {"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::{bucket}"}
+        for action in _as_list(statement["Action"]):
+            by_key |= {(arn["Fn::Sub"], action, context) for arn in arns}
+    by_roles = {
+        (_role_arn(role), action, resource)
+        for role in TEMPLATE.of_type("AWS::IAM::Role")
+        for action, resource in granted(role)
+        if resource.startswith("PaiKey:")
+    }
+    assert by_key == by_roles
+
+
+def test_the_memory_role_may_only_revoke_api_keys() -> None:
+    """`dynamodb:Attributes` lists every attribute the revoke's update names (key, update and
+    condition expressions), and nothing more: the role cannot change a key's digest or owner."""
+    tree = ast.parse((ADAPTERS / "dynamodb_api_keys.py").read_text(encoding="utf-8"))
+    (revoke,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "revoke"]
+    (call,) = [
+        n
+        for n in ast.walk(revoke)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "update_item"
+    ]
+    arguments = {k.arg: k.value for k in call.keywords}
+    named = {k.value for k in arguments["Key"].keys if isinstance(k, ast.Constant)}  # type: ignore[attr-defined]
+    for expression in ("UpdateExpression", "ConditionExpression"):
+        text = ast.literal_eval(arguments[expression])
+        named |= set(re.findall(r"(?<![:#\w])([A-Za-z][A-Za-z0-9]*)\b", text)) - {
+            "SET",
+            "if_not_exists",
+            "attribute_exists",
+        }
+    (statement,) = [
+        s for s in _statements("MemoryFunctionRole") if s["Resource"] == {"Fn::GetAtt": ["ApiKeysTable", "Arn"]}
+    ]
+    assert statement["Action"] == ["dynamodb:UpdateItem"]
+    assert set(statement["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]) == named
+    assert named == {"keyId", "revokedAt"}
+    assert statement["Condition"]["StringEqualsIfExists"]["dynamodb:ReturnValues"] == ast.literal_eval(
+        arguments["ReturnValues"]
+    )
