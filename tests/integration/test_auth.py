@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from pai_core.adapters.dynamodb_api_keys import DynamoApiKeyStore
+from pai_core.auth import ApiKeys
 from pai_core.errors import Conflict, NotFound
 from pai_local.stack import RunningStack
 from tests.integration.support import (
@@ -51,10 +53,16 @@ def user_client(stack: RunningStack, api: ApiClient) -> Callable[[str], ApiClien
 
 @pytest.fixture
 def uncached(stack: RunningStack) -> Iterator[None]:
-    """Every key is checked again, as with AuthCacheSeconds=0: nothing the authorizer remembers."""
-    stack.gateway.clear_authorizer_cache()
-    stack.container.api_keys.forget_checked()
-    yield
+    """Every key is checked again, as with AuthCacheSeconds=0: the authorizer remembers no key (its
+    container's ApiKeys without KnownKeys, as bootstrap builds it for 0)."""
+    container = stack.container
+    remembering = container.api_keys
+    store = DynamoApiKeyStore(container.dynamodb, stack.settings.api_keys_table)
+    vars(container)["api_keys"] = ApiKeys(store, container.clock)  # the cached_property's slot
+    try:
+        yield
+    finally:
+        vars(container)["api_keys"] = remembering
 
 
 def assert_unauthorized(result: HttpResult) -> str:
