@@ -68,7 +68,9 @@ def test_a_botocore_debug_record_of_a_data_key_is_never_emitted(debug_everywhere
     logging.getLogger("urllib3.connectionpool").debug("https://kms.eu-west-1.amazonaws.com:443 POST / 200")
     logging.getLogger("httpx").debug("HTTP Request: POST https://api.openai.com/v1/chat/completions")
     logging.getLogger("openai._base_client").debug("Request options: {'json_data': {'messages': ['secret']}}")
-    logging.getLogger("pai.test").debug("PAI's own DEBUG record")
+    function_logger = logging.getLogger("test_library_loggers.function")  # stands for the function's own
+    function_logger.setLevel(logging.DEBUG)
+    function_logger.debug("PAI's own DEBUG record")
     emitted = [record.getMessage() for record in debug_everywhere.records]
     assert emitted == ["PAI's own DEBUG record"]
     assert not any(PLAINTEXT_KEY in message for message in emitted)

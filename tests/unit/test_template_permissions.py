@@ -227,8 +227,9 @@ FUNCTIONS: dict[str, FunctionUse] = {
     ),
 }
 
-# Calls made outside the adapters: the OpenAI provider's key (bootstrap), and what the event
-# source mappings do with the role of the function they deliver to.
+# Calls made outside the adapters: what the event source mappings do with the role of the function
+# they deliver to. A permission some other code needs (a tracer's X-Ray calls, on "*") is declared
+# here, with the call that needs it; otherwise it is a grant no call needs.
 EXTRA_GRANTS: dict[str, set[Grant]] = {
     "handlers.document_ingest.handler": {
         (f"sqs:{a}", "DocumentsQueue")
@@ -464,6 +465,8 @@ def _resource_name(resource: Any, statement: dict[str, Any]) -> str:
         return match.group(1) + match.group(2)
     if resource == {"Ref": "OpenAiApiKeySecretArn"}:
         return "OpenAiSecret"
+    if resource == "*":  # e.g. X-Ray's PutTraceSegments: declare the call in EXTRA_GRANTS
+        return "*"
     raise AssertionError(f"unrecognized resource {resource!r}")
 
 
