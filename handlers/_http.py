@@ -14,6 +14,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 
+import handlers._logging  # noqa: F401  (pins the library loggers at WARNING, before any client exists)
 from pai_core.deadline import request_deadline
 from pai_core.errors import (
     Conflict,

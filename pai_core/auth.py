@@ -17,6 +17,10 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -40,6 +44,9 @@ MAX_LABEL_CHARS = 128
 _ISSUE_ATTEMPTS = 3
 # Compared against when there is no record, so an unknown key id costs the same work as a known one.
 _NO_DIGEST = bytes(hashlib.sha256().digest_size)
+# Longer than any well-formed header ("Bearer " and a 64-character key, with room for whitespace):
+# anything longer is malformed before it is even parsed, and never reaches the table.
+MAX_AUTHORIZATION_CHARS = 256
 
 
 class AuthFailure(StrEnum):
@@ -118,9 +125,12 @@ def key_digest(key: str) -> bytes:
 
 
 def parse_bearer(authorization: str | None) -> tuple[str, str]:
-    """The key and its key id from an Authorization header value."""
+    """The key and its key id from an Authorization header value: its shape only (scheme, prefix,
+    16 hex digits, a 43-character secret), no I/O, so a malformed value costs no table read."""
     if authorization is None or not authorization.strip():
         raise ApiKeyRejected(AuthFailure.MISSING)
+    if len(authorization) > MAX_AUTHORIZATION_CHARS:
+        raise ApiKeyRejected(AuthFailure.MALFORMED)
     scheme, _, credentials = authorization.strip().partition(" ")
     if scheme.lower() != "bearer":  # auth schemes are case-insensitive (RFC 9110)
         raise ApiKeyRejected(AuthFailure.MALFORMED)
@@ -134,12 +144,56 @@ def parse_key(key: str) -> tuple[str, str]:
     return key, match.group(1)
 
 
+class KnownKeys:
+    """The keys this container checked recently and found good: at most `max_entries`, each for at
+    most `max_age_seconds`. Keyed by the key's SHA-256, so no key stays in memory. Only good answers
+    are kept: an unknown or revoked key, and a key store that could not be read, are asked again
+    next time (so an outage is never remembered past itself)."""
+
+    def __init__(
+        self, *, max_age_seconds: float, max_entries: int = 1024, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if max_age_seconds <= 0 or max_entries <= 0:
+            raise ValueError("a key cache needs a positive age and size; use no cache instead")
+        self._max_age = max_age_seconds
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: bytes) -> Principal | None:
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if self._clock() >= entry[0]:
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+            return entry[1]
+
+    def put(self, digest: bytes, principal: Principal) -> None:
+        with self._lock:
+            self._entries[digest] = (self._clock() + self._max_age, principal)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class ApiKeys:
     """Issue, list, revoke and check API keys."""
 
-    def __init__(self, store: ApiKeyStore, clock: Clock) -> None:
+    def __init__(self, store: ApiKeyStore, clock: Clock, *, known: KnownKeys | None = None) -> None:
         self._store = store
         self._clock = clock
+        self._known = known
 
     def issue(self, user_id: str, label: str = "") -> IssuedApiKey:
         _check_user_id(user_id)
@@ -204,13 +258,26 @@ class ApiKeys:
         return sum(1 for info in live if self._store.revoke(info.key_id, at=at) is not None)
 
     def identify(self, authorization: str | None) -> Principal:
-        """The user an `Authorization` header value speaks for, or ApiKeyRejected."""
+        """The user an `Authorization` header value speaks for, or ApiKeyRejected. A malformed value
+        is refused before the store is asked; a key checked good within the cache's age is not
+        asked about again."""
         key, key_id = parse_bearer(authorization)
+        digest = key_digest(key)
+        if self._known is not None and (known := self._known.get(digest)) is not None:
+            return known
         stored = self._store.get(key_id)
-        matches = hmac.compare_digest(key_digest(key), stored.digest if stored is not None else _NO_DIGEST)
+        matches = hmac.compare_digest(digest, stored.digest if stored is not None else _NO_DIGEST)
         if stored is None or not matches or stored.info.revoked or not is_user_id(stored.info.user_id):
             raise ApiKeyRejected(AuthFailure.INVALID)
-        return Principal(user_id=stored.info.user_id, key_id=key_id)
+        principal = Principal(user_id=stored.info.user_id, key_id=key_id)
+        if self._known is not None:
+            self._known.put(digest, principal)
+        return principal
+
+    def forget_checked(self) -> None:
+        """Drop every remembered good answer, as if their age had passed (tests of revocation)."""
+        if self._known is not None:
+            self._known.clear()
 
 
 def _check_user_id(user_id: str) -> None:

@@ -30,7 +30,7 @@ from pai_core.adapters.s3 import S3SnapshotStore
 from pai_core.adapters.s3_documents import S3DocumentStore
 from pai_core.adapters.sqs_documents import SqsIngestQueue
 from pai_core.adapters.sqs_learning import SqsLearningQueue
-from pai_core.auth import ApiKeys
+from pai_core.auth import ApiKeys, KnownKeys
 from pai_core.config import ConfigError, Settings
 from pai_core.crypto import BranchKeyring, EnvelopeCipher, KeyringPolicy
 from pai_core.idempotency import IdempotentRequests
@@ -350,7 +350,11 @@ class Container:
 
     @cached_property
     def api_keys(self) -> ApiKeys:
-        return ApiKeys(DynamoApiKeyStore(self.dynamodb, self.settings.api_keys_table), self.clock)
+        """Checked keys are remembered for PAI_AUTH_CACHE_SECONDS in this container: API Gateway's own
+        cache is off, since it would keep an "unavailable" answer as long as a good one."""
+        seconds = self.settings.auth_cache_seconds
+        known = KnownKeys(max_age_seconds=seconds) if seconds > 0 else None
+        return ApiKeys(DynamoApiKeyStore(self.dynamodb, self.settings.api_keys_table), self.clock, known=known)
 
     @cached_property
     def storage_probe(self) -> DynamoStorageProbe:

@@ -74,6 +74,10 @@ class Settings:
     history_max_turns: int = 40
     conversation_ttl_seconds: int = 24 * 3600
     key_cache_max_age_seconds: float = 300.0
+    # How long the authorizer's container trusts a key it has checked (pai_core.auth.KnownKeys): API
+    # Gateway caches nothing (so an "unavailable" answer is never kept), and a revoked key works for
+    # at most this long. 0: every request reads the key.
+    auth_cache_seconds: int = 60
     # Per user: requests per minute and model tokens (prompt + reply) per UTC day; 0 switches a limit off.
     rate_limit_per_minute: int = 120
     daily_token_budget: int = 200_000
@@ -162,6 +166,7 @@ class Settings:
             "llm_threads": _int(env, "PAI_LLM_THREADS", default_llm_threads(), low=1, high=64),
             "history_max_turns": _int(env, "PAI_HISTORY_MAX_TURNS", 40, low=0, high=1000),
             "key_cache_max_age_seconds": float(_int(env, "PAI_KEY_CACHE_MAX_AGE_SECONDS", 300, low=1, high=86400)),
+            "auth_cache_seconds": _int(env, "PAI_AUTH_CACHE_SECONDS", 60, low=0, high=3600),
             "rate_limit_per_minute": _int(env, "PAI_RATE_LIMIT_PER_MINUTE", 120, low=0, high=1_000_000),
             "daily_token_budget": _int(env, "PAI_DAILY_TOKEN_BUDGET", 200_000, low=0, high=10**12),
             "search_mode": env.get("PAI_SEARCH_MODE", "index"),

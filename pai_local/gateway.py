@@ -11,10 +11,12 @@ A request whose body did not arrive whole is never passed to a function. Where t
 pai_local.functions.
 
 Routes with a Lambda REQUEST authorizer run it first, with the v2 authorizer event, and cache its
-answer per identity value (the Authorization header) for the template's TTL, as API Gateway does;
-the answer's context reaches the function as `requestContext.authorizer.lambda`. One difference:
-API Gateway answers a request without the identity header itself (401 `{"message":"Unauthorized"}`);
-this gateway passes it on without authorizer context, and the function answers with PAI's own 401.
+answer per identity value (the Authorization header) for the template's TTL, as API Gateway does
+(PAI's template sets 0: nothing is cached here, and the authorizer remembers good keys itself, in
+its own process, exactly as in AWS); the answer's context reaches the function as
+`requestContext.authorizer.lambda`. One difference: API Gateway answers a request without the
+identity header itself (401 `{"message":"Unauthorized"}`); this gateway passes it on without
+authorizer context, and the function answers with PAI's own 401.
 """
 
 from __future__ import annotations

@@ -70,7 +70,9 @@ def _ensure_key(template: Template, kms: Any) -> str:
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "NotFoundException":
             raise
-        props = template.resolve(template.properties(key_id))
+        # The key policy is AWS's business: the emulator does not enforce one, and its conditional
+        # statements (Fn::If) would need the template's conditions evaluated.
+        props = template.resolve({k: v for k, v in template.properties(key_id).items() if k != "KeyPolicy"})
         metadata = kms.create_key(
             Description=props["Description"], KeySpec=props["KeySpec"], KeyUsage=props["KeyUsage"]
         )["KeyMetadata"]

@@ -101,7 +101,8 @@ def deploy_stack(target: Target, parameters: dict[str, str], *, role_arn: str | 
         "StackName": target.stack_name,
         "TemplateBody": TEMPLATE.read_text(encoding="utf-8"),
         "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
-        "Capabilities": ["CAPABILITY_IAM"],
+        # Named roles (the key policy names them before they exist): CAPABILITY_NAMED_IAM.
+        "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
         "Tags": [{"Key": "app", "Value": "pai"}, {"Key": "env", "Value": target.env}],
         **({"RoleARN": role_arn} if role_arn else {}),
     }

@@ -152,6 +152,6 @@ def test_a_user_exports_and_forgets_their_account_over_http(
     assert forgotten.json["deleted"]["conversationTurns"] == 2
     assert forgotten.json["deleted"]["apiKeys"] == 1
     assert items_of(aws, stack, user) == {key: 0 for key in items_of(aws, stack, user)}
-    stack.gateway.clear_authorizer_cache()
+    stack.container.api_keys.forget_checked()  # as if AuthCacheSeconds had passed
     assert me.post("/memory", {"action": "list"}).status == 401  # the key went with the account
     assert them.post("/memory", {"action": "retrieve", "id": theirs.json["id"]}).json["content"] == "their secret"

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from pai_core.adapters.dynamodb_api_keys import DynamoApiKeyStore
+from pai_core.auth import ApiKeys
 from pai_core.errors import Conflict, NotFound
 from pai_local.stack import RunningStack
 from tests.integration.support import (
@@ -51,13 +53,16 @@ def user_client(stack: RunningStack, api: ApiClient) -> Callable[[str], ApiClien
 
 @pytest.fixture
 def uncached(stack: RunningStack) -> Iterator[None]:
-    """The gateway checks every key again, as with AuthCacheSeconds=0."""
-    stack.gateway.clear_authorizer_cache()
-    stack.gateway.authorizer_cache.ttl_override = 0
+    """Every key is checked again, as with AuthCacheSeconds=0: the authorizer remembers no key (its
+    container's ApiKeys without KnownKeys, as bootstrap builds it for 0)."""
+    container = stack.container
+    remembering = container.api_keys
+    store = DynamoApiKeyStore(container.dynamodb, stack.settings.api_keys_table)
+    vars(container)["api_keys"] = ApiKeys(store, container.clock)  # the cached_property's slot
     try:
         yield
     finally:
-        stack.gateway.authorizer_cache.ttl_override = None
+        vars(container)["api_keys"] = remembering
 
 
 def assert_unauthorized(result: HttpResult) -> str:
@@ -117,11 +122,11 @@ def test_bad_keys_are_401s_before_anything_is_read_or_written(
 
 def test_a_revoked_key_works_until_the_cached_answer_expires(stack: RunningStack, user_client: Any) -> None:
     client = user_client(new_user("revoking"))
-    assert client.post("/memory", {"action": "list"}).status == 200  # the gateway caches this answer
+    assert client.post("/memory", {"action": "list"}).status == 200  # the authorizer remembers this key
     key_id = client.api_key.split("_")[1]  # type: ignore[union-attr]
     assert stack.container.api_keys.revoke(key_id).revoked
     assert client.post("/memory", {"action": "list"}).status == 200  # within AuthCacheSeconds
-    stack.gateway.clear_authorizer_cache()  # the TTL has passed
+    stack.container.api_keys.forget_checked()  # the cache's age has passed
     assert_unauthorized(client.post("/memory", {"action": "list"}))
 
 

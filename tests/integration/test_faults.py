@@ -258,3 +258,27 @@ def test_unreadable_index_snapshots_are_not_an_error(
     assert hits.status == 200, hits
     assert [hit["id"] for hit in hits.json["results"]] == [stored.json["id"]]
     assert "before-send.s3.GetObject" in container.faulted
+
+
+def test_an_unreadable_key_store_is_a_503_that_the_next_request_does_not_inherit(
+    stack: RunningStack,
+    api: ApiClient,
+    serve_with_faults: Callable[[dict[str, Fault]], FaultyContainer],
+) -> None:
+    """Issue 16, part 3: the "unavailable" answer is never cached, by the gateway (TTL 0, as the
+    template's authorizer) nor by the authorizer, so the first request after the outage gets in."""
+    _, client = new_user(stack, api)
+    down = {"on": True}
+    broken = internal_error()
+
+    def keys_table(request: AWSPreparedRequest) -> AWSResponse | None:
+        return broken(request) if down["on"] else None
+
+    container = serve_with_faults({"before-send.dynamodb.GetItem": on_table(stack.settings.api_keys_table, keys_table)})
+    assert_unavailable(client.post("/memory", {"action": "list"}))
+    assert container.faulted.count("before-send.dynamodb.GetItem") == 3  # botocore's attempts, then 503
+    down["on"] = False
+    assert client.post("/memory", {"action": "list"}).status == 200  # at once: nothing remembered the 503
+    down["on"] = True  # a key checked good is remembered (AuthCacheSeconds): an outage does not refuse it
+    assert client.post("/memory", {"action": "list"}).status == 200
+    assert container.faulted.count("before-send.dynamodb.GetItem") == 3

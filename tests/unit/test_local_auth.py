@@ -27,11 +27,12 @@ AUTHORIZER = Authorizer(
 def test_protected_routes_carry_the_templates_authorizer_and_ttl() -> None:
     routes = {(r.method, r.path): r for r in Template.load(Env="dev", AuthCacheSeconds="7").routes()}
     assert routes[("GET", "/health")].authorizer is None
+    # The template's TTL is 0 whatever AuthCacheSeconds says (that one is the authorizer's own cache):
+    # an "unavailable" answer must not be cached (tests/unit/test_abuse_limits.py).
     expected = Authorizer(
-        name="ApiKeyAuthorizer", handler="handlers.authorizer.handler", identity_header="authorization", ttl_seconds=7
+        name="ApiKeyAuthorizer", handler="handlers.authorizer.handler", identity_header="authorization", ttl_seconds=0
     )
     assert {route.authorizer for key, route in routes.items() if key != ("GET", "/health")} == {expected}
-    assert Template.load(Env="dev").routes()[0].authorizer.ttl_seconds == 60  # type: ignore[union-attr]
 
 
 def test_an_authorizer_the_gateway_cannot_emulate_is_refused() -> None:

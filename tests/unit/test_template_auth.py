@@ -29,14 +29,18 @@ def test_every_route_but_health_has_the_api_key_authorizer() -> None:
             assert route["AuthorizerId"] == {"Ref": "ApiKeyAuthorizer"}, key
 
 
-def test_the_authorizer_is_a_cached_request_authorizer_with_simple_responses() -> None:
+def test_the_authorizer_is_an_uncached_request_authorizer_with_simple_responses() -> None:
     (name,) = TEMPLATE.of_type("AWS::ApiGatewayV2::Authorizer")
     authorizer = props(name)
     assert authorizer["AuthorizerType"] == "REQUEST"
     assert authorizer["AuthorizerPayloadFormatVersion"] == "2.0"
     assert authorizer["EnableSimpleResponses"] is True
     assert authorizer["IdentitySource"] == ["$request.header.Authorization"]
-    assert authorizer["AuthorizerResultTtlInSeconds"] == {"Ref": "AuthCacheSeconds"}
+    # API Gateway caches nothing: it would keep an "unavailable" answer as long as a good one. The
+    # authorizer's container remembers good keys for AuthCacheSeconds instead.
+    assert authorizer["AuthorizerResultTtlInSeconds"] == 0
+    variables = props("AuthorizerFunction")["Environment"]["Variables"]
+    assert variables["PAI_AUTH_CACHE_SECONDS"] == {"Ref": "AuthCacheSeconds"}
     assert "${AuthorizerFunction.Arn}" in authorizer["AuthorizerUri"]["Fn::Sub"]
     parameter = TEMPLATE.document["Parameters"]["AuthCacheSeconds"]
     assert (parameter["Default"], parameter["MinValue"], parameter["MaxValue"]) == (60, 0, 3600)
@@ -69,11 +73,14 @@ def test_the_authorizer_role_reads_one_key_and_nothing_else() -> None:
     role = props("AuthorizerFunctionRole")
     statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
     assert statements == [
-        {"Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": {"Fn::GetAtt": ["ApiKeysTable", "Arn"]}}
+        {
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": {"Fn::GetAtt": ["AuthorizerLogGroup", "Arn"]},
+        },
+        {"Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": {"Fn::GetAtt": ["ApiKeysTable", "Arn"]}},
     ]
-    assert role["ManagedPolicyArns"] == [
-        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}
-    ]
+    assert "ManagedPolicyArns" not in role  # no AWSLambdaBasicExecutionRole: logs:CreateLogGroup on * is not needed
 
 
 def test_no_other_function_can_read_or_make_keys() -> None:

@@ -177,7 +177,8 @@ def test_roles_are_least_privilege() -> None:
     for role, granted_statements in statements.items():
         reaches = any(s["Resource"] == {"Fn::GetAtt": ["IdempotencyTable", "Arn"]} for s in granted_statements)
         assert reaches == (role in {"ChatFunctionRole", "MemoryFunctionRole", "DocumentsFunctionRole"}), role
-    (bedrock,) = [s for s in statements["ChatFunctionRole"] if s["Action"] == ["bedrock:InvokeModel"]]
+    (bedrock,) = [s for s in statements["ChatFunctionRole"] if "bedrock:InvokeModel" in s["Action"]]
+    assert bedrock["Action"] == ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]  # streamed chat
     assert bedrock["Resource"]["Fn::Sub"].endswith("foundation-model/${BedrockModelId}")
     (secret,) = [s for s in statements["ChatFunctionRole"] if s["Action"] == ["secretsmanager:GetSecretValue"]]
     assert secret["Resource"] == {"Ref": "OpenAiApiKeySecretArn"}  # that one secret, and only when named
