@@ -17,8 +17,8 @@ import handlers.memory
 from pai_core.auth import AuthFailure
 from pai_core.bootstrap import set_container
 from pai_core.config import Settings
-from pai_core.ports import NoMetrics
 from pai_core.errors import UpstreamUnavailable
+from pai_core.ports import NoMetrics
 from pai_local.template import Template
 from tests.fakes import FakeContainer, FakeLambdaContext, as_user
 from tests.unit.test_handlers import make_event
