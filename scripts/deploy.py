@@ -121,7 +121,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle-dir", type=Path, default=bundle.DEFAULT_OUTPUT)
     parser.add_argument("--reserved-concurrency", default="10")
     parser.add_argument("--bedrock-model-id", default="anthropic.claude-3-haiku-20240307-v1:0")
+    parser.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another template parameter, e.g. AlarmEmail=you@example.com, MonthlyBudgetUsd=20, "
+        "EnableDashboard=true, EnableTracing=true (repeatable; one left out takes its default)",
+    )
     args = parser.parse_args(argv)
+    extra: dict[str, str] = {}
+    for given in args.parameter:
+        name, separator, value = given.partition("=")
+        if not separator or not name.isalnum():
+            parser.error(f"--parameter wants NAME=VALUE, got {given!r}")
+        extra[name] = value
     target = target_from(args)
     started = time.monotonic()
     artifacts = ensure_bundle(args.bundle_dir, rebuild=args.rebuild)
@@ -137,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             "ModelLayerKey": keys["model-layer"],
             "ReservedConcurrency": args.reserved_concurrency,
             "BedrockModelId": args.bedrock_model_id,
+            **extra,
         },
     )
     print(f"deployed {target.stack_name} in {time.monotonic() - started:.1f} s")

@@ -194,7 +194,9 @@ def test_tracing_is_a_parameter_off_by_default() -> None:
         assert props["TracingConfig"] == {"Mode": {"Fn::If": ["TracingEnabled", "Active", "PassThrough"]}}
         variables = props["Environment"]["Variables"]
         assert variables["POWERTOOLS_TRACE_DISABLED"] == {"Fn::If": ["TracingEnabled", "false", "true"]}
-        assert variables["PAI_METRICS_NAMESPACE"] == {"Fn::Sub": "PAI/${Env}"}
+        assert variables["PAI_METRICS_NAMESPACE"] == {
+            "Fn::If": ["MetricsEnabled", {"Fn::Sub": "PAI/${Env}"}, {"Ref": "AWS::NoValue"}]
+        }
         # Lambda refuses Active tracing to a role that cannot write segments.
         role = props["Role"]["Fn::GetAtt"][0]
         assert xray in TEMPLATE.properties(role)["ManagedPolicyArns"], role
