@@ -72,7 +72,15 @@ def test_the_authorizer_role_reads_one_key_and_nothing_else() -> None:
         {"Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": {"Fn::GetAtt": ["ApiKeysTable", "Arn"]}}
     ]
     assert role["ManagedPolicyArns"] == [
-        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"},
+        # X-Ray segments, only with EnableTracing (tests/unit/test_template_observability.py).
+        {
+            "Fn::If": [
+                "TracingEnabled",
+                {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AWSXRayDaemonWriteAccess"},
+                {"Ref": "AWS::NoValue"},
+            ]
+        },
     ]
 
 
