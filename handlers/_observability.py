@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
@@ -50,12 +51,19 @@ def _observed(handler: Handler, record: Recorder | None) -> Handler:
         finally:
             container = container or _container()
             if container is not None:
-                metrics = container.metrics
-                if record is not None:
-                    record(metrics, event, result)
-                metrics.flush()
+                _flush(container.metrics, record, event, result)
 
     return wrapper
+
+
+def _flush(metrics: Any, record: Recorder | None, event: Any, result: dict[str, Any] | None) -> None:
+    # Counting is never worth an answer: a failure here is logged, and the invocation's result stands.
+    try:
+        if record is not None:
+            record(metrics, event, result)
+        metrics.flush()
+    except Exception:
+        logging.getLogger(__name__).exception("metrics of this invocation were not written")
 
 
 def _container() -> Any:

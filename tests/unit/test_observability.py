@@ -377,3 +377,16 @@ def test_learning_by_model_counts_its_tokens() -> None:
     learning.learn_turn(world.say("I live in Berlin."))
     assert set(metrics.of("ModelInputTokens")) == {(("purpose", "learning"),)}
     assert set(metrics.of("ModelOutputTokens")) == {(("purpose", "learning"),)}
+
+
+def test_metrics_that_cannot_be_written_do_not_change_the_answer(
+    fake_container: FakeContainer, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken(CountingMetrics):
+        def flush(self) -> None:
+            raise OSError("stdout is gone")
+
+    fake_container.metrics = Broken()  # type: ignore[assignment]
+    reply = call(handlers.memory, make_event("POST /memory", json.dumps({"action": "store", "content": "tea"})))
+    assert reply.status == 201
+    assert "metrics of this invocation were not written" in caplog.text
