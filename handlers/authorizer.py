@@ -25,6 +25,7 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handlers._http import RESPONSE_MARGIN_SECONDS
+from handlers._observability import observed_authorizer
 from pai_core.auth import ApiKeyRejected, AuthFailure, parse_bearer
 from pai_core.bootstrap import get_container
 from pai_core.deadline import request_deadline
@@ -33,7 +34,8 @@ from pai_core.errors import UpstreamUnavailable
 logger = Logger(service="pai")
 
 
-# The event holds the caller's API key: it is never logged.
+# The event holds the caller's API key: it is never logged (nor counted: only the verdict is).
+@observed_authorizer
 @logger.inject_lambda_context(log_event=False)
 @event_source(data_class=APIGatewayAuthorizerEventV2)
 def handler(event: APIGatewayAuthorizerEventV2, context: LambdaContext) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from handlers._http import (
     request_owner,
     status_of,
 )
+from handlers._observability import observed_http
 from pai_core.bootstrap import get_container
 from pai_core.errors import PaiError
 from pai_core.models import ChatReply, JsonObject, Source, TextDelta
@@ -116,6 +117,7 @@ def answer(owner: str, request: ChatRequest) -> Response[str]:
     return event_stream_response(replay)
 
 
+@observed_http
 @logger.inject_lambda_context(log_event=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -16,6 +16,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handlers._http import logger
+from handlers._observability import observed_queue
 from handlers._queue import delivery_count, partial_batch_response
 from pai_core.bootstrap import get_container
 from pai_core.documents.jobs import IngestJob, InvalidIngestJob
@@ -28,12 +29,14 @@ def ingest(records: list[dict[str, Any]]) -> list[dict[str, str]]:
     container = get_container()
     documents = container.documents
     attempts = container.settings.documents_ingest_attempts
+    metrics = container.metrics
     failures: list[dict[str, str]] = []
     for record in records:
         try:
             job = IngestJob.from_json(str(record.get("body", "")))
         except InvalidIngestJob:
             logger.warning("ingest: dropped a message that is not an ingestion job")
+            metrics.count("DocumentIngestions", outcome="invalid")
             continue
         try:
             outcome = documents.ingest(job)
@@ -41,6 +44,7 @@ def ingest(records: list[dict[str, Any]]) -> list[dict[str, str]]:
             if delivery_count(record) < attempts:
                 logger.warning("ingest: document not read, to be retried", extra={"error": type(exc).__name__})
                 failures.append({"itemIdentifier": str(record.get("messageId", ""))})
+                metrics.count("DocumentIngestions", outcome="retry")
                 continue
             logger.warning("ingest: document not read at its last attempt", extra={"error": type(exc).__name__})
             try:
@@ -48,11 +52,15 @@ def ingest(records: list[dict[str, Any]]) -> list[dict[str, str]]:
             except Exception as again:
                 logger.warning("ingest: document not marked failed", extra={"error": type(again).__name__})
                 failures.append({"itemIdentifier": str(record.get("messageId", ""))})
+                metrics.count("DocumentIngestions", outcome="retry")
                 continue
         logger.info("ingest: document handled", extra={"outcome": outcome})
+        # ready, failed (given up, or unreadable), gone (deleted meanwhile), done (by another delivery).
+        metrics.count("DocumentIngestions", outcome=outcome)
     return failures
 
 
+@observed_queue
 @logger.inject_lambda_context(log_event=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return partial_batch_response(event, context, ingest)

@@ -8,6 +8,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handlers._http import create_app, document_json, idempotent, json_body, json_response, logger, request_owner
+from handlers._observability import observed_http
 from pai_core.bootstrap import get_container
 from pai_core.requests import (
     DeleteDocument,
@@ -57,6 +58,7 @@ def run_document_command(owner: str, command: DocumentCommand) -> Response[str]:
             return json_response(200, {"id": document_id, "deleted": True})
 
 
+@observed_http
 @logger.inject_lambda_context(log_event=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -19,6 +19,7 @@ from handlers._http import (
     request_owner,
     version_json,
 )
+from handlers._observability import observed_http
 from pai_core.bootstrap import get_container
 from pai_core.models import JsonObject, Memory, iso_utc
 from pai_core.requests import (
@@ -134,6 +135,7 @@ def health() -> Response[str]:
     return json_response(200, {"status": "ok"})
 
 
+@observed_http
 @logger.inject_lambda_context(log_event=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

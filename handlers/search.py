@@ -8,6 +8,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handlers._http import authenticated_owner, create_app, json_body, json_response, logger, search_result_json
+from handlers._observability import observed_http
 from pai_core.bootstrap import get_container
 from pai_core.requests import parse_search_query
 from pai_core.services.retrieval import SOURCES
@@ -35,6 +36,7 @@ def search() -> Response[str]:
     return json_response(200, {"results": [search_result_json(hit) for hit in hits]})
 
 
+@observed_http
 @logger.inject_lambda_context(log_event=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

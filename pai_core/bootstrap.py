@@ -26,6 +26,7 @@ from pai_core.adapters.dynamodb_memories import DynamoMemoryRepository
 from pai_core.adapters.dynamodb_probe import DynamoStorageProbe
 from pai_core.adapters.dynamodb_usage import DynamoUsageCounters
 from pai_core.adapters.kms import KmsKeyService
+from pai_core.adapters.metrics_emf import EmfMetrics
 from pai_core.adapters.s3 import S3SnapshotStore
 from pai_core.adapters.s3_documents import S3DocumentStore
 from pai_core.adapters.sqs_documents import SqsIngestQueue
@@ -36,6 +37,7 @@ from pai_core.crypto import BranchKeyring, EnvelopeCipher, KeyringPolicy
 from pai_core.idempotency import IdempotentRequests
 from pai_core.learning.service import EXTRACTION_MODES, LearningService
 from pai_core.limits import UsageLimits
+from pai_core.ports import NoMetrics
 from pai_core.search import AnnSettings, DesignScanSearch, IndexPolicy, LiveMemoryIndex
 from pai_core.services import AccountService, ChatService, MemoryService
 from pai_core.services.documents import DocumentService
@@ -72,8 +74,15 @@ class Container:
         return client
 
     @cached_property
+    def metrics(self) -> EmfMetrics | NoMetrics:
+        """The invocation's counters, written when the handler returns (handlers/_observability.py)."""
+        if self.settings.metrics_namespace is None:
+            return NoMetrics()
+        return EmfMetrics(self.settings.metrics_namespace)
+
+    @cached_property
     def key_service(self) -> KmsKeyService:
-        return KmsKeyService(self.client("kms"), self.settings.kms_key_id)
+        return KmsKeyService(self.client("kms"), self.settings.kms_key_id, metrics=self.metrics)
 
     @cached_property
     def keyring(self) -> BranchKeyring:
@@ -154,6 +163,7 @@ class Container:
             dimensions=self.embedder.dimensions,
             policy=policy,
             on_generation_moved=self.keyring.drop_cached,
+            metrics=self.metrics,
         )
 
     @cached_property
@@ -283,6 +293,7 @@ class Container:
             retrieval=self.retrieval,
             learning=self.learning if self.settings.learn_from_chat else None,
             learning_queue=self.learning_queue,
+            metrics=self.metrics,
         )
 
     @cached_property
@@ -308,6 +319,7 @@ class Container:
             model=model,  # type: ignore[arg-type]
             limits=self.limits,
             markers=DynamoUsageCounters(self.dynamodb, self.settings.usage_table),
+            metrics=self.metrics,
         )
 
     @cached_property

@@ -28,6 +28,8 @@ SEARCH_RANKINGS = ("hybrid", "dense")
 # Owners are part of storage keys ("{owner}#{sessionId}"), so '#' is never part of one.
 _OWNER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 _ENV_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+# CloudWatch's namespace characters, without the "AWS/" prefix that is AWS's own.
+_NAMESPACE = re.compile(r"^(?!AWS/)[A-Za-z0-9.\-_/#:]{1,255}$")
 _HTTP_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 
 
@@ -104,6 +106,11 @@ class Settings:
     documents_inline_max_passages: int = 200
     # Deliveries of an ingestion job before its document is marked failed (the queue's maxReceiveCount).
     documents_ingest_attempts: int = 3
+    # Observability (handlers/_observability.py): the CloudWatch namespace of the embedded-metric-format
+    # lines, None writing none (the local stack, unless asked: they would fill its console); X-Ray
+    # through Powertools' Tracer, on only where the stack turns it on.
+    metrics_namespace: str | None = None
+    tracing: bool = False
 
     def __post_init__(self) -> None:
         if not _ENV_NAME.match(self.env):
@@ -116,6 +123,8 @@ class Settings:
         _one_of("PAI_SEARCH_MODE", self.search_mode, SEARCH_MODES)
         _one_of("PAI_SEARCH_RANKING", self.search_ranking, SEARCH_RANKINGS)
         _one_of("PAI_LEARNING_EXTRACTION", self.learning_extraction, LEARNING_EXTRACTIONS)
+        if self.metrics_namespace is not None and not _NAMESPACE.match(self.metrics_namespace):
+            raise ConfigError(f"PAI_METRICS_NAMESPACE must match {_NAMESPACE.pattern}, got {self.metrics_namespace!r}")
         # Names the design derives from the environment, unless given explicitly.
         if not self.conversations_table:
             object.__setattr__(self, "conversations_table", f"pai-conversations-{self.env}")
@@ -188,6 +197,11 @@ class Settings:
             "documents_queue_url": env.get("PAI_DOCUMENTS_QUEUE_URL") or None,
             "documents_inline_max_passages": _int(env, "PAI_DOCUMENTS_INLINE_MAX_PASSAGES", 200, low=1, high=10_000),
             "documents_ingest_attempts": _int(env, "PAI_DOCUMENTS_INGEST_ATTEMPTS", 3, low=1, high=1000),
+            "metrics_namespace": None
+            if _bool(env, "POWERTOOLS_METRICS_DISABLED", default=False)
+            else env.get("PAI_METRICS_NAMESPACE") or None,
+            # Powertools' own switch, read here so that nothing else reads the environment: off unless "false".
+            "tracing": not _bool(env, "POWERTOOLS_TRACE_DISABLED", default=True),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -245,3 +245,26 @@ class ApiKeyStore(Protocol):
     def revoke(self, key_id: str, *, at: datetime) -> ApiKeyInfo | None:
         """Marks the key revoked unless it already is; the key as it is now, None when unknown."""
         ...
+
+
+class Metrics(Protocol):
+    """Counters for whoever runs the service (CloudWatch metrics in AWS, through the embedded metric
+    format). Dimensions come from small fixed sets (a route, an outcome, a kind): never a user's id
+    or anything a user wrote, which would make a metric per user and a bill per metric."""
+
+    def count(self, name: str, value: int = 1, /, **dimensions: str) -> None:
+        """Add `value` to the counter `name` under these dimensions, for the invocation's flush."""
+        ...
+
+
+class NoMetrics:
+    """The Metrics of code that is given none: counts nothing."""
+
+    def count(self, name: str, value: int = 1, /, **dimensions: str) -> None:
+        return None
+
+    def flush(self) -> None:
+        return None
+
+
+NO_METRICS = NoMetrics()

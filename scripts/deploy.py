@@ -163,7 +163,21 @@ def main(argv: list[str] | None = None) -> int:
         help="the role CloudFormation makes the stack's resources with (infra/github-oidc.yaml's"
         " CloudFormationRoleArn output; CI passes it); default: your own credentials",
     )
+    parser.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another template parameter, e.g. AlarmEmail=you@example.com, MonthlyBudgetUsd=20, "
+        "EnableDashboard=true, EnableTracing=true (repeatable; one left out takes its default)",
+    )
     args = parser.parse_args(argv)
+    extra: dict[str, str] = {}
+    for given in args.parameter:
+        name, separator, value = given.partition("=")
+        if not separator or not name.isalnum():
+            parser.error(f"--parameter wants NAME=VALUE, got {given!r}")
+        extra[name] = value
     target = target_from(args)
     web = args.web or ("bucket-only" if target.emulated else "true")
     started = time.monotonic()
@@ -181,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             "ReservedConcurrency": args.reserved_concurrency,
             "BedrockModelId": args.bedrock_model_id,
             "WebApp": web,
+            **extra,
         },
         role_arn=args.cloudformation_role_arn,
     )

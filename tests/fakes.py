@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pai_core.adapters.metrics_emf import EmfMetrics
 from pai_core.auth import ApiKeyInfo, ApiKeys, StoredApiKey
 from pai_core.config import Settings
 from pai_core.crypto import (
@@ -410,6 +412,34 @@ def as_user(event: dict[str, Any], user_id: str | None = None, *, key_id: str = 
     return event
 
 
+class RecordingMetrics(EmfMetrics):
+    """The real EMF adapter, its lines kept instead of printed: what each flush wrote."""
+
+    def __init__(self, namespace: str = "PAI/test") -> None:
+        self.lines: list[str] = []
+        super().__init__(namespace, emit=self.lines.append)
+
+    def documents(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines]
+
+    def counts(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """Every flushed value by metric name and its dimensions (service included)."""
+        counted: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+        for document in self.documents():
+            (directive,) = document["_aws"]["CloudWatchMetrics"]
+            (dimension_names,) = directive["Dimensions"]
+            dimensions = frozenset((name, document[name]) for name in dimension_names)
+            for metric in directive["Metrics"]:
+                key = (metric["Name"], dimensions)
+                counted[key] = counted.get(key, 0.0) + sum(document[metric["Name"]])
+        return counted
+
+    def total(self, name: str, **dimensions: str) -> float:
+        """The sum of `name` over every line whose dimensions include these."""
+        wanted = set(dimensions.items())
+        return sum(value for (metric, dims), value in self.counts().items() if metric == name and wanted <= dims)
+
+
 @dataclass
 class FakeContainer:
     """What the handlers need of the composition root, built from fakes."""
@@ -423,6 +453,7 @@ class FakeContainer:
     usage: InMemoryUsageCounters = field(default_factory=InMemoryUsageCounters)
     api_key_store: InMemoryApiKeyStore = field(default_factory=InMemoryApiKeyStore)
     storage_down: bool = False
+    metrics: RecordingMetrics = field(default_factory=RecordingMetrics)
 
     def __post_init__(self) -> None:
         self.memories = MemoryService(self.memory_repository, self.embedder, self.clock)
@@ -469,6 +500,7 @@ class FakeContainer:
             max_output_tokens=64,
             limits=self.limits,
             retrieval=self.retrieval,
+            metrics=self.metrics,
         )
         self.account = AccountService(
             self.memory_repository, self.conversations, fake_keyring(), documents=self.documents

@@ -39,7 +39,7 @@ from pai_core.learning.rules import (
 from pai_core.learning.secrets import holds_secret
 from pai_core.limits import UsageLimits
 from pai_core.models import Memory, Turn
-from pai_core.ports import Clock, ConversationRepository, UsageCounters
+from pai_core.ports import NO_METRICS, Clock, ConversationRepository, Metrics, UsageCounters
 from pai_core.services.memories import MemoryService
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class LearningService:
         model: StructuredModel | None = None,
         limits: UsageLimits | None = None,
         markers: UsageCounters | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         if mode == "model" and model is None:
             raise ValueError("model-based learning needs a model")
@@ -104,6 +105,7 @@ class LearningService:
         self._model = model
         self._limits = limits
         self._markers = markers
+        self._metrics = metrics
 
     # -- in the chat turn: explicit commands ------------------------------------------------------
 
@@ -191,6 +193,8 @@ class LearningService:
         known = self._similar_learned(job.owner, visible)[:MAX_KNOWN]
         extraction = extract(self._model, visible, [memory.content for memory in known])
         outcome.tokens = extraction.usage.input_tokens + extraction.usage.output_tokens
+        self._metrics.count("ModelInputTokens", extraction.usage.input_tokens, purpose="learning")
+        self._metrics.count("ModelOutputTokens", extraction.usage.output_tokens, purpose="learning")
         if self._limits is not None:
             self._limits.record_tokens(job.owner, outcome.tokens)
         plans: list[_Planned] = []

@@ -37,6 +37,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -44,7 +45,7 @@ import numpy.typing as npt
 from pai_core.errors import PaiError
 from pai_core.ids import id_millis, lowest_id_at
 from pai_core.models import ChangeEntry, ChangeStamp, IndexedItem, ItemKind, ItemRef, RankedItem
-from pai_core.ports import ChangeLog, IndexSnapshotStore, IndexSource
+from pai_core.ports import NO_METRICS, ChangeLog, IndexSnapshotStore, IndexSource, Metrics
 from pai_core.search.changes import CHANGE_ENTRY_TTL_SECONDS, WRITE_LANDS_WITHIN_SECONDS
 from pai_core.search.fusion import DEFAULT_FUSION, FusionSettings
 from pai_core.search.hybrid import HybridIndex, Ranking
@@ -52,6 +53,11 @@ from pai_core.search.index import AnnSettings
 from pai_core.search.snapshot import IndexSnapshot, SnapshotError, decode, encode
 
 log = logging.getLogger(__name__)
+
+# How a search found its owner's index (the SearchIndexRefresh metric's `kind`): "warm" (the stamp
+# had not moved), "changes" (caught up from the change log), "snapshot" (a cold load from the S3
+# snapshot, then its changes), "table" (a cold load from the table), "reload" (the periodic rebuild).
+RefreshKind = Literal["warm", "changes", "snapshot", "table", "reload"]
 
 
 @dataclass(frozen=True)
@@ -114,9 +120,11 @@ class LiveMemoryIndex:
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         on_generation_moved: Callable[[str], None] | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         """`on_generation_moved(owner)`: another container forgot the owner; drop what else this
-        container holds of them (its unwrapped keys)."""
+        container holds of them (its unwrapped keys). `metrics`: each search's refresh kind and each
+        snapshot write, counted."""
         self._feed = changes
         self._sources = dict(sources)
         self._snapshots = snapshots
@@ -125,6 +133,7 @@ class LiveMemoryIndex:
         self._wall_clock = wall_clock
         self._monotonic = monotonic
         self._on_generation_moved = on_generation_moved
+        self._metrics = metrics
         self._owners: OrderedDict[str, _OwnerIndex] = OrderedDict()
         self._lock = threading.Lock()
         self.events: Counter[str] = Counter()  # what the index did, for tests and the benchmark
@@ -200,27 +209,32 @@ class LiveMemoryIndex:
 
     def _current(self, owner: str, state: _OwnerIndex) -> HybridIndex:
         now = self._monotonic()
+        kind: RefreshKind
         if state.index is None:
-            self._cold_load(owner, state)
+            kind = self._cold_load(owner, state)
         elif now - state.loaded_at >= self.policy.full_reload_seconds:
             self._full_load(owner, state, reason="full_reload")
+            kind = "reload"
         else:
             stamp = self._feed.change_stamp(owner)
             assert state.stamp is not None
             if stamp.generation != state.stamp.generation:
-                self._start_over(owner, state)
+                kind = self._start_over(owner, state)
             elif stamp != state.stamp:
                 self._catch_up(owner, state, stamp)
+                kind = "changes"
             else:
                 self.events["unchanged"] += 1
+                kind = "warm"
+        self._metrics.count("SearchIndexRefresh", kind=kind)
         if not self._maybe_save_snapshot(owner, state):
-            self._start_over(owner, state)
+            self._metrics.count("SearchIndexRefresh", kind=self._start_over(owner, state))
         assert state.index is not None
         return state.index
 
-    def _start_over(self, owner: str, state: _OwnerIndex) -> None:
+    def _start_over(self, owner: str, state: _OwnerIndex) -> RefreshKind:
         self._drop_forgotten(owner, state)
-        self._cold_load(owner, state)
+        return self._cold_load(owner, state)
 
     def _drop_forgotten(self, owner: str, state: _OwnerIndex) -> None:
         """The owner was forgotten since this index was built: nothing of it may be kept."""
@@ -232,23 +246,23 @@ class LiveMemoryIndex:
         if self._on_generation_moved is not None:
             self._on_generation_moved(owner)
 
-    def _cold_load(self, owner: str, state: _OwnerIndex) -> None:
+    def _cold_load(self, owner: str, state: _OwnerIndex) -> RefreshKind:
         snapshot = self._read_snapshot(owner)
         if snapshot is None:
             self._full_load(owner, state, reason="full_load")
-            return
+            return "table"
         stamp = self._feed.change_stamp(owner)
         if snapshot.generation != stamp.generation:
             # Built before a forget (its key is destroyed too, so this is a second lock, not the only one).
             self.events["snapshot_old_generation"] += 1
             self._full_load(owner, state, reason="full_load")
-            return
+            return "table"
         age = self._wall_clock() - snapshot.taken_at
         if stamp.version != snapshot.stamp and age > self.policy.snapshot_max_age_seconds:
             # Change-log entries written since then may have expired: rebuild from the table.
             self.events["snapshot_too_old"] += 1
             self._full_load(owner, state, reason="full_load")
-            return
+            return "table"
         try:
             index = HybridIndex.from_snapshot(snapshot, ann=self.policy.ann)
         except ValueError as exc:
@@ -256,7 +270,7 @@ class LiveMemoryIndex:
             log.warning("index snapshot is unusable (%s); loading from the table", exc)
             self.events["snapshot_unreadable"] += 1
             self._full_load(owner, state, reason="full_load")
-            return
+            return "table"
         state.index = index
         state.stamp = ChangeStamp(version=snapshot.stamp, generation=snapshot.generation)
         state.position = snapshot.position
@@ -267,6 +281,7 @@ class LiveMemoryIndex:
         self.events["snapshot_load"] += 1
         if stamp != state.stamp:
             self._catch_up(owner, state, stamp)
+        return "snapshot"
 
     def _full_load(self, owner: str, state: _OwnerIndex, *, reason: str) -> None:
         # The stamp is read first: whatever changes after it is caught up with next time.
@@ -405,6 +420,7 @@ class LiveMemoryIndex:
             log.warning("index snapshot could not be written (%s); will retry later", exc.code)
             state.snapshot_retry_at = now + self.policy.snapshot_retry_seconds
             self.events["snapshot_save_failed"] += 1
+            self._metrics.count("SearchIndexSnapshotWrites", outcome="failed")
             return True
         # A forget that began between the read above and the write: its purge may have run before
         # the write landed, so take the object back (sealed under a destroyed key, it is unreadable
@@ -419,4 +435,5 @@ class LiveMemoryIndex:
         state.changes_since_snapshot = 0
         state.snapshot_taken_at = snapshot.taken_at
         self.events["snapshot_save"] += 1
+        self._metrics.count("SearchIndexSnapshotWrites", outcome="saved")
         return True

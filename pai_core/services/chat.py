@@ -24,7 +24,7 @@ from pai_core.models import (
     Turn,
     Usage,
 )
-from pai_core.ports import ChatModel, Clock, ConversationRepository
+from pai_core.ports import NO_METRICS, ChatModel, Clock, ConversationRepository, Metrics
 from pai_core.search.fusion import CHAT_RELEVANCE_FLOOR
 from pai_core.services.memories import MemoryService
 from pai_core.services.prompt import SYSTEM_PROMPT, TOKENS_PER_MESSAGE, build_messages
@@ -64,10 +64,12 @@ class ChatService:
         retrieval: RetrievalService | None = None,
         learning: LearningService | None = None,
         learning_queue: LearningQueue | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         """`retrieval`: memories and document passages together; without it, memories alone.
         `learning`: None when the deployment does not learn from chat; its explicit commands are
-        answered in the turn, and other turns go to `learning_queue` (read off the request path)."""
+        answered in the turn, and other turns go to `learning_queue` (read off the request path).
+        `metrics`: the model's input and output tokens of each reply, counted."""
         self._conversations = conversations
         self._retrieval = retrieval
         self._memories = memories
@@ -78,6 +80,7 @@ class ChatService:
         self._limits = limits
         self._learning = learning
         self._learning_queue = learning_queue
+        self._metrics = metrics
 
     def chat(
         self, owner: str, *, message: str, session_id: str | None, use_memory: bool, top_k: int, learn: bool = True
@@ -89,6 +92,7 @@ class ChatService:
             return self._finish(prepared, answered, learning="queued")
         completion = self._model.complete(prepared.messages, max_tokens=self._max_output_tokens)
         self._charge(owner, completion.usage.input_tokens + completion.usage.output_tokens)
+        self._count_tokens(completion.usage)
         return self._finish(prepared, completion, learning=self._queue_learning(prepared) if learn else "off")
 
     def chat_stream(
@@ -126,6 +130,7 @@ class ChatService:
                 for item in self._model.stream(prepared.messages, max_tokens=self._max_output_tokens):
                     if isinstance(item, Completion):
                         self._charge(owner, item.usage.input_tokens + item.usage.output_tokens)
+                        self._count_tokens(item.usage)
                         charged = True
                         yield self._finish(prepared, item, learning=self._queue_learning(prepared) if learn else "off")
                         return
@@ -190,6 +195,10 @@ class ChatService:
     def _charge(self, owner: str, tokens: int) -> None:
         if self._limits is not None:
             self._limits.record_tokens(owner, tokens)
+
+    def _count_tokens(self, usage: Usage) -> None:
+        self._metrics.count("ModelInputTokens", usage.input_tokens, purpose="chat")
+        self._metrics.count("ModelOutputTokens", usage.output_tokens, purpose="chat")
 
     def _explicit_command(self, prepared: _Prepared, message: str) -> Completion | None:
         """'Remember that ...' / 'forget that ...', done now and confirmed as the reply (no model call)."""

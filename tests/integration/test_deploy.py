@@ -83,6 +83,7 @@ def pai_leftovers(client: Any, stack_keys: list[str]) -> dict[str, list[str]]:
         ],
         "live_keys": [k for k in stack_keys if key_state(client, k) not in {"PendingDeletion", "Gone"}],
         "aliases": [a["AliasName"] for a in client("kms").list_aliases()["Aliases"] if a["AliasName"].endswith(mine)],
+        "topics": [t["TopicArn"] for t in client("sns").list_topics()["Topics"] if t["TopicArn"].endswith(mine)],
     }
 
 
@@ -159,6 +160,12 @@ def test_deploy_then_destroy_leaves_nothing(moto_endpoint: str, built_bundle: Pa
     assert f"alias/pai-{ENV}" in aliases
     bucket = f"pai-knowledge-base-123456789012-{ENV}"
     assert bucket in {b["Name"] for b in client("s3").list_buckets()["Buckets"]}
+    # Observability: the alarm topic, under the stack key. moto's CloudFormation skips the alarms, the
+    # budget, the topic policy and the e-mail subscription (tests/unit/test_template_observability.py
+    # checks them in the template); the dashboard is off by default.
+    (topic,) = [t["TopicArn"] for t in client("sns").list_topics()["Topics"] if t["TopicArn"].endswith(f"-{ENV}")]
+    assert topic.endswith(f":pai-alarms-{ENV}")
+    assert client("sns").get_topic_attributes(TopicArn=topic)["Attributes"]["KmsMasterKeyId"] == stack_keys[0]
 
     # The local harness provisions from the same template: the same tables, whatever created them.
     local_env = f"{ENV}local"
@@ -196,7 +203,7 @@ def test_deploy_then_destroy_leaves_nothing(moto_endpoint: str, built_bundle: Pa
 
     destroyed, destroy_seconds = run_script("destroy.py", moto_endpoint, "--yes")
     assert destroyed.returncode == 0, destroyed.stderr[-3000:]
-    nothing = {k: [] for k in ("tables", "buckets", "queues", "functions", "stacks", "live_keys", "aliases")}
+    nothing = {k: [] for k in ("tables", "buckets", "queues", "functions", "stacks", "live_keys", "aliases", "topics")}
     assert pai_leftovers(client, stack_keys) == nothing
     twice, _ = run_script("destroy.py", moto_endpoint, "--yes")
     assert twice.returncode == 0, twice.stderr[-3000:]

@@ -18,6 +18,7 @@ from pai_core.auth import AuthFailure
 from pai_core.bootstrap import set_container
 from pai_core.config import Settings
 from pai_core.errors import UpstreamUnavailable
+from pai_core.ports import NoMetrics
 from pai_local.template import Template
 from tests.fakes import FakeContainer, FakeLambdaContext, as_user
 from tests.unit.test_handlers import make_event
@@ -54,6 +55,7 @@ class UntouchableContainer:
     def __init__(self) -> None:
         self.settings = Settings()
         self.touched: list[str] = []
+        self.metrics = NoMetrics()  # counting a refusal is not touching anything of the user's
 
     def __getattr__(self, name: str) -> Any:
         self.touched.append(name)

@@ -80,7 +80,17 @@ def test_the_authorizer_role_reads_one_key_and_nothing_else() -> None:
         },
         {"Effect": "Allow", "Action": ["dynamodb:GetItem"], "Resource": {"Fn::GetAtt": ["ApiKeysTable", "Arn"]}},
     ]
-    assert "ManagedPolicyArns" not in role  # no AWSLambdaBasicExecutionRole: logs:CreateLogGroup on * is not needed
+    # No AWSLambdaBasicExecutionRole (logs:CreateLogGroup on * is not needed); X-Ray segments only with
+    # EnableTracing (tests/unit/test_template_observability.py).
+    assert role["ManagedPolicyArns"] == [
+        {
+            "Fn::If": [
+                "TracingEnabled",
+                {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AWSXRayDaemonWriteAccess"},
+                {"Ref": "AWS::NoValue"},
+            ]
+        }
+    ]
 
 
 def test_no_other_function_can_read_or_make_keys() -> None:

@@ -196,7 +196,7 @@ FUNCTIONS: dict[str, FunctionUse] = {
     ),
     "handlers.document_ingest.handler": FunctionUse(
         "DocumentIngestFunctionRole",
-        frozenset({"documents", "settings"}),
+        frozenset({"documents", "settings", "metrics"}),
         _merge(
             _KEYS_READ,
             {
@@ -215,7 +215,7 @@ FUNCTIONS: dict[str, FunctionUse] = {
     ),
     "handlers.learning.handler": FunctionUse(
         "LearningFunctionRole",
-        frozenset({"learning"}),
+        frozenset({"learning", "metrics"}),
         _merge(
             {"DynamoConversationRepository": ["recent"]},
             _KEYS_MADE,
@@ -617,7 +617,16 @@ def _role_for(function: dict[str, Any]) -> str:
 def test_each_function_logs_to_its_own_log_group_only() -> None:
     for name, function in TEMPLATE.of_type("AWS::Lambda::Function").items():
         role = TEMPLATE.properties(_role_for(function))
-        assert "ManagedPolicyArns" not in role, name  # AWSLambdaBasicExecutionRole: logs:CreateLogGroup on *
+        # No AWSLambdaBasicExecutionRole (logs:CreateLogGroup on *); only X-Ray's, with EnableTracing.
+        assert role.get("ManagedPolicyArns") == [
+            {
+                "Fn::If": [
+                    "TracingEnabled",
+                    {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AWSXRayDaemonWriteAccess"},
+                    {"Ref": "AWS::NoValue"},
+                ]
+            }
+        ], name
         group = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
         logs = [s for s in _statements(_role_for(function)) if any(a.startswith("logs:") for a in s["Action"])]
         assert logs == [
