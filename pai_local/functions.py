@@ -77,6 +77,10 @@ def functions_from_template(template: Template, *, timeouts: Mapping[str, float]
     specs = []
     for properties in (spec.get("Properties", {}) for spec in template.of_type("AWS::Lambda::Function").values()):
         handler = str(properties["Handler"])
+        if "AWS_LAMBDA_EXEC_WRAPPER" in properties.get("Environment", {}).get("Variables", {}):
+            # The streamed chat's run.sh (the Web Adapter's entry point): served locally by its own
+            # HTTP server (pai_local.stack), not invoked through the gateway.
+            continue
         name = handler.split(".")[-2]
         timeout = float((timeouts or {}).get(name, template.resolve(properties.get("Timeout", 3))))
         specs.append(FunctionSpec(name, handler, timeout, int(template.resolve(properties.get("MemorySize", 128)))))

@@ -121,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle-dir", type=Path, default=bundle.DEFAULT_OUTPUT)
     parser.add_argument("--reserved-concurrency", default="10")
     parser.add_argument("--bedrock-model-id", default="anthropic.claude-3-haiku-20240307-v1:0")
+    parser.add_argument(
+        "--no-chat-stream-url",
+        action="store_true",
+        help="no public Function URL for streamed chat (EnableChatStreamUrl=false): chat through the API only",
+    )
+    parser.add_argument("--snapstart", action="store_true", help="Lambda SnapStart on every function (billed)")
     args = parser.parse_args(argv)
     target = target_from(args)
     started = time.monotonic()
@@ -137,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             "ModelLayerKey": keys["model-layer"],
             "ReservedConcurrency": args.reserved_concurrency,
             "BedrockModelId": args.bedrock_model_id,
+            "EnableChatStreamUrl": "false" if args.no_chat_stream_url else "true",
+            "EnableSnapStart": "true" if args.snapstart else "false",
         },
     )
     print(f"deployed {target.stack_name} in {time.monotonic() - started:.1f} s")

@@ -69,7 +69,7 @@ def test_layers_hold_no_export_only_or_local_packages(built_bundle: Path) -> Non
     assert not (top_level & EXPORT_ONLY)
     with zipfile.ZipFile(built_bundle / "function.zip") as function:
         packages = {name.split("/")[0] for name in function.namelist()}
-    assert packages == {"handlers", "pai_core"}
+    assert packages == {"handlers", "pai_core", "run.sh"}  # run.sh: the streamed chat's entry point
 
 
 def test_the_deps_layer_holds_exactly_the_locked_pins(built_bundle: Path) -> None:
@@ -107,3 +107,12 @@ def test_the_build_is_reproducible(built_bundle: Path, tmp_path: Path) -> None:
     bundle.prune(tmp_path / "function")
     bundle.zip_tree(tmp_path / "function", tmp_path / "again.zip")
     assert (tmp_path / "again.zip").read_bytes() == (built_bundle / "function.zip").read_bytes()
+
+
+def test_the_streamed_chat_entry_point_is_an_executable_at_the_functions_root(built_bundle: Path) -> None:
+    with zipfile.ZipFile(built_bundle / "function.zip") as bundle:
+        entry = bundle.getinfo("run.sh")
+        assert (entry.external_attr >> 16) & 0o111 == 0o111
+        assert b"python3 -m handlers.chat_stream_server" in bundle.read("run.sh")
+        names = set(bundle.namelist())
+    assert {"handlers/chat_stream_server.py", "handlers/_events.py", "handlers/_snapstart.py"} <= names
