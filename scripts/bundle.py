@@ -112,6 +112,14 @@ def prune(root: Path) -> None:
                 path.unlink()
 
 
+def stage_function(root: Path) -> None:
+    """The function zip's tree: our packages, pruned, and the streamed chat's entry point at the root."""
+    for package in FUNCTION_PACKAGES:
+        shutil.copytree(REPO_ROOT / package, root / package)
+    prune(root)
+    shutil.copy2(STREAM_ENTRY, root / STREAM_ENTRY.name)
+
+
 def zip_tree(source: Path, archive: Path) -> None:
     """Deterministic zip: sorted entries, fixed timestamps, so an unchanged tree gives the same bytes."""
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as bundle:
@@ -137,10 +145,7 @@ def build(output: Path, lock: Path = LOCK) -> dict[str, dict[str, object]]:
     output.mkdir(parents=True, exist_ok=True)
 
     function_root = staging / "function"
-    for package in FUNCTION_PACKAGES:
-        shutil.copytree(REPO_ROOT / package, function_root / package)
-    prune(function_root)
-    shutil.copy2(STREAM_ENTRY, function_root / STREAM_ENTRY.name)
+    stage_function(function_root)
 
     deps_root = staging / "deps-layer"
     pip_install_aarch64(deps_root / "python", lock)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -101,10 +100,7 @@ def test_model_layer_puts_the_model_where_the_template_says(built_bundle: Path) 
 
 def test_the_build_is_reproducible(built_bundle: Path, tmp_path: Path) -> None:
     """Unchanged sources give byte-identical function zips, so a redeploy uploads nothing new."""
-    (tmp_path / "function").mkdir()
-    for package in bundle.FUNCTION_PACKAGES:
-        shutil.copytree(REPO_ROOT / package, tmp_path / "function" / package)
-    bundle.prune(tmp_path / "function")
+    bundle.stage_function(tmp_path / "function")
     bundle.zip_tree(tmp_path / "function", tmp_path / "again.zip")
     assert (tmp_path / "again.zip").read_bytes() == (built_bundle / "function.zip").read_bytes()
 
