@@ -129,7 +129,8 @@ def test_a_body_over_the_function_urls_limit_is_refused_before_it_is_read(stack:
 def test_cors_allows_the_web_apps_origins_only(stack: RunningStack) -> None:
     assert stack.stream_url is not None
     preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
-    for origin, allowed in (("http://127.0.0.1:8080", True), (stack.gateway_url, True), ("https://evil.example", False)):
+    origins = (("http://127.0.0.1:8080", True), (stack.gateway_url, True), ("https://evil.example", False))
+    for origin, allowed in origins:
         connection = connect(stack.stream_url)
         connection.request("OPTIONS", "/chat", headers={"Origin": origin, **preflight})
         response = connection.getresponse()
