@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 from pai_core import bootstrap
@@ -50,10 +51,11 @@ def before_snapshot() -> None:
     _stem.cache_clear()  # stems of words users wrote
 
 
-def after_restore() -> None:
-    """Fresh randomness and a fresh composition root (new clients, new credentials), with the model kept."""
+def after_restore(*, build: Callable[[], bootstrap.Container] | None = None) -> None:
+    """Fresh randomness and a fresh composition root (new clients, new credentials), with the model
+    kept. `build` makes the root (default: from the environment, as at a cold start)."""
     random.seed()  # from os.urandom: each restored environment draws its own numbers
-    container = bootstrap.Container(Settings.from_env())
+    container = build() if build is not None else bootstrap.Container(Settings.from_env())
     if _kept_embedder is not None:
         container.__dict__["embedder"] = _kept_embedder
     bootstrap.set_container(container)
