@@ -433,6 +433,7 @@ class _ChunkedSink:
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    server_version, sys_version = "pai", ""  # no Python version in the Server header
     server: ChatStreamServer
     timeout = 30.0  # a client that stops sending mid-request
 
