@@ -31,12 +31,13 @@ RUN mkdir -p /data && ln -s /data /app/.pai
 ENV PYTHONPATH=/app \
     PAI_HOST=0.0.0.0 \
     PAI_PORT=8080 \
+    PAI_STREAM_PORT=8081 \
     PAI_STATE_DIR=/data/state \
     AWS_ACCESS_KEY_ID=test \
     AWS_SECRET_ACCESS_KEY=test \
     AWS_REGION=us-east-1
 VOLUME ["/data"]
-EXPOSE 8080
+EXPOSE 8080 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=5 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=3)"]
 CMD ["python", "-m", "pai_local"]

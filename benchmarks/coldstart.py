@@ -1,6 +1,9 @@
 """One handler's cold start, in a fresh interpreter (run by bench.py, one process per handler):
-import time, embedding model load, and the first request (for search: the index load included),
-then a second, warm request. Prints one JSON line.
+import time, composition root, embedding model load, and the first request (for search: the index
+load included), then a second, warm request. Then what SnapStart would make of it, in the same
+process: the before-snapshot hook (handlers/_snapstart.py), then a restored environment's path:
+the after-restore hook and its first request (import and model load are in the snapshot). Prints
+one JSON line.
 
     python -m benchmarks.coldstart search|memory|chat   (settings from BENCH_* variables)
 """
@@ -64,8 +67,10 @@ def main() -> None:
         # owner within the minute) must not make these requests 429s.
         rate_limit_per_minute=1_000_000,
     )
+    t0 = time.perf_counter()
     container = Container(settings, chat_model=_InstantChatModel() if name == "chat" else None)
     set_container(container)
+    container_build = time.perf_counter() - t0
     t0 = time.perf_counter()
     container.embedder.embed(["warm the session"])
     model_load = time.perf_counter() - t0
@@ -79,15 +84,29 @@ def main() -> None:
     t0 = time.perf_counter()
     second = module.handler(api_event(route, body, user=settings.owner), FakeLambdaContext(name))
     second_request = time.perf_counter() - t0
+
+    from handlers import _snapstart
+
+    _snapstart.before_snapshot()
+    if name == "memory":
+        body = {**body, "content": "Cold start: a memory after a restore."}
+    t0 = time.perf_counter()
+    _snapstart.after_restore(
+        build=lambda: Container(settings, chat_model=_InstantChatModel() if name == "chat" else None)
+    )
+    restored = module.handler(api_event(route, body, user=settings.owner), FakeLambdaContext(name))
+    restored_request = time.perf_counter() - t0
     print(
         json.dumps(
             {
                 "handler": name,
                 "import_s": imported,
                 "model_load_s": model_load,
+                "container_s": container_build,
+                "restored_first_request_s": restored_request,
                 "first_request_s": first_request,
                 "second_request_s": second_request,
-                "statuses": [first["statusCode"], second["statusCode"]],
+                "statuses": [first["statusCode"], second["statusCode"], restored["statusCode"]],
             }
         )
     )

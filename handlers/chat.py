@@ -1,8 +1,10 @@
 """POST /chat, plain or as server-sent events ("stream": true).
 
-Where the runtime hands the function a response stream (`context.response_stream`, as the local
-gateway does), events are written as the model produces them. API Gateway HTTP APIs buffer a
-Lambda's response, so there the same events arrive in one body once the reply is complete.
+Where the runtime hands the function a response stream (`context.response_stream`: the streamed
+chat's Function URL, whose adapter handlers/chat_stream_server.py gives it one, in AWS and locally),
+events are written as the model produces them. API Gateway HTTP APIs buffer a Lambda's response, so
+through the API (and the local gateway, which emulates it) the same events arrive in one body once
+the reply is complete.
 
 With an Idempotency-Key, a repeat gets the first answer (handlers/_http.idempotent): the same JSON,
 or for a streamed chat the same events in one body (where the first was streamed as it came, its

@@ -20,6 +20,7 @@ import httpx2
 from pai_client import config
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_STREAM_URL = "http://127.0.0.1:8081"  # `make run`'s streamed chat (PAI_STREAM_PORT)
 # Where `make run` saves the local user's key (pai_local/stack.py), relative to the repository.
 LOCAL_KEY_PATH = Path(".pai") / "api-key"
 # A chat reply from a small local model can take a while; everything else answers quickly.
@@ -49,6 +50,9 @@ class ApiError(Exception):
 class Settings:
     url: str
     api_key: str | None = field(repr=False)
+    # Where streamed chats go (a deployment's ChatStreamUrl, the local Function URL): API Gateway's
+    # HTTP API answers a streamed chat in one body. None: the API URL.
+    stream_url: str | None = None
 
     @classmethod
     def from_env(
@@ -64,17 +68,20 @@ class Settings:
         name = profile_name or env.get("PAI_PROFILE") or None
         if name:
             chosen = config.profile(config.load(path), name, path)
-            return cls(url=chosen.url, api_key=chosen.api_key)
+            return cls(url=chosen.url, api_key=chosen.api_key, stream_url=chosen.stream_url)
         if not (env.get("PAI_API_URL") or env.get("PAI_API_KEY")):
             data = config.load(path)
             if data.get("default"):
                 chosen = config.profile(data, str(data["default"]), path)
-                return cls(url=chosen.url, api_key=chosen.api_key)
+                return cls(url=chosen.url, api_key=chosen.api_key, stream_url=chosen.stream_url)
         url = (env.get("PAI_API_URL") or DEFAULT_URL).rstrip("/")
         key = (env.get("PAI_API_KEY") or "").strip() or None
         if key is None and is_loopback(url):
             key = local_key(cwd or Path.cwd())
-        return cls(url=url, api_key=key)
+        stream_url = (env.get("PAI_STREAM_URL") or "").rstrip("/") or None
+        if stream_url is None and not env.get("PAI_API_URL"):
+            stream_url = DEFAULT_STREAM_URL  # `make run`'s Function URL; the API URL when it is not there
+        return cls(url=url, api_key=key, stream_url=stream_url)
 
 
 def is_loopback(url: str) -> bool:
@@ -254,10 +261,21 @@ class Api:
         response's fields}). An `error` event mid-stream raises ApiError with the error's message.
         Closing the iterator (a Ctrl-C in the caller) closes the connection."""
         self._require_key()
+        if self.settings.stream_url is not None:
+            try:
+                yield from self._chat_stream(body, f"{self.settings.stream_url}/chat")
+                return
+            except _Unreachable:
+                pass  # no streamed-chat URL there (an older stack, `make run` on other ports): the API answers
+        yield from self._chat_stream(body, "/chat")
+
+    def _chat_stream(self, body: JsonObject, url: str) -> Iterator[tuple[str, JsonObject]]:
+        started = False
         try:
             with self._http.stream(
-                "POST", "/chat", json={**body, "stream": True}, headers={"Accept": "text/event-stream"}
+                "POST", url, json={**body, "stream": True}, headers={"Accept": "text/event-stream"}
             ) as response:
+                started = True
                 if response.status_code >= 400:
                     raise error_from(response)
                 content_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
@@ -274,10 +292,18 @@ class Api:
                     yield event.event, payload
         except httpx2.TimeoutException as exc:
             raise ApiError(f"the PAI API at {self.settings.url} did not answer in time") from exc
+        except httpx2.ConnectError as exc:
+            if not started and url != "/chat":
+                raise _Unreachable from exc
+            raise ApiError(f"cannot reach the PAI API at {self.settings.url}: {_reason(exc)}") from exc
         except httpx2.HTTPError as exc:
             raise ApiError(f"cannot reach the PAI API at {self.settings.url}: {_reason(exc)}") from exc
         except ValueError as exc:
             raise ApiError("the API's event stream held something that is not JSON") from exc
+
+
+class _Unreachable(Exception):
+    """The streamed-chat URL refused the connection before anything was sent."""
 
 
 def _error_event(payload: JsonObject) -> ApiError:

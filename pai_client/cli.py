@@ -521,6 +521,14 @@ def mcp(ctx: typer.Context) -> None:
 def configure(
     name: Annotated[str, typer.Option("--profile", "-p", help="The profile to create or change.")] = "default",
     url: Annotated[str | None, typer.Option(help="The API's URL (a deployment prints it).")] = None,
+    *,
+    stream_url: Annotated[
+        str | None,
+        typer.Option(
+            "--stream-url",
+            help="Where streamed chats go (a deployment's ChatStreamUrl); '' removes it. Default: the API URL.",
+        ),
+    ] = None,
     api_key: Annotated[
         str | None, typer.Option("--api-key", help="The key; '-' reads it from stdin; asked for (hidden) if absent.")
     ] = None,
@@ -537,7 +545,9 @@ def configure(
                 mark = "*" if profile_name == data.get("default") else " "
                 key = config.key_id(entry.get("apiKey") if isinstance(entry, dict) else None)
                 url_shown = entry.get("url") if isinstance(entry, dict) else "?"
-                typer.echo(f"{mark} {profile_name}  {url_shown}  ({key})")
+                stream_shown = entry.get("streamUrl") if isinstance(entry, dict) else None
+                streamed = f"  stream: {stream_shown}" if stream_shown else ""
+                typer.echo(f"{mark} {profile_name}  {url_shown}{streamed}  ({key})")
             if not data["profiles"]:
                 err.print(_plain(f"no profiles in {path}"))
             return
@@ -550,6 +560,9 @@ def configure(
         elif api_key is None and not entry.get("apiKey"):
             api_key = typer.prompt("API key", hide_input=True).strip()
         data["profiles"][name] = {"url": url, "apiKey": api_key or entry.get("apiKey")}
+        streaming = entry.get("streamUrl") if stream_url is None else stream_url.rstrip("/")
+        if streaming:
+            data["profiles"][name]["streamUrl"] = streaming
         if make_default or not data.get("default"):
             data["default"] = name
         config.save(path, data)

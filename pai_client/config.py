@@ -1,7 +1,8 @@
 """Named profiles (`pai configure`): an API URL and key for each stack a person talks to, say the
 local one and a deployment, in one file readable by its owner only.
 
-The file is JSON: `{"default": "local", "profiles": {"local": {"url": ..., "apiKey": ...}}}`, at
+The file is JSON: `{"default": "local", "profiles": {"local": {"url": ..., "apiKey": ..., "streamUrl": ...}}}`
+(`streamUrl`, optional: where streamed chats go, a deployment's ChatStreamUrl), at
 PAI_CONFIG, else $XDG_CONFIG_HOME/pai/config.json, else ~/.config/pai/config.json.
 """
 
@@ -26,6 +27,7 @@ class ConfigError(ValueError):
 class Profile:
     url: str
     api_key: str | None = field(repr=False)
+    stream_url: str | None = None
 
 
 def config_path(environ: Mapping[str, str]) -> Path:
@@ -59,7 +61,12 @@ def profile(data: dict[str, Any], name: str, path: Path) -> Profile:
         known = ", ".join(sorted(data["profiles"])) or "none yet: run `pai configure`"
         raise ConfigError(f"no profile {name!r} in {path} (profiles: {known})")
     key = entry.get("apiKey")
-    return Profile(url=entry["url"].rstrip("/"), api_key=key if isinstance(key, str) and key else None)
+    stream = entry.get("streamUrl")
+    return Profile(
+        url=entry["url"].rstrip("/"),
+        api_key=key if isinstance(key, str) and key else None,
+        stream_url=stream.rstrip("/") if isinstance(stream, str) and stream else None,
+    )
 
 
 def save(path: Path, data: dict[str, Any]) -> None:

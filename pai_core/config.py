@@ -92,6 +92,8 @@ class Settings:
     # emulator keeps what it holds across restarts.
     local_host: str = "127.0.0.1"
     local_port: int = 8080
+    # The streamed chat's Function URL, emulated by `make run` on loopback (issue 16; 0: a free port).
+    local_stream_port: int = 8081
     local_state_dir: Path = DEFAULT_LOCAL_STATE_DIR
     # The local stack only: worker processes per function, each serving one request at a time.
     local_concurrency: int = 2
@@ -185,6 +187,7 @@ class Settings:
             "search_ranking": env.get("PAI_SEARCH_RANKING", "hybrid"),
             "local_host": env.get("PAI_HOST") or "127.0.0.1",
             "local_port": _int(env, "PAI_PORT", 8080, low=1, high=65535),
+            "local_stream_port": _int(env, "PAI_STREAM_PORT", 8081, low=0, high=65535),
             "local_state_dir": Path(env["PAI_STATE_DIR"]).expanduser()
             if env.get("PAI_STATE_DIR")
             else DEFAULT_LOCAL_STATE_DIR,

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             gateway_host=args.host,
             state_dir=state_dir,
             execution="process",
+            stream_port=args.stream_port,
         )
     except (ConfigError, RuntimeError, OSError) as exc:
         print(f"pai: cannot start: {exc}", file=sys.stderr)
@@ -90,6 +91,9 @@ def _serve(
         print(f"API key for user {api_key.user_id!r}: the one in {key_file}", flush=True)
     print(f"PAI API: {stack.gateway_url}   (Ctrl-C stops it)", flush=True)
     print(f"Web app: {stack.gateway_url}/   (sign in with the API key above)", flush=True)
+    if stack.stream_url is not None:
+        # The Function URL's emulation: the HTTP API answers a streamed chat in one body, as in AWS.
+        print(f"PAI streamed chat: {stack.stream_url}/chat   (PAI_STREAM_URL for the CLI)", flush=True)
     print(
         f"  try: curl -s -X POST {stack.gateway_url}/memory "
         f'-H "Authorization: Bearer $(cat {key_file})" '
@@ -111,6 +115,12 @@ def _parser(settings: Settings) -> argparse.ArgumentParser:
     )
     parser.add_argument("--emulator-port", type=_port, default=DEFAULT_EMULATOR_PORT)
     parser.add_argument(
+        "--stream-port",
+        type=_stream_port,
+        default=settings.local_stream_port,
+        help="port of the streamed chat's Function URL (PAI_STREAM_PORT; 0: any free port)",
+    )
+    parser.add_argument(
         "--api-key-file", type=Path, default=LOCAL_API_KEY_FILE, help="where the local user's API key is kept"
     )
     parser.add_argument(
@@ -131,6 +141,10 @@ def _port(text: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"a port is in 1..65535, got {port}")
     return port
+
+
+def _stream_port(text: str) -> int:
+    return 0 if text.strip() == "0" else _port(text)
 
 
 def _route_emulator_log(state_dir: Path | None, *, verbose: bool) -> Path | None:

@@ -16,7 +16,10 @@ Two ways to run them, behind one interface (`Functions`):
   or a recording chat model. Nothing can stop a thread, so there is no timeout here.
 
 An invocation is read as a sequence of messages: Started and Wrote when the function streams its
-response (context.response_stream), then one Returned or Failed.
+response (context.response_stream), then one Returned or Failed. Only an invocation made with
+`response_stream=True` gets a response stream, as only Lambda's streaming invocations do: API
+Gateway invokes the functions behind the HTTP API without one, so the local gateway does too (a
+streamed chat there arrives in one body, as in AWS; the Function URL's emulation streams).
 """
 
 from __future__ import annotations
@@ -77,6 +80,10 @@ def functions_from_template(template: Template, *, timeouts: Mapping[str, float]
     specs = []
     for properties in (spec.get("Properties", {}) for spec in template.of_type("AWS::Lambda::Function").values()):
         handler = str(properties["Handler"])
+        if "AWS_LAMBDA_EXEC_WRAPPER" in properties.get("Environment", {}).get("Variables", {}):
+            # The streamed chat's run.sh (the Web Adapter's entry point): served locally by its own
+            # HTTP server (pai_local.stack), not invoked through the gateway.
+            continue
         name = handler.split(".")[-2]
         timeout = float((timeouts or {}).get(name, template.resolve(properties.get("Timeout", 3))))
         specs.append(FunctionSpec(name, handler, timeout, int(template.resolve(properties.get("MemorySize", 128)))))
@@ -136,7 +143,7 @@ class Functions(Protocol):
 
     def start(self) -> None: ...
 
-    def invoke(self, handler: str, event: dict[str, Any]) -> Invocation: ...
+    def invoke(self, handler: str, event: dict[str, Any], *, response_stream: bool = False) -> Invocation: ...
 
     def stop(self) -> None: ...
 
@@ -254,7 +261,7 @@ class InlineFunctions:
                 self._handlers[dotted] = load_handler(dotted)
             return self._handlers[dotted]
 
-    def invoke(self, handler: str, event: dict[str, Any]) -> Invocation:
+    def invoke(self, handler: str, event: dict[str, Any], *, response_stream: bool = False) -> Invocation:
         invocation = _QueuedInvocation()
         function = self._handler(handler)
 
@@ -262,7 +269,7 @@ class InlineFunctions:
             outcome: Message = Failed("error")  # whatever ends the thread, the reader hears of it
             try:
                 with OneInvocationAtATime() as turn:
-                    stream = ResponseStream(invocation.messages.put, on_start=turn.release)
+                    stream = ResponseStream(invocation.messages.put, on_start=turn.release) if response_stream else None
                     context = LocalLambdaContext(
                         _function_name(handler), timeout_seconds=self._timeout_seconds, response_stream=stream
                     )
@@ -271,7 +278,7 @@ class InlineFunctions:
                     except Exception:
                         log.exception("handler %s failed", handler)
                         return
-                outcome = Returned(None if stream.started else result)
+                outcome = Returned(None if stream is not None and stream.started else result)
             finally:
                 invocation.messages.put(outcome)
 
@@ -317,8 +324,8 @@ def _worker_main(conn: Connection, settings: Settings, function: FunctionSpec, l
             return
         if request is None:
             return
-        event, timeout_seconds = request
-        stream = ResponseStream(conn.send)
+        event, timeout_seconds, streaming = request
+        stream = ResponseStream(conn.send) if streaming else None
         context = LocalLambdaContext(
             function.name,
             memory_limit_in_mb=function.memory_mb,
@@ -332,7 +339,7 @@ def _worker_main(conn: Connection, settings: Settings, function: FunctionSpec, l
             log.exception("handler %s failed", function.handler)
             outcome = Failed("error")
         else:
-            outcome = Returned(None if stream.started else result)
+            outcome = Returned(None if stream is not None and stream.started else result)
         try:
             conn.send(outcome)
         except (BrokenPipeError, EOFError):
@@ -514,14 +521,14 @@ class WorkerPool:
 
     # -- invoking
 
-    def invoke(self, event: dict[str, Any]) -> Invocation:
+    def invoke(self, event: dict[str, Any], *, response_stream: bool = False) -> Invocation:
         while True:
             try:
                 worker = self.acquire()
             except _Busy as busy:
                 return _Answered(Failed(busy.reason))
             try:
-                worker.conn.send((event, self.function.timeout_seconds))
+                worker.conn.send((event, self.function.timeout_seconds, response_stream))
             except OSError:  # it died while idle: the request never reached it, so try another
                 self.discard(worker)
                 continue
@@ -626,11 +633,11 @@ class ProcessFunctions:
         """The pool of the function `name` ("chat")."""
         return next(pool for pool in self._pools.values() if pool.function.name == name)
 
-    def invoke(self, handler: str, event: dict[str, Any]) -> Invocation:
+    def invoke(self, handler: str, event: dict[str, Any], *, response_stream: bool = False) -> Invocation:
         pool = self._pools.get(handler)
         if pool is None:
             return _Answered(Failed("unavailable"))
-        return pool.invoke(event)
+        return pool.invoke(event, response_stream=response_stream)
 
     def stop(self) -> None:
         for pool in self._pools.values():

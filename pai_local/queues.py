@@ -38,7 +38,7 @@ def sqs_mappings(template: Template) -> list[SqsMapping]:
     for spec in template.of_type("AWS::Lambda::EventSourceMapping").values():
         props = spec["Properties"]
         source = props["EventSourceArn"]
-        function = props["FunctionName"]
+        function = template.chosen(props["FunctionName"])
         if "Fn::GetAtt" not in source or "Ref" not in function:
             continue
         queue_id = source["Fn::GetAtt"][0]
@@ -47,7 +47,7 @@ def sqs_mappings(template: Template) -> list[SqsMapping]:
         mappings.append(
             SqsMapping(
                 queue_id=queue_id,
-                handler=str(template.properties(function["Ref"])["Handler"]),
+                handler=str(template.properties(template.function_of(function))["Handler"]),
                 batch_size=int(props.get("BatchSize", 10)),
                 reports_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
             )

@@ -4,7 +4,7 @@ template, the composition root pointed at the emulator, and the gateway in front
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -17,6 +17,7 @@ from pai_core.config import REPO_ROOT, Settings
 from pai_core.errors import Conflict, InvalidInput
 from pai_core.ports import ChatModel
 from pai_local.emulator import EmbeddedMoto, free_port, use_emulator_credentials
+from pai_local.function_url import LocalFunctionUrl
 from pai_local.functions import Functions, InlineFunctions, ProcessFunctions, functions_from_template
 from pai_local.gateway import LocalGateway
 from pai_local.model_server import DEFAULT_LOG_FILE, ModelServer
@@ -37,11 +38,20 @@ class RunningStack:
     emulator: EmbeddedMoto | None
     model_server: ModelServer | None = None
     queue_poller: QueuePoller | None = None
+    # The streamed chat's Function URL (pai_local.function_url): what clients post streamed chats to,
+    # `${stream_url}/chat`; None when the stack was started without one.
+    function_url: LocalFunctionUrl | None = None
     # Inline: this process's handlers serve from `container` (set_container). Process mode leaves
     # the process-wide container alone: the workers build their own.
     installed: bool = True
 
+    @property
+    def stream_url(self) -> str | None:
+        return self.function_url.url if self.function_url is not None else None
+
     def stop(self) -> None:
+        if self.function_url is not None:
+            self.function_url.stop()
         if self.queue_poller is not None:
             self.queue_poller.stop()
         self.gateway.stop()
@@ -65,6 +75,7 @@ def start_stack(
     function_timeouts: Mapping[str, float] | None = None,
     model_server_log: Path = DEFAULT_LOG_FILE,
     web_chat_stream_url: str | None = None,
+    stream_port: int | None = None,
 ) -> RunningStack:
     """Uses settings.endpoint_url when it is set (LocalStack, a moto container, anything that speaks
     AWS), else starts moto in this process on `emulator_port`, keeping its state in `state_dir`
@@ -79,7 +90,11 @@ def start_stack(
     test needs to hand them a `chat_model` of its own or to swap the container (set_container).
 
     The gateway also serves the web app (pai_local.web) at `/`; its config.json sends streamed chat
-    to `web_chat_stream_url` when one is given, else to the gateway."""
+    to `web_chat_stream_url` when one is given, else to the Function URL when there is one, else to
+    the gateway.
+
+    `stream_port` (0: a free one) also serves the streamed chat's Function URL there, with the same
+    execution (pai_local.function_url); None: no Function URL."""
     if execution == "process" and chat_model is not None:
         raise ValueError("a chat model object cannot reach worker processes: use execution='inline'")
     use_emulator_credentials()
@@ -135,6 +150,17 @@ def start_stack(
             region=settings.region,
         )
         poller.start()
+        function_url = _function_url(
+            template,
+            settings,
+            stream_port,
+            host=gateway_host,
+            execution=execution,
+            origin=gateway_url,
+            undo=(poller.stop, gateway.stop),
+        )
+        if web_chat_stream_url is None and function_url is not None:
+            web.use_chat_stream_url(function_url.url)
     except BaseException:
         if model_server is not None:
             model_server.stop()
@@ -152,7 +178,34 @@ def start_stack(
         model_server,
         queue_poller=poller,
         installed=execution == "inline",
+        function_url=function_url,
     )
+
+
+def _function_url(
+    template: Template,
+    settings: Settings,
+    port: int | None,
+    *,
+    host: str,
+    execution: Literal["inline", "process"],
+    origin: str,
+    undo: tuple[Callable[[], None], ...],
+) -> LocalFunctionUrl | None:
+    """The streamed chat's Function URL on `port`, its CORS allowing the local web app at `origin`
+    (wherever PAI_PORT puts it); when it cannot start, `undo` stops what was started before it."""
+    if port is None:
+        return None
+    function_url = LocalFunctionUrl(
+        template, settings, host=host, port=port, execution=execution, extra_origins=(origin,)
+    )
+    try:
+        function_url.start()
+    except BaseException:
+        for step in undo:
+            step()
+        raise
+    return function_url
 
 
 LEARNING_HANDLER = "handlers.learning.handler"

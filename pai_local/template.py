@@ -12,7 +12,7 @@ import yaml
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "infra" / "template.yaml"
 _SUB_VARIABLE = re.compile(r"\$\{([A-Za-z0-9:.]+)\}")
-_FUNCTION_ARN = re.compile(r"/functions/\$\{([A-Za-z0-9]+)\.Arn\}/invocations$")
+_FUNCTION_ARN = re.compile(r"/functions/\$\{([A-Za-z0-9]+)(?:\.Arn)?\}/invocations$")
 _HEADER_SOURCE = "$request.header."
 
 
@@ -96,6 +96,39 @@ class Template:
             return _SUB_VARIABLE.sub(lambda match: self._lookup(match.group(1)), value["Fn::Sub"])
         return {key: self.resolve(item) for key, item in value.items()}
 
+    def condition(self, name: str) -> bool:
+        """A condition of the template (Fn::Equals, Fn::Not, Fn::And, Fn::Or over parameters)."""
+        return bool(self._evaluate(self.document.get("Conditions", {})[name]))
+
+    def _evaluate(self, value: Any) -> Any:
+        if not (isinstance(value, dict) and len(value) == 1):
+            return value
+        ((name, args),) = value.items()
+        operations: dict[str, Any] = {
+            "Fn::Equals": lambda: self._evaluate(args[0]) == self._evaluate(args[1]),
+            "Fn::Not": lambda: not self._evaluate(args[0]),
+            "Fn::And": lambda: all(self._evaluate(arg) for arg in args),
+            "Fn::Or": lambda: any(self._evaluate(arg) for arg in args),
+            "Condition": lambda: self.condition(args),
+            "Ref": lambda: self._lookup(args),
+        }
+        return operations[name]() if name in operations else value
+
+    def chosen(self, value: Any) -> Any:
+        """`value` with an outer Fn::If decided by its condition (as SnapStart's alias targets are)."""
+        while isinstance(value, dict) and set(value) == {"Fn::If"}:
+            condition, when_true, when_false = value["Fn::If"]
+            value = when_true if self.condition(condition) else when_false
+        return value
+
+    def function_of(self, target: Any) -> str:
+        """The logical id of the function a target names: `!GetAtt Fn.Arn`, `!Ref Fn`, or an alias of it."""
+        target = self.chosen(target)
+        logical_id = target["Fn::GetAtt"][0] if "Fn::GetAtt" in target else target["Ref"]
+        if self.resources[logical_id]["Type"] == "AWS::Lambda::Alias":
+            return self.function_of(self.properties(logical_id)["FunctionName"])
+        return str(logical_id)
+
     def routes(self) -> list[Route]:
         routes = []
         for spec in self.of_type("AWS::ApiGatewayV2::Route").values():
@@ -104,7 +137,7 @@ class Template:
             integration = _SUB_VARIABLE.search(target)
             if integration is None:
                 raise ValueError(f"route {method} {path} has no integration")
-            function_id = self.properties(integration.group(1))["IntegrationUri"]["Fn::GetAtt"][0]
+            function_id = self.function_of(self.properties(integration.group(1))["IntegrationUri"])
             authorizer = None
             if spec["Properties"].get("AuthorizationType") == "CUSTOM":
                 authorizer = self.authorizer(spec["Properties"]["AuthorizerId"]["Ref"])
@@ -121,13 +154,13 @@ class Template:
         )
         if not emulated:
             raise ValueError(f"{logical_id}: the local gateway emulates REQUEST authorizers (2.0, simple responses)")
-        function = _FUNCTION_ARN.search(props["AuthorizerUri"]["Fn::Sub"])
+        function = _FUNCTION_ARN.search(self.chosen(props["AuthorizerUri"])["Fn::Sub"])
         sources = props.get("IdentitySource", [])
         if function is None or len(sources) != 1 or not sources[0].startswith(_HEADER_SOURCE):
             raise ValueError(f"{logical_id}: expected one Lambda function and one header as the identity source")
         return Authorizer(
             name=logical_id,
-            handler=self.properties(function.group(1))["Handler"],
+            handler=self.properties(self.function_of({"Ref": function.group(1)}))["Handler"],
             identity_header=sources[0].removeprefix(_HEADER_SOURCE).lower(),
             ttl_seconds=int(self.resolve(props.get("AuthorizerResultTtlInSeconds", 0))),
         )

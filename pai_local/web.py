@@ -72,12 +72,18 @@ class WebApp:
 
     def __init__(self, root: Path = WEB_ROOT, *, api_url: str = "", chat_stream_url: str | None = None) -> None:
         self._root = root.resolve()
-        origins = [origin_of(api_url), origin_of(chat_stream_url or "")]
+        self._api_url = api_url
+        self.use_chat_stream_url(chat_stream_url)
+
+    def use_chat_stream_url(self, chat_stream_url: str | None) -> None:
+        """Points streamed chat (config.json and the CSP's connect-src) at `chat_stream_url`: the
+        Function URL starts after the gateway, whose origin its CORS names."""
+        origins = [origin_of(self._api_url), origin_of(chat_stream_url or "")]
         self.policy = content_security_policy(
             [origin for origin in origins if origin is not None], csp_file=self._root / CSP_FILE.name
         )
         self.config = {
-            "apiUrl": api_url.rstrip("/"),
+            "apiUrl": self._api_url.rstrip("/"),
             "chatStreamUrl": chat_stream_url.rstrip("/") if chat_stream_url else None,
         }
 

@@ -2,7 +2,8 @@
 
 Three zips in build/bundle/, because they change at very different rates:
 
-    function.zip    handlers/ and pai_core/: our code, small, changes with every commit
+    function.zip    handlers/ and pai_core/: our code, small, changes with every commit; and run.sh
+                    at its root, the streamed chat function's entry point (the Web Adapter runs it)
     deps-layer.zip  python/...: the run-time dependencies as manylinux aarch64 wheels (onnxruntime,
                     numpy, tokenizers, cryptography, aws-lambda-powertools, usearch): heavy, rarely changing
     model-layer.zip model/all-MiniLM-L6-v2/...: the int8 embedding model (PAI_EMBEDDING_MODEL_DIR
@@ -50,6 +51,8 @@ FUNCTION_PACKAGES = ("handlers", "pai_core")
 MODEL_DIR = REPO_ROOT / "models" / "all-MiniLM-L6-v2"
 LAMBDA_MODEL_DIR = "/opt/model/all-MiniLM-L6-v2"
 PRUNE = ("__pycache__", "*.pyc", "tests", "bin")
+# The streamed chat function's Handler (infra/template.yaml, ChatStreamFunction): an executable at the root.
+STREAM_ENTRY = REPO_ROOT / "handlers" / "run.sh"
 
 
 def lambda_requirements(lock: Path) -> str:
@@ -109,12 +112,21 @@ def prune(root: Path) -> None:
                 path.unlink()
 
 
+def stage_function(root: Path) -> None:
+    """The function zip's tree: our packages, pruned, and the streamed chat's entry point at the root."""
+    for package in FUNCTION_PACKAGES:
+        shutil.copytree(REPO_ROOT / package, root / package)
+    prune(root)
+    shutil.copy2(STREAM_ENTRY, root / STREAM_ENTRY.name)
+
+
 def zip_tree(source: Path, archive: Path) -> None:
     """Deterministic zip: sorted entries, fixed timestamps, so an unchanged tree gives the same bytes."""
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as bundle:
         for path in sorted(p for p in source.rglob("*") if p.is_file()):
             info = zipfile.ZipInfo(str(path.relative_to(source)), date_time=(2020, 1, 1, 0, 0, 0))
-            info.external_attr = (0o755 if path.suffix == ".so" or ".so." in path.name else 0o644) << 16
+            executable = path.suffix in {".so", ".sh"} or ".so." in path.name
+            info.external_attr = (0o755 if executable else 0o644) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             bundle.writestr(info, path.read_bytes())
 
@@ -133,9 +145,7 @@ def build(output: Path, lock: Path = LOCK) -> dict[str, dict[str, object]]:
     output.mkdir(parents=True, exist_ok=True)
 
     function_root = staging / "function"
-    for package in FUNCTION_PACKAGES:
-        shutil.copytree(REPO_ROOT / package, function_root / package)
-    prune(function_root)
+    stage_function(function_root)
 
     deps_root = staging / "deps-layer"
     pip_install_aarch64(deps_root / "python", lock)

@@ -171,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         help="another template parameter, e.g. AlarmEmail=you@example.com, MonthlyBudgetUsd=20, "
         "EnableDashboard=true, EnableTracing=true (repeatable; one left out takes its default)",
     )
+    parser.add_argument(
+        "--no-chat-stream-url",
+        action="store_true",
+        help="no public Function URL for streamed chat (EnableChatStreamUrl=false): chat through the API only",
+    )
+    parser.add_argument("--snapstart", action="store_true", help="Lambda SnapStart on every function (billed)")
     args = parser.parse_args(argv)
     extra: dict[str, str] = {}
     for given in args.parameter:
@@ -196,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             "BedrockModelId": args.bedrock_model_id,
             "WebApp": web,
             **extra,
+            "EnableChatStreamUrl": "false" if args.no_chat_stream_url else "true",
+            "EnableSnapStart": "true" if args.snapstart else "false",
         },
         role_arn=args.cloudformation_role_arn,
     )

@@ -131,6 +131,10 @@ class _ExpiringLru:
             for key in [k for k, (_, v) in self._entries.items() if v.owner == owner]:
                 del self._entries[key]
 
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
@@ -214,6 +218,12 @@ class BranchKeyring:
         with self._miss_lock:
             self._active.drop_owner(owner)
             self._versions.drop_owner(owner)
+
+    def drop_all_cached(self) -> None:
+        """Forget every unwrapped key this container holds (before a SnapStart snapshot)."""
+        with self._miss_lock:
+            self._active.clear()
+            self._versions.clear()
 
     def cached_keys(self) -> int:
         return len(self._versions)

@@ -119,7 +119,9 @@ def stack(emulator: Emulator, chat_model: RecordingChatModel, model_server: Mode
         rate_limit_per_minute=1_000_000,
         daily_token_budget=10**12,
     )
-    running = start_stack(settings, emulator_port=free_port(), gateway_port=free_port(), chat_model=chat_model)
+    running = start_stack(
+        settings, emulator_port=free_port(), gateway_port=free_port(), chat_model=chat_model, stream_port=0
+    )
     try:
         yield running
     finally:
@@ -131,6 +133,13 @@ def api(stack: RunningStack) -> ApiClient:
     """Authenticated as the stack's owner (settings.owner), whose storage the tests read directly."""
     issued = stack.container.api_keys.issue(stack.settings.owner, "integration tests")
     return ApiClient(stack.gateway_url, api_key=issued.key)
+
+
+@pytest.fixture(scope="session")
+def stream_api(stack: RunningStack, api: ApiClient) -> ApiClient:
+    """The same user on the stack's streamed chat Function URL (POST /chat only), which streams."""
+    assert stack.stream_url is not None
+    return ApiClient(stack.stream_url, api_key=api.api_key)
 
 
 @pytest.fixture(scope="session")

@@ -465,11 +465,12 @@ def test_chat_without_memory_sends_no_memories(api: ApiClient, chat_model: Recor
     assert "<memory" not in chat_model.last_prompt[0].content
 
 
-def test_chat_stream_sends_server_sent_events(api: ApiClient, chat_model: RecordingChatModel) -> None:
+def test_chat_stream_sends_server_sent_events(stream_api: ApiClient, chat_model: RecordingChatModel) -> None:
     session = unique_session()
     reply = "Hello there, it is good to hear from you."
     with chat_model.answering(reply):
-        result = api.post("/chat", {"message": "Say hello.", "sessionId": session, "stream": True, "useMemory": False})
+        turn = {"message": "Say hello.", "sessionId": session, "stream": True, "useMemory": False}
+        result = stream_api.post("/chat", turn)
 
     assert result.status == 200, result
     assert result.headers["content-type"].startswith("text/event-stream")

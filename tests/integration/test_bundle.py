@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -69,7 +68,7 @@ def test_layers_hold_no_export_only_or_local_packages(built_bundle: Path) -> Non
     assert not (top_level & EXPORT_ONLY)
     with zipfile.ZipFile(built_bundle / "function.zip") as function:
         packages = {name.split("/")[0] for name in function.namelist()}
-    assert packages == {"handlers", "pai_core"}
+    assert packages == {"handlers", "pai_core", "run.sh"}  # run.sh: the streamed chat's entry point
 
 
 def test_the_deps_layer_holds_exactly_the_locked_pins(built_bundle: Path) -> None:
@@ -101,9 +100,15 @@ def test_model_layer_puts_the_model_where_the_template_says(built_bundle: Path) 
 
 def test_the_build_is_reproducible(built_bundle: Path, tmp_path: Path) -> None:
     """Unchanged sources give byte-identical function zips, so a redeploy uploads nothing new."""
-    (tmp_path / "function").mkdir()
-    for package in bundle.FUNCTION_PACKAGES:
-        shutil.copytree(REPO_ROOT / package, tmp_path / "function" / package)
-    bundle.prune(tmp_path / "function")
+    bundle.stage_function(tmp_path / "function")
     bundle.zip_tree(tmp_path / "function", tmp_path / "again.zip")
     assert (tmp_path / "again.zip").read_bytes() == (built_bundle / "function.zip").read_bytes()
+
+
+def test_the_streamed_chat_entry_point_is_an_executable_at_the_functions_root(built_bundle: Path) -> None:
+    with zipfile.ZipFile(built_bundle / "function.zip") as bundle:
+        entry = bundle.getinfo("run.sh")
+        assert (entry.external_attr >> 16) & 0o111 == 0o111
+        assert b"python3 -m handlers.chat_stream_server" in bundle.read("run.sh")
+        names = set(bundle.namelist())
+    assert {"handlers/chat_stream_server.py", "handlers/_events.py", "handlers/_snapstart.py"} <= names

@@ -178,7 +178,9 @@ def process_stack(emulator: Emulator, llm_stub: LlmStub) -> Iterator[RunningStac
         # These tests count the stub model's callers; learning by model would be one more, after each chat.
         learning_extraction="rules",
     )
-    running = start_stack(settings, emulator_port=free_port(), gateway_port=free_port(), execution="process")
+    running = start_stack(
+        settings, emulator_port=free_port(), gateway_port=free_port(), execution="process", stream_port=0
+    )
     try:
         yield running
     finally:
@@ -274,7 +276,9 @@ def test_two_chats_at_once_run_in_two_workers(
 
 
 def test_a_streamed_chat_reaches_the_client_piece_by_piece(process_stack: RunningStack, held: LlmStub) -> None:
-    url = urlsplit(process_stack.gateway_url)
+    """Through the Function URL's emulation (the shipped adapter in its own process), as in AWS."""
+    assert process_stack.stream_url is not None
+    url = urlsplit(process_stack.stream_url)
     connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=EVENT_WAIT_SECONDS)
     key = process_stack.container.api_keys.issue(process_stack.settings.owner, "stream test").key
     body = json.dumps({"message": "Count to two.", "stream": True, "useMemory": False})
@@ -294,6 +298,26 @@ def test_a_streamed_chat_reaches_the_client_piece_by_piece(process_stack: Runnin
     connection.close()
     assert rest.strip().splitlines()[-2] == "event: done"
     assert json.loads(rest.strip().splitlines()[-1].removeprefix("data: "))["reply"] == "one two"
+
+
+def test_the_http_api_answers_a_streamed_chat_in_one_body_once_it_is_complete(
+    client: ApiClient, held: LlmStub, background: ThreadPoolExecutor
+) -> None:
+    """As API Gateway's HTTP APIs do: the same events, buffered until the function returns."""
+    arrivals = held.arrivals()
+    answer = background.submit(client.post, "/chat", {"message": "Count to two.", "stream": True, "useMemory": False})
+    held.wait_for_arrivals(arrivals + 1)
+    # The model has sent its first piece and is held on the second: nothing can have been answered.
+    assert not answer.done()
+    held.release()
+    result = answer.result(timeout=EVENT_WAIT_SECONDS)
+    assert result.status == 200, result
+    assert result.headers["content-type"].startswith("text/event-stream")
+    assert "transfer-encoding" not in result.headers
+    assert int(result.headers["content-length"]) == len(result.json.encode())
+    lines = result.json.strip().splitlines()
+    assert lines[:2] == ["event: delta", 'data: {"text": "one "}']
+    assert lines[-2] == "event: done" and json.loads(lines[-1].removeprefix("data: "))["reply"] == "one two"
 
 
 def test_a_worker_killed_mid_request_costs_that_request_a_503(
@@ -344,7 +368,9 @@ def test_a_function_past_its_timeout_is_a_503_and_its_worker_is_replaced(short_l
 
 def test_stopping_a_stack_stops_its_workers(process_stack: RunningStack) -> None:
     settings = Settings(env=new_env("gw"), region=REGION, endpoint_url=process_stack.endpoint_url)
-    running = start_stack(settings, emulator_port=free_port(), gateway_port=free_port(), execution="process")
+    running = start_stack(
+        settings, emulator_port=free_port(), gateway_port=free_port(), execution="process", stream_port=0
+    )
     functions = running.gateway.functions
     assert isinstance(functions, ProcessFunctions)
     names = ("chat", "memory", "search", "authorizer", "learning")

@@ -143,12 +143,14 @@ def test_a_repeated_chat_answers_the_first_reply_and_asks_the_model_once(
     assert chat_model.prompt_count() == asked
 
 
-def test_a_repeated_streamed_chat_gets_the_reply_as_one_stream(api: ApiClient, chat_model: RecordingChatModel) -> None:
+def test_a_repeated_streamed_chat_gets_the_reply_as_one_stream(
+    api: ApiClient, stream_api: ApiClient, chat_model: RecordingChatModel
+) -> None:
     key, session = new_key(), f"idem-{secrets.token_urlsafe(8)}"
     body = {"message": "Say hello.", "sessionId": session, "useMemory": False, "stream": True}
     with chat_model.answering("Hello there, good to hear from you."):
-        first = api.post("/chat", body, headers={"Idempotency-Key": key})
-        again = api.post("/chat", body, headers={"Idempotency-Key": key})
+        first = stream_api.post("/chat", body, headers={"Idempotency-Key": key})  # streamed as it came
+        again = api.post("/chat", body, headers={"Idempotency-Key": key})  # the HTTP API: the same record
     assert first.status == 200, first
     assert again.status == 200, again
     assert again.headers["content-type"].startswith("text/event-stream")

@@ -58,7 +58,9 @@ def supervised(
         daily_token_budget=10**12,
     )
     log = tmp_path_factory.mktemp("supervised-model") / "model-server.log"
-    running = start_stack(settings, emulator_port=free_port(), gateway_port=free_port(), model_server_log=log)
+    running = start_stack(
+        settings, emulator_port=free_port(), gateway_port=free_port(), model_server_log=log, stream_port=0
+    )
     server = running.model_server
     try:
         assert server is not None, "start_stack serves the local provider's model itself"
@@ -109,9 +111,13 @@ def report(what: str, seconds: float) -> None:
 
 
 @contextmanager
-def streamed_chat(api: ApiClient, payload: dict[str, Any]) -> Iterator[Iterator[tuple[str, dict[str, Any]]]]:
-    """The server-sent events of a streamed chat, read as they arrive."""
-    url = urllib.parse.urlsplit(api.base_url)
+def streamed_chat(
+    api: ApiClient, running: RunningStack, payload: dict[str, Any]
+) -> Iterator[Iterator[tuple[str, dict[str, Any]]]]:
+    """The server-sent events of a streamed chat, read as they arrive from the stack's Function URL
+    (the HTTP API answers a streamed chat in one body, as in AWS)."""
+    assert running.stream_url is not None
+    url = urllib.parse.urlsplit(running.stream_url)
     connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=180)
     try:
         connection.request(
@@ -163,7 +169,7 @@ def interrupted_stream(
     session, the events that came after that piece, and when (time.monotonic) it was interrupted."""
     session = unique_session()
     pid = current_pid(model_server(running))
-    with streamed_chat(api, {"message": LONG_ASK, "sessionId": session, "useMemory": False}) as stream:
+    with streamed_chat(api, running, {"message": LONG_ASK, "sessionId": session, "useMemory": False}) as stream:
         name, first = next(stream)
         assert name == "delta", first
         interrupted_at = time.monotonic()
@@ -275,7 +281,7 @@ def test_a_frozen_model_costs_requests_a_503_within_the_timeout_and_is_replaced(
     session = unique_session()
     frozen = current_pid(server)
     try:
-        with streamed_chat(api, {"message": LONG_ASK, "sessionId": session, "useMemory": False}) as stream:
+        with streamed_chat(api, running, {"message": LONG_ASK, "sessionId": session, "useMemory": False}) as stream:
             name, first = next(stream)
             assert name == "delta", first
             frozen_at = time.monotonic()

@@ -491,3 +491,42 @@ def test_the_reply_is_read_as_it_arrives() -> None:
         ("delta", {"text": "lo"}, 1),
         ("done", {"reply": "Hello", "sources": []}, 3),
     ]
+
+
+def test_streamed_chats_go_to_the_profiles_stream_url_and_the_rest_to_its_api(
+    pai: Callable[..., Any], fake: FakeApi, tmp_path: Path
+) -> None:
+    path = tmp_path / "config.json"
+    env = {"PAI_CONFIG": str(path), "PAI_API_KEY": "", "PAI_API_URL": ""}
+    stream = "https://abc.lambda-url.eu-west-1.on.aws/"
+    made = pai(
+        "configure", "-p", "cloud", "--url", "http://pai.test", "--stream-url", stream, "--api-key", KEY, env=env
+    )
+    assert made.exit_code == 0, made.output
+    assert json.loads(path.read_text())["profiles"]["cloud"]["streamUrl"] == stream.rstrip("/")
+    assert "stream: https://abc.lambda-url.eu-west-1.on.aws" in pai("configure", "--show", env=env).stdout
+    assert pai("chat", "hi", env=env).exit_code == 0
+    chat = next(r for r in reversed(fake.requests) if r.url.path == "/chat")
+    assert str(chat.url) == "https://abc.lambda-url.eu-west-1.on.aws/chat"
+    assert chat.headers["authorization"] == f"Bearer {KEY}"
+    assert pai("remember", "x", env=env).exit_code == 0
+    assert fake.requests[-1].url.host == "pai.test"
+    # Changing the profile's key keeps its stream URL; '' removes it.
+    assert pai("configure", "-p", "cloud", "--api-key", KEY, env=env).exit_code == 0
+    assert json.loads(path.read_text())["profiles"]["cloud"]["streamUrl"] == stream.rstrip("/")
+    assert pai("configure", "-p", "cloud", "--stream-url", "", "--api-key", KEY, env=env).exit_code == 0
+    assert "streamUrl" not in json.loads(path.read_text())["profiles"]["cloud"]
+
+
+def test_a_stream_url_that_refuses_the_connection_falls_back_to_the_api(pai: Callable[..., Any], fake: FakeApi) -> None:
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        if request.url.port == 8081:
+            raise httpx2.ConnectError("connection refused", request=request)
+        return fake.handle(request)
+
+    env = {"PAI_STREAM_URL": "http://127.0.0.1:8081"}
+    result = pai("chat", "hi", env=env, transport=httpx2.MockTransport(answer))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "Hello there"
+    chat = next(r for r in reversed(fake.requests) if r.url.path == "/chat")
+    assert chat.url.host == "pai.test"

@@ -585,6 +585,7 @@ def test_roles_may_only_count_on_the_usage_table_and_only_chat_reads_it() -> Non
                     granted.setdefault(role, set()).update(statement["Action"])
     assert granted == {
         "ChatFunctionRole": {"dynamodb:UpdateItem", "dynamodb:GetItem"},
+        "ChatStreamFunctionRole": {"dynamodb:UpdateItem", "dynamodb:GetItem"},  # the same chat, streamed
         "MemoryFunctionRole": {"dynamodb:UpdateItem"},
         "SearchFunctionRole": {"dynamodb:UpdateItem"},
         "DocumentsFunctionRole": {"dynamodb:UpdateItem"},

@@ -54,7 +54,12 @@ def _stream(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 def _plain(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return {"statusCode": 201, "body": event["body"], "remaining": context.get_remaining_time_in_millis()}
+    return {
+        "statusCode": 201,
+        "body": event["body"],
+        "remaining": context.get_remaining_time_in_millis(),
+        "streamed": context.response_stream is not None,
+    }
 
 
 def _broken(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -81,8 +86,15 @@ def messages(invocation: Invocation) -> list[Message]:
 
 def test_a_streamed_answer_arrives_as_start_writes_and_a_return(handlers_module: str) -> None:
     functions = InlineFunctions()
-    received = messages(functions.invoke(f"{handlers_module}.stream", {}))
+    received = messages(functions.invoke(f"{handlers_module}.stream", {}, response_stream=True))
     assert received == [Started(200, {"Content-Type": "text/event-stream"}), Wrote("one"), Wrote("two"), Returned(None)]
+
+
+def test_only_a_streaming_invocation_gets_a_response_stream(handlers_module: str) -> None:
+    # API Gateway invokes without one: a handler that would stream answers in one payload instead.
+    (answer,) = messages(InlineFunctions().invoke(f"{handlers_module}.plain", {"body": "x"}))
+    assert isinstance(answer, Returned) and answer.result is not None
+    assert answer.result["streamed"] is False
 
 
 def test_a_plain_answer_is_returned_with_the_time_left_in_its_context(handlers_module: str) -> None:

@@ -227,6 +227,15 @@ FUNCTIONS: dict[str, FunctionUse] = {
     ),
 }
 
+# The streamed chat's function runs run.sh: the Web Adapter proxies to handlers/chat_stream_server.py,
+# which checks the key with the authorizer's code and answers with the chat handler's.
+STREAM_SERVER_HANDLERS = ("handlers.chat.handler", "handlers.authorizer.handler")
+FUNCTIONS["run.sh"] = FunctionUse(
+    "ChatStreamFunctionRole",
+    frozenset().union(*(FUNCTIONS[h].container_parts for h in STREAM_SERVER_HANDLERS)),
+    _merge(*(FUNCTIONS[h].methods for h in STREAM_SERVER_HANDLERS)),
+)
+
 # Calls made outside the adapters: what the event source mappings do with the role of the function
 # they deliver to. A permission some other code needs (a tracer's X-Ray calls, on "*") is declared
 # here, with the call that needs it; otherwise it is a grant no call needs.
@@ -509,6 +518,8 @@ def test_every_function_in_the_template_is_declared() -> None:
 
 def _container_parts(handler: str) -> set[str]:
     """The container attributes a handler module (and the _http helpers it calls) reads."""
+    if handler == "run.sh":
+        return set().union(*(_container_parts(served) for served in STREAM_SERVER_HANDLERS))
     module = handler.rsplit(".", 1)[0]
     sources = [ROOT / (module.replace(".", "/") + ".py")]
     tree = ast.parse(sources[0].read_text(encoding="utf-8"))
