@@ -33,12 +33,21 @@ FUNCTION_RESOURCE = "ChatStreamFunction"
 
 
 def cors_from_template(template: Template, *, extra_origins: tuple[str, ...] = ()) -> CorsPolicy:
-    """The Function URL's Cors, with the parameters' defaults (an empty WebAppOrigin adds nothing)."""
+    """The Function URL's Cors, with the parameters' defaults (an empty WebAppOrigin adds nothing).
+    An origin naming a resource the local stack has no counterpart of (the web app's CloudFront
+    distribution) is left out: locally the page is the gateway's, which `extra_origins` names."""
     cors = template.properties(URL_RESOURCE)["Cors"]
     origins = [template.chosen(origin) for origin in cors["AllowOrigins"]]
-    allowed = tuple(str(template.resolve(o)) for o in origins if o != {"Ref": "AWS::NoValue"})
+    allowed: list[str] = []
+    for origin in origins:
+        if origin == {"Ref": "AWS::NoValue"}:
+            continue
+        try:
+            allowed.append(str(template.resolve(origin)))
+        except KeyError:
+            log.debug("no local counterpart of the allowed origin %s", origin)
     return CorsPolicy(
-        allow_origins=tuple(dict.fromkeys(allowed + extra_origins)),
+        allow_origins=tuple(dict.fromkeys((*allowed, *extra_origins))),
         allow_headers=tuple(cors.get("AllowHeaders", ())),
         allow_methods=tuple(cors.get("AllowMethods", ("POST",))),
         max_age=int(cors.get("MaxAge", 0)),

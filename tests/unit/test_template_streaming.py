@@ -135,3 +135,12 @@ def test_with_snapstart_everything_invokes_the_live_alias_and_without_it_the_fun
     assert [(r.method, r.path, r.handler) for r in SNAPSTART.routes()] == [
         (r.method, r.path, r.handler) for r in TEMPLATE.routes()
     ]
+
+
+def test_the_local_function_url_allows_the_local_pages_and_leaves_out_the_distribution() -> None:
+    from pai_local.function_url import cors_from_template
+
+    cors = cors_from_template(TEMPLATE, extra_origins=("http://127.0.0.1:9999",))
+    # The web distribution's origin is in the template's list, but the local stack has no distribution.
+    assert cors.allow_origins == ("http://127.0.0.1:8080", "http://localhost:8080", "http://127.0.0.1:9999")
+    assert "*" not in cors.allow_origins
