@@ -196,9 +196,18 @@ def main(argv: list[str] | None = None) -> int:
         "EnableDashboard=true, EnableTracing=true (repeatable; one left out takes its default)",
     )
     parser.add_argument(
+        "--chat-stream-url",
+        choices=("true", "false"),
+        default=None,
+        help="the streamed chat's public Function URL (the template's EnableChatStreamUrl): default true in"
+        " AWS, false on an emulator (moto's CloudFormation makes no AWS::Lambda::Url; pass true to one that does)",
+    )
+    parser.add_argument(
         "--no-chat-stream-url",
-        action="store_true",
-        help="no public Function URL for streamed chat (EnableChatStreamUrl=false): chat through the API only",
+        dest="chat_stream_url",
+        action="store_const",
+        const="false",
+        help="no public Function URL for streamed chat: chat through the API only (its answers buffered)",
     )
     parser.add_argument("--snapstart", action="store_true", help="Lambda SnapStart on every function (billed)")
     args = parser.parse_args(argv)
@@ -226,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             "BedrockModelId": args.bedrock_model_id,
             "WebApp": web,
             **extra,
-            "EnableChatStreamUrl": "false" if args.no_chat_stream_url else "true",
+            "EnableChatStreamUrl": args.chat_stream_url or ("false" if target.emulated else "true"),
             "EnableSnapStart": "true" if args.snapstart else "false",
         },
         template_url=upload_template(target, bucket),
