@@ -39,8 +39,8 @@ def moto_endpoint() -> Iterator[str]:
     server.stop()
 
 
-def run_script(name: str, endpoint: str, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    env = {
+def run_script(name: str, endpoint: str, *args: str, env: str = ENV) -> tuple[subprocess.CompletedProcess[str], float]:
+    environ = {
         **os.environ,
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
@@ -48,10 +48,10 @@ def run_script(name: str, endpoint: str, *args: str) -> tuple[subprocess.Complet
     }
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / name), "--env", ENV, "--endpoint-url", endpoint, *args],
+        [sys.executable, str(REPO_ROOT / "scripts" / name), "--env", env, "--endpoint-url", endpoint, *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=environ,
         timeout=300,
         check=False,
         stdin=subprocess.DEVNULL,

@@ -24,7 +24,8 @@ from moto.server import ThreadedMotoServer
 from pai_local.emulator import free_port
 from tests.integration.test_deploy import clients, run_script
 
-ENV = "deploytest"  # run_script deploys pai-deploytest
+# Not test_deploy.py's environment: moto keeps one state per process, and that module counts what it made.
+ENV = "deployweb"
 WEB_BUCKET = f"pai-web-123456789012-{ENV}"
 # moto's CloudFormation has no AWS::Lambda::Url, and the ChatStreamUrl output names one (as test_deploy.py).
 NO_URL = "--no-chat-stream-url"
@@ -85,7 +86,7 @@ def test_deploy_publishes_the_web_app_and_destroy_removes_it(
 ) -> None:
     client = clients(moto_endpoint)
     deployed, _ = run_script(
-        "deploy.py", moto_endpoint, "--bundle-dir", str(stand_in_bundle), "--web-dir", str(web_dir), NO_URL
+        "deploy.py", moto_endpoint, "--bundle-dir", str(stand_in_bundle), "--web-dir", str(web_dir), NO_URL, env=ENV
     )
     assert deployed.returncode == 0, deployed.stderr[-3000:]
     stack = client("cloudformation").describe_stacks(StackName=f"pai-{ENV}")["Stacks"][0]
@@ -115,12 +116,12 @@ def test_deploy_publishes_the_web_app_and_destroy_removes_it(
     # A file gone from web/ is gone from the bucket at the next deploy.
     (web_dir / "app.css").unlink()
     again, _ = run_script(
-        "deploy.py", moto_endpoint, "--bundle-dir", str(stand_in_bundle), "--web-dir", str(web_dir), NO_URL
+        "deploy.py", moto_endpoint, "--bundle-dir", str(stand_in_bundle), "--web-dir", str(web_dir), NO_URL, env=ENV
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert set(objects(client)) == {"index.html", "app.js", "icons/pai.svg", "config.json"}
 
-    destroyed, _ = run_script("destroy.py", moto_endpoint, "--yes")
+    destroyed, _ = run_script("destroy.py", moto_endpoint, "--yes", env=ENV)
     assert destroyed.returncode == 0, destroyed.stderr[-3000:]
     assert f"emptying s3://{WEB_BUCKET}" in destroyed.stdout
     assert WEB_BUCKET not in {b["Name"] for b in client("s3").list_buckets()["Buckets"]}
@@ -138,7 +139,11 @@ def test_without_the_web_app_nothing_is_published(moto_endpoint: str, stand_in_b
         "--web",
         "false",
         NO_URL,
+        env=ENV,
     )
     assert deployed.returncode == 0, deployed.stderr[-3000:]
     assert "no web app in this stack" in deployed.stdout
     assert WEB_BUCKET not in {b["Name"] for b in client("s3").list_buckets()["Buckets"]}
+    # The emulator's state outlives this module's server (moto keeps it per process): leave no stack.
+    destroyed, _ = run_script("destroy.py", moto_endpoint, "--yes", env=ENV)
+    assert destroyed.returncode == 0, destroyed.stderr[-3000:]
