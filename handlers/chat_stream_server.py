@@ -434,9 +434,12 @@ class _ChunkedSink:
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server_version, sys_version = "pai", ""  # no Python version in the Server header
+    server_version = "pai"
     server: ChatStreamServer
     timeout = 30.0  # a client that stops sending mid-request
+
+    def version_string(self) -> str:
+        return self.server_version  # no Python version in the Server header
 
     def _dispatch(self) -> None:
         body = self._body()
