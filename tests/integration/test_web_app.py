@@ -242,9 +242,9 @@ def test_no_api_call_before_a_key_is_entered(
     wait(page, lambda d: ("GET", "/config.json") in requests_seen.lines, "config.json in the gateway's log")
     time.sleep(0.5)  # room for a request the page should not make
     assert api_requests(requests_seen.lines) == [], requests_seen.lines
-    assert {path for _, path in requests_seen.lines} <= {"/", "/app.js", "/app.css", "/config.json", "/favicon.svg"} | {
-        f"/js/{name}" for name in ("api.js", "chat.js", "documents.js", "dom.js", "markdown.js", "memories.js")
-    }
+    modules = ("api.js", "chat.js", "documents.js", "dom.js", "markdown.js", "memories.js", "paged.js")
+    page_files = {"/", "/app.js", "/app.css", "/config.json", "/favicon.svg"} | {f"/js/{name}" for name in modules}
+    assert {path for _, path in requests_seen.lines} <= page_files
     # The key is kept for this tab only unless "remember" is ticked.
     assert web_user.api_key is not None
     sign_in(page, web_user.api_key)

@@ -1,8 +1,8 @@
 // Documents: upload (drag and drop, or the file input) with progress, list a page at a time, delete.
 
 import { byId, bytes, clear, confirmButton, h, time } from "./dom.js";
+import { PagedList } from "./paged.js";
 
-const PAGE_SIZE = 20;
 const MAX_FILE_BYTES = 4 * 1024 * 1024;
 const TYPES = {
   txt: "text/plain",
@@ -24,13 +24,18 @@ export class DocumentsView {
   constructor(app) {
     this.app = app;
     this.list = byId("document-list");
-    this.more = byId("document-more");
     this.status = byId("document-status");
     this.uploads = byId("upload-list");
     this.category = byId("document-category");
     this.input = byId("document-file");
     this.zone = byId("drop-zone");
-    this.cursor = null;
+    this.pages = new PagedList(app, "/documents", {
+      list: this.list,
+      more: byId("document-more"),
+      status: this.status,
+      item: (doc) => this.item(doc),
+      empty: "No documents yet.",
+    });
     this.loaded = false;
     this.queue = Promise.resolve();
     this.input.addEventListener("change", () => {
@@ -55,7 +60,6 @@ export class DocumentsView {
         if (event.dataTransfer?.types.includes("Files") && !this.zone.contains(event.target)) event.preventDefault();
       });
     }
-    this.more.addEventListener("click", () => this.page());
   }
 
   show() {
@@ -64,38 +68,14 @@ export class DocumentsView {
 
   reset() {
     this.loaded = false;
-    this.cursor = null;
-    clear(this.list);
+    this.pages.clear();
     clear(this.uploads);
-    this.more.hidden = true;
     this.status.textContent = "";
   }
 
   async reload() {
     this.loaded = true;
-    this.cursor = null;
-    clear(this.list);
-    this.more.hidden = true;
-    await this.page();
-  }
-
-  async page() {
-    const request = { action: "list", limit: PAGE_SIZE };
-    if (this.cursor) request.cursor = this.cursor;
-    this.status.textContent = "Loading…";
-    this.more.disabled = true;
-    try {
-      const answer = await this.app.api.post("/documents", request);
-      for (const doc of answer.items) this.list.append(this.item(doc));
-      this.cursor = answer.cursor ?? null;
-      this.more.hidden = !this.cursor;
-      this.status.textContent = this.list.childElementCount ? "" : "No documents yet.";
-    } catch (error) {
-      this.status.textContent = error.message;
-      this.app.failed(error);
-    } finally {
-      this.more.disabled = false;
-    }
+    await this.pages.reload();
   }
 
   // Files go up one at a time, in the order given.

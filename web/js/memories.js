@@ -3,8 +3,7 @@
 
 import { byId, clear, confirmButton, h, time } from "./dom.js";
 import { renderMarkdown } from "./markdown.js";
-
-const PAGE_SIZE = 20;
+import { PagedList } from "./paged.js";
 
 export class MemoriesView {
   constructor(app) {
@@ -16,7 +15,14 @@ export class MemoriesView {
     this.category = byId("memory-category");
     this.origin = byId("memory-origin");
     this.categories = byId("memory-categories");
-    this.cursor = null;
+    this.pages = new PagedList(app, "/memory", {
+      list: this.list,
+      more: this.more,
+      status: this.status,
+      item: (memory) => this.item(memory),
+      empty: "No memories yet.",
+      filters: () => this.filters(),
+    });
     this.loaded = false;
     this.seenCategories = new Set();
     byId("memory-search").addEventListener("submit", (event) => {
@@ -33,7 +39,6 @@ export class MemoriesView {
       this.origin.value = "";
       this.reload();
     });
-    this.more.addEventListener("click", () => this.page());
   }
 
   show() {
@@ -42,11 +47,9 @@ export class MemoriesView {
 
   reset() {
     this.loaded = false;
-    this.cursor = null;
+    this.pages.clear();
     this.seenCategories.clear();
     clear(this.categories);
-    clear(this.list);
-    this.more.hidden = true;
     this.status.textContent = "";
   }
 
@@ -60,29 +63,7 @@ export class MemoriesView {
 
   async reload() {
     this.loaded = true;
-    this.cursor = null;
-    clear(this.list);
-    this.more.hidden = true;
-    await this.page();
-  }
-
-  async page() {
-    const request = { action: "list", limit: PAGE_SIZE, ...this.filters() };
-    if (this.cursor) request.cursor = this.cursor;
-    this.status.textContent = "Loading…";
-    this.more.disabled = true;
-    try {
-      const answer = await this.app.api.post("/memory", request);
-      for (const memory of answer.items) this.list.append(this.item(memory));
-      this.cursor = answer.cursor ?? null;
-      this.more.hidden = !this.cursor;
-      this.status.textContent = this.list.childElementCount ? "" : "No memories yet.";
-    } catch (error) {
-      this.status.textContent = error.message;
-      this.app.failed(error);
-    } finally {
-      this.more.disabled = false;
-    }
+    await this.pages.reload();
   }
 
   async search() {
@@ -189,7 +170,9 @@ export class MemoriesView {
     }
     element.remove();
     this.status.textContent = "Memory deleted.";
-    if (!this.list.childElementCount && !this.cursor) this.status.textContent = "Memory deleted. No memories left.";
+    if (!this.list.childElementCount && !this.pages.cursor) {
+      this.status.textContent = "Memory deleted. No memories left.";
+    }
   }
 }
 
