@@ -53,12 +53,14 @@ export class Api {
     return { Authorization: `Bearer ${this.key}`, "Content-Type": "application/json" };
   }
 
-  async post(path, body, { signal } = {}) {
+  // A POST to the API with no cookies, cache or referrer. A network failure becomes "unreachable" (an
+  // abort stays an abort) and an answer other than 2xx the API's error.
+  async send(url, body, { accept = undefined, signal } = {}) {
     let response;
     try {
-      response = await fetch(this.config.apiUrl + path, {
+      response = await fetch(url, {
         method: "POST",
-        headers: this.headers(),
+        headers: accept ? { ...this.headers(), Accept: accept } : this.headers(),
         body: JSON.stringify(body),
         credentials: "omit",
         cache: "no-store",
@@ -70,6 +72,11 @@ export class Api {
       throw unreachable(cause);
     }
     if (!response.ok) throw await errorFrom(response);
+    return response;
+  }
+
+  async post(path, body, { signal } = {}) {
+    const response = await this.send(this.config.apiUrl + path, body, { signal });
     return response.json();
   }
 
@@ -77,22 +84,10 @@ export class Api {
   // ("delta" {text}, then "done" with the whole reply, or "error" {error}).
   async *chatStream(body, { signal } = {}) {
     const base = this.config.chatStreamUrl ?? this.config.apiUrl;
-    let response;
-    try {
-      response = await fetch(`${base}/chat`, {
-        method: "POST",
-        headers: { ...this.headers(), Accept: "text/event-stream" },
-        body: JSON.stringify({ ...body, stream: true }),
-        credentials: "omit",
-        cache: "no-store",
-        referrerPolicy: "no-referrer",
-        signal,
-      });
-    } catch (cause) {
-      if (cause?.name === "AbortError") throw cause;
-      throw unreachable(cause);
-    }
-    if (!response.ok) throw await errorFrom(response);
+    const response = await this.send(`${base}/chat`, { ...body, stream: true }, {
+      accept: "text/event-stream",
+      signal,
+    });
     const type = response.headers.get("content-type") ?? "";
     if (!type.startsWith("text/event-stream")) {
       // A plain JSON answer (a server that does not stream): the same reply, all at once.
