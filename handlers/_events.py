@@ -1,6 +1,5 @@
 """API Gateway's side of an invocation, as both ways of serving PAI outside API Gateway need it: the
-payload-2.0 event a route's function receives, the event its REQUEST authorizer receives, and the
-cache of authorizer answers per identity value.
+payload-2.0 event a route's function receives and the event its REQUEST authorizer receives.
 
 Shared by the local gateway (pai_local/gateway.py, which emulates the HTTP API) and the streamed
 chat's own HTTP adapter (handlers/chat_stream_server.py, which runs inside the Lambda function
@@ -10,11 +9,8 @@ behind its Function URL): the chat handler sees the same event whichever way a r
 from __future__ import annotations
 
 import base64
-import hashlib
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
@@ -27,59 +23,6 @@ class RouteKey(Protocol):
 
     @property
     def path(self) -> str: ...
-
-
-class CachePolicy(Protocol):
-    """What the cache needs of an authorizer: its name (entries are per authorizer) and its TTL."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def ttl_seconds(self) -> int: ...
-
-
-class AuthorizerCache:
-    """API Gateway's cache of authorizer answers: per authorizer and identity value, for the
-    authorizer's TTL (or `ttl_override`: 0 turns caching off). Entries are keyed by a digest of the
-    value, so no API key stays in memory, and the oldest go first past `max_entries`."""
-
-    def __init__(self, *, max_entries: int = 1024) -> None:
-        self._entries: OrderedDict[tuple[str, bytes], tuple[float, dict[str, Any]]] = OrderedDict()
-        self._max_entries = max_entries
-        self._lock = threading.Lock()
-        self.ttl_override: int | None = None
-
-    def get(self, authorizer: CachePolicy, identity: str) -> dict[str, Any] | None:
-        key = _cache_key(authorizer, identity)
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            expires, answer = entry
-            if time.monotonic() >= expires:
-                del self._entries[key]
-                return None
-            return answer
-
-    def put(self, authorizer: CachePolicy, identity: str, answer: dict[str, Any]) -> None:
-        ttl = authorizer.ttl_seconds if self.ttl_override is None else self.ttl_override
-        if ttl <= 0:
-            return
-        key = _cache_key(authorizer, identity)
-        with self._lock:
-            self._entries[key] = (time.monotonic() + ttl, answer)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-def _cache_key(authorizer: CachePolicy, identity: str) -> tuple[str, bytes]:
-    return authorizer.name, hashlib.sha256(identity.encode("utf-8", "surrogateescape")).digest()
 
 
 def build_event(

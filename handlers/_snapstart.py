@@ -5,10 +5,10 @@ environment's memory, and starts later environments from that snapshot. What is 
 is what every cold start would otherwise redo: the imports and the loaded embedding model. What must
 not be in it is anything secret or anything that has to differ per environment, so before the
 snapshot this module drops the composition root (the AWS clients and their credentials, the keyring
-with any unwrapped branch key, the search index with any user's memories, the chat model's client),
-the authorizer answers and stems cached per process, and after a restore it reseeds the `random`
-module (every environment restored from one snapshot would otherwise draw the same numbers) and
-builds a fresh composition root around the model it kept.
+with any unwrapped branch key, the search index with any user's memories, the chat model's client,
+the keys the authorizer found good) and the stems cached per process, and after a restore it reseeds
+the `random` module (every environment restored from one snapshot would otherwise draw the same
+numbers) and builds a fresh composition root around the model it kept.
 
 The managed runtime calls the hooks through `snapshot_restore_py`, which exists only inside Lambda's
 Python runtime: `register()` is a no-op anywhere else. The streamed chat's function runs its own

@@ -11,8 +11,9 @@ This module is that server (`run.sh` starts it on the adapter's port).
 What it does with a request is what API Gateway does in front of the other routes, so the chat
 handler cannot tell the two apart:
 - the same API key check: the authorizer's own code (handlers.authorizer.handler), called in the
-  process with API Gateway's v2 authorizer event, its answer cached per Authorization value for the
-  API's cache time (AuthCacheSeconds), a bad key a 401 of PAI's own before anything streams;
+  process with API Gateway's v2 authorizer event for every request, as API Gateway calls it (its TTL
+  is 0; the authorizer itself remembers good keys for AuthCacheSeconds), a bad key a 401 of PAI's
+  own before anything streams;
 - the same payload-2.0 event for handlers.chat.handler (handlers/_events.py, which the local gateway
   uses too), with `context.response_stream` set, so `"stream": true` is written as it is produced.
 
@@ -45,7 +46,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import handlers._logging  # noqa: F401  (library loggers pinned before this server logs anything)
-from handlers._events import AuthorizerCache, build_authorizer_event, build_event
+from handlers._events import build_authorizer_event, build_event
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 log = logging.getLogger("pai.chat_stream")
@@ -54,7 +55,6 @@ log = logging.getLogger("pai.chat_stream")
 MAX_REQUEST_BYTES = 6 * 1024 * 1024
 # The chat function's Timeout, when the Web Adapter does not pass the invocation's deadline.
 DEFAULT_TIMEOUT_SECONDS = 30.0
-DEFAULT_AUTH_CACHE_SECONDS = 60
 INTERNAL_ERROR_MESSAGE = "Something went wrong on our side."
 CHAT_PATH = "/chat"
 # The Web Adapter passes the invocation's Lambda context and the Function URL's request context as
@@ -83,14 +83,6 @@ class HttpRequest:
     headers: list[tuple[str, str]]
     body: bytes
     source_ip: str = ""
-
-
-@dataclass(frozen=True)
-class _ApiKeyAuthorizer:
-    """The cache policy of the API's authorizer (template: ApiKeyAuthorizer)."""
-
-    name: str
-    ttl_seconds: int
 
 
 class _TrackedSink:
@@ -186,7 +178,6 @@ class ChatStreamApp:
         *,
         chat_handler: LambdaHandler | None = None,
         authorizer_handler: LambdaHandler | None = None,
-        auth_cache_seconds: int = DEFAULT_AUTH_CACHE_SECONDS,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         function_name: str = "chat-stream",
         invocation_guard: Callable[[], AbstractContextManager[object]] | None = None,
@@ -194,8 +185,6 @@ class ChatStreamApp:
     ) -> None:
         self._chat = chat_handler
         self._authorizer = authorizer_handler
-        self._policy = _ApiKeyAuthorizer("ApiKeyAuthorizer", max(0, auth_cache_seconds))
-        self.authorizer_cache = AuthorizerCache()
         self._timeout_seconds = timeout_seconds
         self._function_name = function_name
         self._guard = invocation_guard or (lambda: _ONE_AT_A_TIME)
@@ -280,11 +269,8 @@ class ChatStreamApp:
         source_ip: str,
         lambda_header: str | None,
     ) -> dict[str, Any] | None:
-        """The authorizer's answer for this Authorization value, cached as API Gateway caches it;
-        None when the authorizer failed or answered something that is not an answer."""
-        cached = self.authorizer_cache.get(self._policy, identity)
-        if cached is not None:
-            return cached
+        """The authorizer's answer for this Authorization value; None when the authorizer failed or
+        answered something that is not an answer."""
         event = build_authorizer_event(
             route, method="POST", target=request.target, headers=headers, identity=identity, source_ip=source_ip
         )
@@ -299,10 +285,6 @@ class ChatStreamApp:
         if not isinstance(answer, dict) or not isinstance(answer.get("isAuthorized"), bool):
             log.error("the API key authorizer answered without a boolean isAuthorized")
             return None
-        # "The keys cannot be checked now" is an answer about the moment, not about the key: kept,
-        # it would refuse a good key for the whole cache time.
-        if (answer.get("context") or {}).get("authError") != "unavailable":
-            self.authorizer_cache.put(self._policy, identity, answer)
         return answer
 
     def _run_hook(self, path: str, method: str, headers: dict[str, str], sink: ResponseSink) -> None:
@@ -313,7 +295,6 @@ class ChatStreamApp:
         with self._guard():
             try:
                 if path == BEFORE_SNAPSHOT_PATH:
-                    self.authorizer_cache.clear()  # users' ids, per key digest: not for the snapshot
                     before()
                 else:
                     after()
@@ -546,7 +527,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="handlers.chat_stream_server", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--auth-cache-seconds", type=int, default=DEFAULT_AUTH_CACHE_SECONDS)
     parser.add_argument("--timeout-seconds", type=float, default=DEFAULT_TIMEOUT_SECONDS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
@@ -556,7 +536,6 @@ def main(argv: list[str] | None = None) -> None:
     app = ChatStreamApp(
         chat_handler=_load("handlers.chat.handler"),
         authorizer_handler=_load("handlers.authorizer.handler"),
-        auth_cache_seconds=args.auth_cache_seconds,
         timeout_seconds=args.timeout_seconds,
         snapstart_hooks=(_snapstart.before_snapshot, _snapstart.after_restore),
     )

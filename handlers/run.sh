@@ -9,5 +9,4 @@ cd "${LAMBDA_TASK_ROOT:-$(dirname "$0")}"
 export PYTHONPATH="${LAMBDA_TASK_ROOT:-.}:/opt/python:/var/runtime${PYTHONPATH:+:$PYTHONPATH}"
 exec python3 -m handlers.chat_stream_server \
   --port "${AWS_LWA_PORT:-8080}" \
-  --auth-cache-seconds "${PAI_AUTH_CACHE_SECONDS:-60}" \
   --timeout-seconds "${PAI_FUNCTION_TIMEOUT_SECONDS:-60}"

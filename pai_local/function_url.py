@@ -3,8 +3,8 @@
 In AWS, POST /chat with `"stream": true` streams only through ChatStreamFunctionUrl
 (infra/template.yaml): the Lambda Web Adapter proxies each invocation to the shipped HTTP adapter
 (handlers/chat_stream_server.py) inside the function. Here the same adapter serves on its own port,
-with what the Function URL adds in front of it taken from the template: its CORS configuration and
-the API key cache time. The HTTP API on the gateway buffers a streamed chat, as API Gateway does.
+with what the Function URL adds in front of it taken from the template: its CORS configuration. The
+HTTP API on the gateway buffers a streamed chat, as API Gateway does.
 
 Like the gateway's functions, the adapter runs either in a process of its own (`make run`: an
 execution environment with its own composition root) or in a thread of this process, sharing its
@@ -57,7 +57,6 @@ def cors_from_template(template: Template, *, extra_origins: tuple[str, ...] = (
 def _app_settings(template: Template) -> dict[str, Any]:
     function = template.properties(FUNCTION_RESOURCE)
     return {
-        "auth_cache_seconds": int(template.resolve(template.parameters["AuthCacheSeconds"])),
         "timeout_seconds": float(template.resolve(function.get("Timeout", 3))),
         "function_name": "chat-stream",
     }
@@ -108,14 +107,13 @@ class LocalFunctionUrl:
         self._server: ChatStreamServer | None = None
         self._stopping: Any = None
         self._process: BaseProcess | None = None
-        self.app: ChatStreamApp | None = None  # inline only: its authorizer cache, for tests
         self.url = ""
 
     def start(self) -> str:
         if self._execution == "inline":
             # One invocation at a time with the gateway's inline functions: they share Powertools' state.
-            self.app = ChatStreamApp(invocation_guard=OneInvocationAtATime, **self._app_settings)
-            self._server = ChatStreamServer(self.app, host=self._host, port=self._port, cors=self._cors)
+            app = ChatStreamApp(invocation_guard=OneInvocationAtATime, **self._app_settings)
+            self._server = ChatStreamServer(app, host=self._host, port=self._port, cors=self._cors)
             self._stopping = self._server.running()
             self.url = self._stopping.__enter__()
             return self.url

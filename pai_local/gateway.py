@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import re
 import selectors
 import socket
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -37,7 +40,7 @@ from urllib.parse import urlsplit
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from handlers._events import AuthorizerCache, build_authorizer_event, build_event
+from handlers._events import build_authorizer_event, build_event
 from pai_local.functions import Failed, Functions, InlineFunctions, Invocation, Returned, Started, Wrote
 from pai_local.template import Authorizer, Route
 from pai_local.web import WebApp
@@ -177,6 +180,49 @@ _DIGITS = re.compile(r"[0-9]{1,18}")
 
 class _IncompleteBody(Exception):
     pass
+
+
+class AuthorizerCache:
+    """API Gateway's cache of authorizer answers: per authorizer and identity value, for the
+    authorizer's TTL in the template (or `ttl_override`: 0 turns caching off). Entries are keyed by a digest of the
+    value, so no API key stays in memory, and the oldest go first past `max_entries`."""
+
+    def __init__(self, *, max_entries: int = 1024) -> None:
+        self._entries: OrderedDict[tuple[str, bytes], tuple[float, dict[str, Any]]] = OrderedDict()
+        self._max_entries = max_entries
+        self._lock = threading.Lock()
+        self.ttl_override: int | None = None
+
+    def get(self, authorizer: Authorizer, identity: str) -> dict[str, Any] | None:
+        key = _cache_key(authorizer, identity)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            expires, answer = entry
+            if time.monotonic() >= expires:
+                del self._entries[key]
+                return None
+            return answer
+
+    def put(self, authorizer: Authorizer, identity: str, answer: dict[str, Any]) -> None:
+        ttl = authorizer.ttl_seconds if self.ttl_override is None else self.ttl_override
+        if ttl <= 0:
+            return
+        key = _cache_key(authorizer, identity)
+        with self._lock:
+            self._entries[key] = (time.monotonic() + ttl, answer)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def _cache_key(authorizer: Authorizer, identity: str) -> tuple[str, bytes]:
+    return authorizer.name, hashlib.sha256(identity.encode("utf-8", "surrogateescape")).digest()
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
-    monkeypatch.setattr("handlers._events.time.monotonic", fake)
+    monkeypatch.setattr("pai_local.gateway.time.monotonic", fake)
     return fake
 
 
