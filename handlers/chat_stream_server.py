@@ -244,11 +244,8 @@ class ChatStreamApp:
         )
         event["requestContext"]["apiId"] = "function-url"
         stream = _TrackedSink(sink)
-        context = StreamLambdaContext.forwarded(
-            lambda_header, function_name=self._function_name, timeout_seconds=self._timeout_seconds, stream=stream
-        )
         try:
-            result = self._chat_handler()(event, context)
+            result = self._chat_handler()(event, self._context(lambda_header, stream))
         except Exception as exc:
             log.exception("the chat handler failed", exc_info=exc)
             if stream.started:
@@ -274,11 +271,8 @@ class ChatStreamApp:
         event = build_authorizer_event(
             route, method="POST", target=request.target, headers=headers, identity=identity, source_ip=source_ip
         )
-        context = StreamLambdaContext.forwarded(
-            lambda_header, function_name=self._function_name, timeout_seconds=self._timeout_seconds, stream=None
-        )
         try:
-            answer = self._authorizer_handler()(event, context)
+            answer = self._authorizer_handler()(event, self._context(lambda_header, None))
         except Exception as exc:
             log.exception("the API key authorizer failed", exc_info=exc)
             return None
@@ -286,6 +280,11 @@ class ChatStreamApp:
             log.error("the API key authorizer answered without a boolean isAuthorized")
             return None
         return answer
+
+    def _context(self, lambda_header: str | None, stream: ResponseSink | None) -> StreamLambdaContext:
+        return StreamLambdaContext.forwarded(
+            lambda_header, function_name=self._function_name, timeout_seconds=self._timeout_seconds, stream=stream
+        )
 
     def _run_hook(self, path: str, method: str, headers: dict[str, str], sink: ResponseSink) -> None:
         if method != "POST" or REQUEST_CONTEXT_HEADER in headers or self._snapstart_hooks is None:
