@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 
 from pai_core.config import REPO_ROOT
 from pai_local.template import Template
+from tests.unit.test_oidc_role import ACCESS_LOG_ACTIONS
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import deploy
@@ -147,14 +148,7 @@ def test_the_execution_role_is_cloudformations_alone_and_passes_function_roles_t
         "lambda:UpdateEventSourceMapping",
         "lambda:DeleteEventSourceMapping",
         "lambda:GetEventSourceMapping",
-        "logs:DescribeLogGroups",
-        "logs:CreateLogDelivery",
-        "logs:GetLogDelivery",
-        "logs:UpdateLogDelivery",
-        "logs:DeleteLogDelivery",
-        "logs:ListLogDeliveries",
-        "logs:PutResourcePolicy",
-        "logs:DescribeResourcePolicies",
+        *ACCESS_LOG_ACTIONS,
     }
 
 

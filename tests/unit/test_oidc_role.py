@@ -232,22 +232,26 @@ REQUIRED: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     ),
 }
 
+# What the caller needs to create a stage with access logs (API Gateway developer guide, 'Configure
+# logging for HTTP APIs'); the deploy role's statement test (test_delivery.py) allows them unscoped.
+ACCESS_LOG_ACTIONS = frozenset(
+    {
+        "logs:CreateLogDelivery",
+        "logs:GetLogDelivery",
+        "logs:UpdateLogDelivery",
+        "logs:DeleteLogDelivery",
+        "logs:ListLogDeliveries",
+        "logs:PutResourcePolicy",
+        "logs:DescribeResourcePolicies",
+        "logs:DescribeLogGroups",
+    }
+)
+
 # Beyond the schemas: (type, actions, where AWS says so).
 EXTRA: list[tuple[str, frozenset[str], str]] = [
     (
         "AWS::ApiGatewayV2::Stage",
-        frozenset(
-            {
-                "logs:CreateLogDelivery",
-                "logs:GetLogDelivery",
-                "logs:UpdateLogDelivery",
-                "logs:DeleteLogDelivery",
-                "logs:ListLogDeliveries",
-                "logs:PutResourcePolicy",
-                "logs:DescribeResourcePolicies",
-                "logs:DescribeLogGroups",
-            }
-        ),
+        ACCESS_LOG_ACTIONS,
         "API Gateway developer guide, 'Configure logging for HTTP APIs': the caller's permissions for access logs",
     ),
     (
