@@ -142,6 +142,18 @@ def stream_api(stack: RunningStack, api: ApiClient) -> ApiClient:
     return ApiClient(stack.stream_url, api_key=api.api_key)
 
 
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """A moto server of its own for a test module (the deploy round trips): they cannot disturb the session's stack."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def aws(stack: RunningStack) -> Callable[[str], Any]:
     """Plain boto3 clients on the emulator, for looking at (and tampering with) raw storage."""

@@ -8,16 +8,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from pai_core.config import REPO_ROOT
-from pai_local.emulator import free_port
 from pai_local.provision import provision
 from pai_local.template import Template
 from tests.integration.test_bundle import built_bundle  # noqa: F401 (a fixture, shared)
@@ -27,16 +24,6 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning"),
 ]
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    """A moto server of its own, so the round trip cannot disturb the session's API stack."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 def run_script(name: str, endpoint: str, *args: str, env: str = ENV) -> tuple[subprocess.CompletedProcess[str], float]:

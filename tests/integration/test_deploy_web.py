@@ -14,14 +14,11 @@ import hashlib
 import io
 import json
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from moto.server import ThreadedMotoServer
 
-from pai_local.emulator import free_port
 from tests.integration.test_deploy import clients, run_script
 
 # Not test_deploy.py's environment: moto keeps one state per process, and that module counts what it made.
@@ -33,15 +30,6 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning"),
 ]
-
-
-@pytest.fixture
-def moto_endpoint() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture
