@@ -92,9 +92,13 @@ def is_loopback(url: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 
 
+# make run's key in the checkout `pai` was installed from, found wherever `pai` is run from.
+CHECKOUT_KEY = Path(__file__).resolve().parent.parent / LOCAL_KEY_PATH
+
+
 def local_key(start: Path) -> str | None:
     candidates = [directory / LOCAL_KEY_PATH for directory in (start, *start.parents)]
-    candidates.append(Path(__file__).resolve().parent.parent / LOCAL_KEY_PATH)
+    candidates.append(CHECKOUT_KEY)
     for path in candidates:
         try:
             text = path.read_text(encoding="ascii", errors="replace").strip()

@@ -12,6 +12,7 @@ import httpx2
 import pytest
 from typer.testing import CliRunner
 
+from pai_client import api
 from pai_client.api import Settings
 from pai_client.cli import app
 from pai_client.notes import BATCH_ITEMS
@@ -206,7 +207,9 @@ def test_usage_errors_exit_2(pai: Callable[..., Any]) -> None:
     assert pai("nonsense").exit_code == 2
 
 
-def test_settings_come_from_one_source(tmp_path: Path) -> None:
+def test_settings_come_from_one_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Not this checkout's own key, which is there once `make run` has run here.
+    monkeypatch.setattr(api, "CHECKOUT_KEY", tmp_path / "checkout" / ".pai" / "api-key")
     no_config = {"PAI_CONFIG": str(tmp_path / "none.json")}
     settings = Settings.from_env(no_config, cwd=tmp_path)
     assert (settings.url, settings.api_key) == ("http://127.0.0.1:8080", None)
