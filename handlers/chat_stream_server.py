@@ -385,11 +385,17 @@ class CorsPolicy:
         return headers
 
 
+# Answers that end with their headers (RFC 9110 6.4.1): anything after them would be read by the
+# client as the start of the next answer on the same connection.
+_BODYLESS_STATUSES = {HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED}
+
+
 class _ChunkedSink:
     def __init__(self, handler: _RequestHandler, extra_headers: Mapping[str, str]) -> None:
         self._handler = handler
         self._extra = extra_headers
         self.started = False
+        self._chunked = False
 
     def start(self, status: int, headers: dict[str, str]) -> None:
         self.started = True
@@ -397,19 +403,22 @@ class _ChunkedSink:
         handler.send_response(status)
         for name, value in {**headers, **self._extra}.items():
             handler.send_header(name, value)
-        handler.send_header("Transfer-Encoding", "chunked")
+        self._chunked = status not in _BODYLESS_STATUSES and handler.command != "HEAD"
+        if self._chunked:
+            handler.send_header("Transfer-Encoding", "chunked")
         handler.end_headers()
         handler.wfile.flush()
 
     def write(self, text: str) -> None:
         data = text.encode("utf-8")
-        if data:
+        if data and self._chunked:
             self._handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self._handler.wfile.flush()
 
     def finish(self) -> None:
-        self._handler.wfile.write(b"0\r\n\r\n")
-        self._handler.wfile.flush()
+        if self._chunked:
+            self._handler.wfile.write(b"0\r\n\r\n")
+            self._handler.wfile.flush()
 
 
 class _RequestHandler(BaseHTTPRequestHandler):

@@ -144,3 +144,23 @@ def test_cors_allows_the_web_apps_origins_only(stack: RunningStack) -> None:
         if allowed:
             allowed_headers = response.headers["access-control-allow-headers"].lower()
             assert {"authorization", "content-type", "idempotency-key"} <= set(allowed_headers.split(", "))
+
+
+def test_a_preflight_and_the_chat_after_it_share_one_connection(stack: RunningStack, api: ApiClient) -> None:
+    """A 204 ends with its headers: a browser sends the POST on the connection its preflight used,
+    and anything after the 204's headers would be read as the start of the POST's answer."""
+    assert stack.stream_url is not None and api.api_key is not None
+    connection = connect(stack.stream_url)
+    origin = {"Origin": stack.gateway_url}
+    connection.request("OPTIONS", "/chat", headers={**origin, "Access-Control-Request-Method": "POST"})
+    preflight = connection.getresponse()
+    assert (preflight.status, preflight.read()) == (204, b"")
+    assert "transfer-encoding" not in preflight.headers
+    body = json.dumps({"message": "Hello again.", "stream": True, "useMemory": False})
+    headers = {**origin, "Authorization": f"Bearer {api.api_key}", "Content-Type": "application/json"}
+    connection.request("POST", "/chat", body=body, headers=headers)
+    answer = connection.getresponse()
+    assert answer.status == 200
+    events = answer.read().decode()
+    connection.close()
+    assert events.startswith("event: delta") and "event: done" in events
