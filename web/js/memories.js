@@ -68,18 +68,20 @@ export class MemoriesView {
 
   async search() {
     this.loaded = true;
-    clear(this.list);
-    this.more.hidden = true;
+    this.pages.clear();
+    const generation = this.pages.generation;
     this.status.textContent = "Searching…";
     const request = { query: this.query.value.trim(), topK: 20, sources: ["memories"] };
     const { category } = this.filters();
     if (category) request.category = category;
     try {
       const answer = await this.app.api.post("/search", request);
+      if (!this.pages.current(generation)) return; // a reload or another search has started since
       for (const result of answer.results) this.list.append(this.item(result, result.score));
       const count = answer.results.length;
       this.status.textContent = count ? `${count} found, most relevant first.` : "Nothing found.";
     } catch (error) {
+      if (!this.pages.current(generation)) return;
       this.status.textContent = error.message;
       this.app.failed(error);
     }

@@ -17,14 +17,23 @@ export class PagedList {
     this.empty = empty;
     this.filters = filters;
     this.cursor = null;
+    // Moves on every clear(): an answer to a request made before it belongs to a list that is gone
+    // (a reload or a search started since) and is dropped.
+    this.generation = 0;
     this.more.addEventListener("click", () => this.page());
   }
 
   // Empty, and the next page is the first again.
   clear() {
+    this.generation += 1;
     this.cursor = null;
     clear(this.list);
     this.more.hidden = true;
+  }
+
+  // True while nothing has cleared the list since `generation` was read.
+  current(generation) {
+    return generation === this.generation;
   }
 
   async reload() {
@@ -35,15 +44,18 @@ export class PagedList {
   async page() {
     const request = { action: "list", limit: PAGE_SIZE, ...this.filters() };
     if (this.cursor) request.cursor = this.cursor;
+    const generation = this.generation;
     this.status.textContent = "Loading…";
     this.more.disabled = true;
     try {
       const answer = await this.app.api.post(this.path, request);
+      if (!this.current(generation)) return;
       for (const record of answer.items) this.list.append(this.item(record));
       this.cursor = answer.cursor ?? null;
       this.more.hidden = !this.cursor;
       this.status.textContent = this.list.childElementCount ? "" : this.empty;
     } catch (error) {
+      if (!this.current(generation)) return;
       this.status.textContent = error.message;
       this.app.failed(error);
     } finally {
