@@ -43,7 +43,7 @@ from pai_core.adapters.document_codec import (
 )
 from pai_core.adapters.dynamodb_changelog import DynamoChangeLog
 from pai_core.adapters.dynamodb_cursors import NOT_OURS, CursorPosition, decode_cursor, encode_cursor
-from pai_core.adapters.dynamodb_pages import Item, Sleep, batch_delete, batch_write, query_items
+from pai_core.adapters.dynamodb_pages import Item, Sleep, batch_delete, batch_get, batch_write, query_items
 from pai_core.crypto import EnvelopeCipher
 from pai_core.deadline import remaining_seconds, request_deadline
 from pai_core.documents.records import Document, DocumentPage, DocumentTotals, StoredPassage
@@ -60,8 +60,6 @@ STATS_SUFFIX = "#docstats"
 ANNOUNCE_SECONDS = WRITE_LANDS_WITHIN_SECONDS / 3
 TOTALS_ID = "totals"
 PRINT_PREFIX = "print#"
-_BATCH_GET_LIMIT = 100
-_BATCH_GET_ATTEMPTS = 5
 
 
 class DynamoDocumentRepository:
@@ -344,22 +342,7 @@ class DynamoDocumentRepository:
         return query_items(self._client, query)
 
     def _batch_get(self, keys: list[Item], *, projection: str | None = None) -> Iterator[dict[str, Any]]:
-        for start in range(0, len(keys), _BATCH_GET_LIMIT):
-            options: dict[str, Any] = {"Keys": keys[start : start + _BATCH_GET_LIMIT], "ConsistentRead": True}
-            if projection is not None:
-                options["ProjectionExpression"] = projection
-                options["ExpressionAttributeNames"] = {"#owner": "owner"}
-            request: dict[str, Any] = {self._table: options}
-            for attempt in range(_BATCH_GET_ATTEMPTS):
-                with translated_aws_errors("DynamoDB"):
-                    response = self._client.batch_get_item(RequestItems=request)
-                yield from response.get("Responses", {}).get(self._table, [])
-                request = dict(response.get("UnprocessedKeys") or {})
-                if not request:
-                    break
-                self._sleep(0.05 * 2**attempt)
-            else:
-                raise UpstreamUnavailable("DynamoDB did not return every requested item")
+        return batch_get(self._client, self._table, keys, projection=projection, sleep=self._sleep)
 
     # -- what a search index reads (pai_core.ports.IndexSource, kind "passage") -------------------
 

@@ -20,7 +20,15 @@ from botocore.exceptions import ClientError
 from pai_core.adapters.aws_errors import error_code, translated_aws_errors
 from pai_core.adapters.dynamodb_changelog import DynamoChangeLog
 from pai_core.adapters.dynamodb_cursors import NOT_OURS, CursorPosition, decode_cursor, encode_cursor
-from pai_core.adapters.dynamodb_pages import Item, Sleep, batch_delete, landed_earlier, owner_category, query_items
+from pai_core.adapters.dynamodb_pages import (
+    Item,
+    Sleep,
+    batch_delete,
+    batch_get,
+    landed_earlier,
+    owner_category,
+    query_items,
+)
 from pai_core.adapters.memory_codec import (
     HISTORY_SUFFIX,
     INDEX_PROJECTION,
@@ -58,8 +66,6 @@ log = logging.getLogger(__name__)
 CATEGORY_INDEX = "category-index"
 # Tombstones of deletes, before the change log replaced them: still shredded by a forget.
 LEGACY_DELETED_SUFFIX = "#deleted"
-_BATCH_GET_LIMIT = 100
-_BATCH_GET_ATTEMPTS = 5
 # A listing by origin filters the owner's items after reading them: it reads at most this many
 # pages of `limit` items per request, then returns what it found with a cursor to go on from.
 _ORIGIN_LISTING_PAGES = 10
@@ -248,24 +254,8 @@ class DynamoMemoryRepository:
         return {item["id"]["S"]: self.from_item(owner, item) for item in self._batch_get(owner, memory_ids)}
 
     def _batch_get(self, owner: str, memory_ids: Sequence[str], *, projection: str | None = None) -> Iterator[Any]:
-        unique_ids = list(dict.fromkeys(memory_ids))
-        for start in range(0, len(unique_ids), _BATCH_GET_LIMIT):
-            chunk = unique_ids[start : start + _BATCH_GET_LIMIT]
-            keys_and_options: dict[str, Any] = {"Keys": [self._key(owner, i) for i in chunk], "ConsistentRead": True}
-            if projection is not None:
-                keys_and_options["ProjectionExpression"] = projection
-                keys_and_options["ExpressionAttributeNames"] = {"#owner": "owner"}
-            request: dict[str, Any] = {self._table: keys_and_options}
-            for attempt in range(_BATCH_GET_ATTEMPTS):
-                with translated_aws_errors("DynamoDB"):
-                    response = self._client.batch_get_item(RequestItems=request)
-                yield from response.get("Responses", {}).get(self._table, [])
-                request = dict(response.get("UnprocessedKeys") or {})
-                if not request:
-                    break
-                self._sleep(0.05 * 2**attempt)
-            else:
-                raise UpstreamUnavailable("DynamoDB did not return every requested memory")
+        keys = [self._key(owner, memory_id) for memory_id in dict.fromkeys(memory_ids)]
+        return batch_get(self._client, self._table, keys, projection=projection, sleep=self._sleep)
 
     def history(self, owner: str, memory_id: str) -> list[MemoryVersion] | None:
         current = self._get_item(owner, memory_id)

@@ -22,6 +22,8 @@ Sleep = Callable[[float], None]
 
 _BATCH_WRITE_LIMIT = 25
 _BATCH_WRITE_ATTEMPTS = 5
+_BATCH_GET_LIMIT = 100
+_BATCH_GET_ATTEMPTS = 5
 
 
 def owner_category(owner: str, category: str) -> str:
@@ -55,6 +57,34 @@ def query_items(client: DynamoDBClient, query: dict[str, Any]) -> Iterator[dict[
         if "LastEvaluatedKey" not in response:
             return
         query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+def batch_get(
+    client: DynamoDBClient,
+    table: str,
+    keys: list[dict[str, Any]],
+    *,
+    projection: str | None = None,
+    sleep: Sleep = time.sleep,
+) -> Iterator[dict[str, Any]]:
+    """The items of `keys` that exist, read consistently, 100 per BatchGetItem, retrying what
+    DynamoDB leaves unprocessed. `projection` may name the owner as `#owner`."""
+    for start in range(0, len(keys), _BATCH_GET_LIMIT):
+        options: dict[str, Any] = {"Keys": keys[start : start + _BATCH_GET_LIMIT], "ConsistentRead": True}
+        if projection is not None:
+            options["ProjectionExpression"] = projection
+            options["ExpressionAttributeNames"] = {"#owner": "owner"}
+        request: dict[str, Any] = {table: options}
+        for attempt in range(_BATCH_GET_ATTEMPTS):
+            with translated_aws_errors("DynamoDB"):
+                response = client.batch_get_item(RequestItems=request)
+            yield from response.get("Responses", {}).get(table, [])
+            request = dict(response.get("UnprocessedKeys") or {})
+            if not request:
+                break
+            sleep(0.05 * 2**attempt)
+        else:
+            raise UpstreamUnavailable("DynamoDB did not return every requested item")
 
 
 def batch_write(client: DynamoDBClient, table: str, requests: list[Any], *, sleep: Sleep = time.sleep) -> None:
