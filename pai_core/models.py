@@ -72,6 +72,18 @@ class MemoryVersion:
     valid_to: datetime | None
     reason: str | None
 
+    @classmethod
+    def current(cls, memory: Memory, reason: str | None = None) -> MemoryVersion:
+        """The version `memory` is now: valid from its last change, with no end yet."""
+        return cls(
+            content=memory.content,
+            category=memory.category,
+            metadata=memory.metadata,
+            valid_from=memory.last_changed,
+            valid_to=None,
+            reason=reason,
+        )
+
 
 @dataclass(frozen=True)
 class MemoryPage:

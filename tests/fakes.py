@@ -182,16 +182,7 @@ class InMemoryMemoryRepository:
         if self.fail_with is not None:
             raise self.fail_with
         self.items[(owner, memory.id)] = (memory, np.asarray(embedding, dtype="<f4").tobytes())
-        self.versions[(owner, memory.id)] = [
-            MemoryVersion(
-                content=memory.content,
-                category=memory.category,
-                metadata=memory.metadata,
-                valid_from=memory.created_at,
-                valid_to=None,
-                reason=None,
-            )
-        ]
+        self.versions[(owner, memory.id)] = [MemoryVersion.current(memory)]
 
     def add_many(self, owner: str, memories: Sequence[tuple[Memory, np.ndarray]]) -> None:
         if self.fail_with is not None:  # all or nothing, like one batch that failed before writing

@@ -435,14 +435,5 @@ def _versions(past: list[PastVersion], current: Memory, current_reason: str | No
         )
         for position, version in enumerate(ordered)
     ]
-    versions.append(
-        MemoryVersion(
-            content=current.content,
-            category=current.category,
-            metadata=current.metadata,
-            valid_from=current.last_changed,
-            valid_to=None,
-            reason=current_reason,
-        )
-    )
+    versions.append(MemoryVersion.current(current, current_reason))
     return versions

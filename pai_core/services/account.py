@@ -189,16 +189,7 @@ class AccountService:
     def _history(self, owner: str, memory: Memory) -> list[MemoryVersion] | None:
         # A memory never updated has one version, itself: no read needed for it.
         if memory.updated_at is None:
-            return [
-                MemoryVersion(
-                    content=memory.content,
-                    category=memory.category,
-                    metadata=memory.metadata,
-                    valid_from=memory.created_at,
-                    valid_to=None,
-                    reason=None,
-                )
-            ]
+            return [MemoryVersion.current(memory)]
         return self._memories.history(owner, memory.id)
 
     def _fill_with_turns(self, owner: str, position: TurnsFrom, page: _PageBuilder) -> TurnsFrom | None:
