@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -162,12 +162,17 @@ def memories_rm(
     as_json: JsonFlag = False,
 ) -> None:
     """Delete memories."""
+    _delete_each(ctx, memory_ids, lambda api, memory_id: api.forget(memory_id), as_json=as_json)
+
+
+def _delete_each(ctx: typer.Context, ids: list[str], delete: Callable[[Api, str], Any], *, as_json: bool) -> None:
+    """Deletes one id after the other, saying so for each (or, with --json, printing the answers)."""
     results = []
     with _failures(), _api(ctx) as api:
-        for memory_id in memory_ids:
-            results.append(api.forget(memory_id))
+        for item_id in ids:
+            results.append(delete(api, item_id))
             if not as_json:
-                typer.echo(f"deleted {memory_id}")
+                typer.echo(f"deleted {item_id}")
     if as_json:
         _print_json(results[0] if len(results) == 1 else results)
 
@@ -409,14 +414,7 @@ def docs_rm(
     as_json: JsonFlag = False,
 ) -> None:
     """Delete documents (their passages leave search and chat)."""
-    results = []
-    with _failures(), _api(ctx) as api:
-        for document_id in document_ids:
-            results.append(api.delete_document(document_id))
-            if not as_json:
-                typer.echo(f"deleted {document_id}")
-    if as_json:
-        _print_json(results[0] if len(results) == 1 else results)
+    _delete_each(ctx, document_ids, lambda api, document_id: api.delete_document(document_id), as_json=as_json)
 
 
 # Import and export ---------------------------------------------------------------------------------
